@@ -1,0 +1,291 @@
+"""A data set as Loupe uses it: labelled, split items; presized pixels cached in memory; batches."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
+from engine.errors import UserError
+from engine.images import PresizedImages, Progress, presize_all
+from engine.labels import LabelReport, LabelRule, apply_label_rule
+from engine.sources import FolderScan, scan_folder
+from engine.split import SplitRule, apply_split_rule
+
+MIN_PER_CLASS = 5  # fewer images than this in a class earns a warning
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that defines a data set and its batches: what the Data page sets and later pages use."""
+
+    root: str  # the folder holding the images
+    name: str  # shown to the user
+    label: LabelRule = LabelRule()
+    split: SplitRule = SplitRule()
+    size: int = 64  # side of the square images the model sees
+    presize: int = 96  # side of the cached images, before batch augmentation (fastai's item Resize)
+    method: str = "crop"  # presize by centre crop or squish
+    bs: int = 64
+    aug: AugSettings = AugSettings()
+
+
+@dataclass
+class LabelledItems:
+    """The images of a data set that have a label and a split, in a stable order."""
+
+    root: Path
+    rel_paths: list[str]  # posix paths relative to root
+    image_index: np.ndarray  # each item's position in `scanned` (and in the presized pixels)
+    scanned: list[str]  # every image found, labelled or not: what the pixel cache holds
+    labels: list[str]
+    split: np.ndarray  # 'train' / 'valid' per item
+    classes: list[str]  # sorted
+    n_files: int  # images found
+    label_report: LabelReport  # over all images found, before the split
+    n_outside_split: int = 0  # labelled images the split rule left out
+    skipped_files: int = 0  # non-image files ignored
+    skipped_examples: list[str] = field(default_factory=list)
+
+    @property
+    def scanned_paths(self) -> list[Path]:
+        """Every image found; the pixel cache is keyed on these so relabelling never re-decodes."""
+        return [self.root / rel for rel in self.scanned]
+
+    @property
+    def targets(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[label] for label in self.labels], dtype=np.int64)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"file": self.rel_paths, "label": self.labels, "split": self.split})
+
+    def counts(self, mask: np.ndarray | None = None) -> pd.DataFrame:
+        """Images per class (rows) and split (columns train, valid, total), of all items or those in `mask`."""
+        keep = np.ones(len(self.labels), dtype=bool) if mask is None else mask
+        labels = np.asarray(self.labels, dtype=object)[keep]
+        table = pd.crosstab(pd.Series(labels, name="class"), pd.Series(self.split[keep], name="split"))
+        table = table.reindex(index=self.classes, columns=["train", "valid"], fill_value=0)
+        table["total"] = table["train"] + table["valid"]
+        return table
+
+    def warnings(self, min_per_class: int = MIN_PER_CLASS) -> list[str]:
+        """Plain-language warnings about the split: tiny classes, classes missing from a split."""
+        counts = self.counts()
+        out = []
+        few = counts.index[counts["total"] < min_per_class].tolist()
+        if few:
+            out.append(f"{len(few)} class(es) have fewer than {min_per_class} images: {', '.join(few[:10])}.")
+        only_train = counts.index[counts["valid"] == 0].tolist()
+        if only_train:
+            out.append(f"{len(only_train)} class(es) have no validation images, so their accuracy cannot be measured: "
+                       f"{', '.join(only_train[:10])}.")
+        only_valid = counts.index[counts["train"] == 0].tolist()
+        if only_valid:
+            out.append(f"{len(only_valid)} class(es) appear only in validation, so the model never learns them: "
+                       f"{', '.join(only_valid[:10])}.")
+        if self.label_report.n_unmatched:
+            out.append(f"{self.label_report.n_unmatched:,} image(s) got no label from the rule and are left out.")
+        if self.n_outside_split:
+            out.append(f"{self.n_outside_split:,} labelled image(s) are in neither split and are left out.")
+        return out
+
+
+def label_items(scan: FolderScan, label: LabelRule, split: SplitRule) -> LabelledItems:
+    """Label and split the images of a scanned folder; refuses a data set with fewer than two classes."""
+    root = scan.root
+    all_rel = [p.relative_to(root).as_posix() for p in scan.images]
+    report = apply_label_rule(label, all_rel)
+    if report.n_matched == 0:
+        examples = ", ".join(all_rel[:3])
+        raise UserError(f"The label rule gave no label to any of the {len(all_rel):,} images (e.g. {examples}). "
+                        "Adjust the rule until the tester shows matches.")
+    if len(report.class_counts) < 2:
+        only = next(iter(report.class_counts))
+        raise UserError(f"The label rule finds only one class ('{only}'). A classifier needs at least two classes: "
+                        "check the rule, or add images of another class.")
+    kept = [(i, rel, lab) for i, (rel, lab) in enumerate(zip(all_rel, report.labels)) if lab is not None]
+    index = np.array([i for i, _, _ in kept], dtype=np.int64)
+    rel_paths, labels = [r for _, r, _ in kept], [lab for _, _, lab in kept]
+    split = apply_split_rule(split, rel_paths, labels)
+    inside = split != ""
+    if not (split == "train").any():
+        raise UserError("The split leaves no training images. Lower the validation share or check the split rule.")
+    if not (split == "valid").any():
+        raise UserError("The split leaves no validation images. Raise the validation share or check the split rule.")
+    rel_paths = [r for r, keep in zip(rel_paths, inside) if keep]
+    labels = [lab for lab, keep in zip(labels, inside) if keep]
+    return LabelledItems(
+        root=root, rel_paths=rel_paths, image_index=index[inside], scanned=all_rel, labels=labels, split=split[inside], classes=sorted(set(labels)),
+        n_files=len(all_rel), label_report=report, n_outside_split=int((~inside).sum()),
+        skipped_files=scan.skipped, skipped_examples=scan.skipped_examples,
+    )
+
+
+def load_items(config: DataConfig) -> LabelledItems:
+    """Scan, label and split the data set a configuration names."""
+    return label_items(scan_folder(config.root), config.label, config.split)
+
+
+# ---------------------------------------------------------------- presized pixels, cached
+
+def memory_budget_bytes() -> int:
+    """How much memory cached pixels may take: LOUPE_CACHE_GB, else a quarter of this machine's RAM."""
+    if os.environ.get("LOUPE_CACHE_GB"):
+        return int(float(os.environ["LOUPE_CACHE_GB"]) * 1024**3)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def presize_bytes(n_images: int, presize: int) -> int:
+    return n_images * 3 * presize * presize
+
+
+class PresizeCache:
+    """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe)."""
+
+    def __init__(self, max_entries: int = 2):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, PresizedImages] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(paths: list[Path], presize: int, method: str) -> str:
+        """Changes when the file list, any file's size or time, or the presize settings change."""
+        digest = hashlib.sha1(f"{presize}|{method}".encode())
+        for p in paths:
+            try:
+                st = p.stat()
+                digest.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{p}|missing\n".encode())
+        return digest.hexdigest()
+
+    def get(self, paths: list[Path], presize: int, method: str = "crop", progress: Progress | None = None) -> PresizedImages:
+        """The presized pixels of these files, decoded now only if not cached."""
+        needed = presize_bytes(len(paths), presize)
+        if needed > memory_budget_bytes():
+            raise UserError(
+                f"Presizing {len(paths):,} images to {presize}×{presize} needs {needed / 1024**3:.1f} GB of memory, "
+                f"more than Loupe allows itself ({memory_budget_bytes() / 1024**3:.1f} GB). Choose a smaller presize."
+            )
+        key = self.key(paths, presize, method)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            images = presize_all(paths, presize, method, progress=progress)
+            self._entries[key] = images
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return images
+
+    def cached(self, paths: list[Path], presize: int, method: str = "crop") -> bool:
+        with self._lock:
+            return self.key(paths, presize, method) in self._entries
+
+
+# ---------------------------------------------------------------- health
+
+@dataclass
+class Health:
+    """The data health panel's figures."""
+
+    counts: pd.DataFrame  # per class: train, valid, total
+    failures: pd.DataFrame  # file, reason (excluded from batches)
+    sizes: pd.DataFrame  # width, height of readable images
+    modes: dict[str, int]  # original colour modes and their counts
+    warnings: list[str]
+
+
+def health_report(items: LabelledItems, images: PresizedImages) -> Health:
+    """Images per class, unreadable files, original size spread and colour modes."""
+    bad = sorted(images.failures.items())
+    failures = pd.DataFrame({"file": [items.scanned[i] for i, _ in bad], "reason": [r for _, r in bad]})
+    ok = images.ok
+    sizes = pd.DataFrame(images.sizes[ok], columns=["width", "height"])
+    modes: dict[str, int] = {}
+    for mode, good in zip(images.modes, ok):
+        if good:
+            modes[mode] = modes.get(mode, 0) + 1
+    counts = items.counts(mask=ok[items.image_index])
+    warnings = items.warnings()
+    if len(failures):
+        warnings.append(f"{len(failures):,} file(s) could not be read and are left out (listed below).")
+    return Health(counts=counts, failures=failures, sizes=sizes, modes=modes, warnings=warnings)
+
+
+# ---------------------------------------------------------------- batches
+
+class DataLoaders:
+    """Training and validation batches from presized pixels, augmented on the device a batch at a time."""
+
+    def __init__(self, items: LabelledItems, images: PresizedImages, size: int, bs: int = 64,
+                 aug: AugSettings = AugSettings(), device: torch.device | str = "cpu", seed: int | None = None):
+        if len(items.scanned) != images.pixels.shape[0]:
+            raise ValueError("items and presized images do not match")
+        self.items, self.images, self.size, self.bs, self.aug = items, images, size, bs, aug
+        self.device = torch.device(device)
+        self.classes = items.classes
+        self.y = torch.from_numpy(items.targets)
+        self.image_index = torch.from_numpy(items.image_index)
+        usable = images.ok[items.image_index]
+        self.train_idx = torch.from_numpy(np.flatnonzero((items.split == "train") & usable))
+        self.valid_idx = torch.from_numpy(np.flatnonzero((items.split == "valid") & usable))
+        if len(self.train_idx) == 0 or len(self.valid_idx) == 0:
+            raise UserError("After leaving out unreadable files, a split is empty: there is nothing to train or validate on.")
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def n_valid(self) -> int:
+        return len(self.valid_idx)
+
+    def _pixels(self, idx: torch.Tensor) -> torch.Tensor:
+        """Presized uint8 pixels of items `idx`, on the device."""
+        return self.images.pixels[self.image_index[idx]].to(self.device, non_blocking=True)
+
+    def train(self, shuffle: bool = True, drop_last: bool = True, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Augmented training batches (x [B,3,size,size] float, y [B] long), reshuffled each call."""
+        order = self.train_idx[torch.randperm(self.n_train, generator=self.generator)] if shuffle else self.train_idx
+        stop = len(order) - (len(order) % self.bs if drop_last and len(order) >= self.bs else 0)
+        for start in range(0, stop, self.bs):
+            idx = order[start:start + self.bs]
+            x = augment_batch(self._pixels(idx), self.size, self.aug, self.generator)
+            yield (normalize(x) if norm else x), self.y[idx].to(self.device)
+
+    def valid(self, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Validation batches in order: resized only, never augmented."""
+        for start in range(0, self.n_valid, self.bs):
+            idx = self.valid_idx[start:start + self.bs]
+            x = resize_batch(self._pixels(idx), self.size)
+            yield (normalize(x) if norm else x), self.y[idx].to(self.device)
+
+    def show_batch(self, max_n: int = 9, split: str = "train", unique: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """Images in [0, 1] as the model sees them (before normalisation) with their labels, like fastai's show_batch."""
+        pool = self.train_idx if split == "train" else self.valid_idx
+        if unique:
+            i = pool[torch.randint(len(pool), (1,), generator=self.generator)]
+            x = augment_preview(self._pixels(i)[0], max_n, self.size, self.aug, self.generator)
+            return x.cpu(), [self.classes[self.y[i[0]]]] * max_n
+        idx = pool[torch.randperm(len(pool), generator=self.generator)[:max_n]]
+        pixels = self._pixels(idx)
+        x = augment_batch(pixels, self.size, self.aug, self.generator) if split == "train" else resize_batch(pixels, self.size)
+        return x.cpu(), [self.classes[int(t)] for t in self.y[idx]]

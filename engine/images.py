@@ -1,0 +1,137 @@
+"""Decode images of any colour mode to RGB and presize them once into a uint8 tensor."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large, never decoded
+PRESIZE_METHODS = ("crop", "squish")
+
+Progress = Callable[[int, int], None]
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (L, P, RGBA, LA, CMYK, I;16, F…) to 8-bit RGB; transparency goes on white."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode.startswith("I") or img.mode == "F":
+        # 16/32-bit and float images: stretch their own range to 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """Open, check the size before decoding, apply EXIF orientation, return RGB. Raises ValueError on bad files.
+
+    `draft` lets libjpeg decode a large JPEG at a reduced scale that still covers draft×draft pixels.
+    """
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"too large to open safely ({e})") from None
+    except Exception as e:  # PIL raises many types for garbage input
+        raise ValueError(f"not a readable image ({type(e).__name__})") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ValueError(f"too large ({width}×{height} pixels; the limit is {max_pixels:,})")
+    if width < 1 or height < 1:
+        raise ValueError("has no pixels")
+    try:
+        if draft and img.format == "JPEG" and min(width, height) > 2 * draft:
+            img.draft("RGB", (draft, draft))
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except Exception as e:
+        raise ValueError(f"corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:
+    """Square `size`×`size`: 'crop' scales the short side then centre-crops, 'squish' ignores aspect."""
+    if method == "squish":
+        return img.resize((size, size), Image.Resampling.BILINEAR)
+    if method == "crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    raise ValueError(f"unknown presize method {method!r}; use one of {PRESIZE_METHODS}")
+
+
+def _load_presized(path: Path, size: int, method: str) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Decode one file to a [size, size, 3] uint8 array; also its original size and mode."""
+    img = open_image(path, draft=size)  # raises ValueError with a readable reason
+    with Image.open(path) as probe:
+        mode, original = probe.mode, probe.size
+    return np.array(presize(img, size, method), dtype=np.uint8), original, mode
+
+
+@dataclass
+class PresizedImages:
+    """All images of a data set decoded once: pixels, which ones failed and why, and their sizes."""
+
+    pixels: torch.Tensor  # [N, 3, size, size] uint8; zeros where decoding failed
+    ok: np.ndarray  # [N] bool
+    sizes: np.ndarray  # [N, 2] original (width, height); 0 where failed
+    modes: list[str]  # original PIL mode, '' where failed
+    failures: dict[int, str] = field(default_factory=dict)  # index -> reason
+    size: int = 0
+    method: str = "crop"
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.numel()
+
+
+def presize_all(
+    paths: Sequence[Path],
+    size: int,
+    method: str = "crop",
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> PresizedImages:
+    """Decode and presize every path in a thread pool; failures are recorded, never raised."""
+    if method not in PRESIZE_METHODS:
+        raise ValueError(f"unknown presize method {method!r}")
+    n = len(paths)
+    pixels = torch.zeros((n, size, size, 3), dtype=torch.uint8)
+    ok = np.zeros(n, dtype=bool)
+    sizes = np.zeros((n, 2), dtype=np.int64)
+    modes = [""] * n
+    failures: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        try:
+            arr, original, mode = _load_presized(Path(paths[i]), size, method)
+        except Exception as e:  # one bad file must not stop the others
+            failures[i] = str(e) if isinstance(e, ValueError) else f"unreadable ({type(e).__name__})"
+            return
+        pixels[i] = torch.from_numpy(arr)
+        ok[i], sizes[i], modes[i] = True, original, mode
+
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(work, range(n)), start=1):
+            if progress is not None and (done % 64 == 0 or done == n):
+                progress(done, n)
+    return PresizedImages(
+        pixels=pixels.permute(0, 3, 1, 2).contiguous(),
+        ok=ok, sizes=sizes, modes=modes, failures=failures, size=size, method=method,
+    )
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """A [3, H, W] image tensor (uint8, or float in [0, 1]) to a PIL RGB image."""
+    x = x.detach().cpu()
+    if x.dtype != torch.uint8:
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).numpy(), "RGB")

@@ -1,0 +1,196 @@
+"""Label rules: a regex on the file name or relative path, the parent folder, or a CSV column.
+
+Every rule is a function of an item's path relative to the data set root (posix form, e.g.
+"train/7/12.png"), returning the label or None when the rule does not apply to that item.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Sequence
+
+import pandas as pd
+import regex  # like `re`, but matching can be given a timeout (a pathological pattern must not hang the app)
+
+from engine.errors import UserError
+
+REGEX_TIME_BUDGET_S = 1.5  # for labelling a whole data set; the page must answer within ~2 s
+LABEL_KINDS = ("regex", "folder", "csv")
+
+
+def compile_pattern(pattern: str) -> regex.Pattern:
+    """Compile a user's label pattern, checking it captures something."""
+    if not pattern.strip():
+        raise UserError("The pattern is empty. Type a regular expression with one group in ( ), e.g. ^(.+)_\\d+\\.png$")
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as e:
+        where = f" at position {e.pos}" if getattr(e, "pos", None) is not None else ""
+        raise UserError(f"That pattern is not a valid regular expression: {e.msg if hasattr(e, 'msg') else e}{where}.") from None
+    if compiled.groups == 0:
+        raise UserError(
+            "The pattern has no group. Put the part that is the label in parentheses, "
+            "e.g. ^(.+)_\\d+\\.png$ labels 'seven_12.png' as 'seven'."
+        )
+    return compiled
+
+
+@dataclass(frozen=True)
+class RegexLabeller:
+    """fastai's RegexLabeller: the group named `label`, else the first group, of a match on the name or path."""
+
+    pattern: str
+    on: str = "name"  # "name" (file name only) or "path" (path relative to the data set root)
+
+    def __post_init__(self) -> None:
+        if self.on not in ("name", "path"):
+            raise ValueError(f"RegexLabeller.on must be 'name' or 'path', not {self.on!r}")
+
+    def label_all(self, rel_paths: Sequence[str], time_budget_s: float = REGEX_TIME_BUDGET_S) -> list[str | None]:
+        """Label every path; raises UserError if the pattern needs more than the time budget."""
+        compiled = compile_pattern(self.pattern)
+        use_group = "label" if "label" in compiled.groupindex else 1
+        deadline = time.monotonic() + time_budget_s
+        labels: list[str | None] = []
+        for rel in rel_paths:
+            target = PurePosixPath(rel).name if self.on == "name" else rel
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                match = compiled.search(target, timeout=remaining)
+            except TimeoutError:
+                raise UserError(
+                    f"This pattern takes too long to run (over {time_budget_s:g} s on {len(rel_paths):,} files), "
+                    "probably because nested repeats such as (a+)+ make it backtrack. Simplify it, e.g. ^(.+)_\\d+\\.png$."
+                ) from None
+            value = match.group(use_group) if match else None
+            labels.append(value if value else None)
+        return labels
+
+
+@dataclass(frozen=True)
+class ParentLabeller:
+    """fastai's parent_label: the name of the folder holding the file."""
+
+    def label_all(self, rel_paths: Sequence[str]) -> list[str | None]:
+        return [PurePosixPath(rel).parent.name or None for rel in rel_paths]
+
+
+@dataclass(frozen=True)
+class CSVLabeller:
+    """Labels from a CSV: one column names the file (name or path relative to the root), another holds the label."""
+
+    csv_path: str
+    file_col: str
+    label_col: str
+
+    def table(self) -> pd.DataFrame:
+        return read_label_csv(self.csv_path, [self.file_col, self.label_col])
+
+    def label_all(self, rel_paths: Sequence[str]) -> list[str | None]:
+        df = self.table()
+        by_key: dict[str, str] = {}
+        for name, label in zip(df[self.file_col].astype(str), df[self.label_col]):
+            if pd.isna(label) or str(label).strip() == "":
+                continue
+            key = name.strip().replace("\\", "/").removeprefix("./")
+            by_key[key] = str(label).strip()
+        has_paths = any("/" in k for k in by_key)
+        return [by_key.get(rel if has_paths else PurePosixPath(rel).name) for rel in rel_paths]
+
+
+def read_label_csv(csv_path: str | Path, needed: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a labels CSV, with user-facing errors for a missing file or missing columns."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise UserError(f"The CSV file {path} does not exist.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise UserError(f"Could not read {path.name} as a CSV file: {e}") from None
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise UserError(f"{path.name} has no column {', '.join(map(repr, missing))}. Its columns are: {', '.join(df.columns)}.")
+    return df
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """A serialisable choice of label rule, as the page and the CLI describe it."""
+
+    kind: str = "regex"  # "regex" | "folder" | "csv"
+    pattern: str = r"^(.+)_\d+\.\w+$"
+    on: str = "name"
+    csv_path: str = ""
+    file_col: str = "name"
+    label_col: str = "label"
+
+    def labeller(self) -> RegexLabeller | ParentLabeller | CSVLabeller:
+        if self.kind == "regex":
+            return RegexLabeller(self.pattern, self.on)
+        if self.kind == "folder":
+            return ParentLabeller()
+        if self.kind == "csv":
+            return CSVLabeller(self.csv_path, self.file_col, self.label_col)
+        raise UserError(f"Unknown label rule {self.kind!r}; choose one of {', '.join(LABEL_KINDS)}.")
+
+    def describe(self) -> str:
+        if self.kind == "regex":
+            return f"regex on {'file name' if self.on == 'name' else 'relative path'}: {self.pattern}"
+        if self.kind == "folder":
+            return "parent folder name"
+        return f"CSV {Path(self.csv_path).name}: {self.file_col} → {self.label_col}"
+
+
+def parse_label_rule(text: str, root: str | Path | None = None) -> LabelRule:
+    """The CLI form: `regex:PATTERN`, `path-regex:PATTERN`, `folder`, or `csv:FILE:COLUMN` (file column 'name')."""
+    if text == "folder":
+        return LabelRule(kind="folder")
+    if text.startswith("regex:"):
+        return LabelRule(kind="regex", pattern=text[len("regex:"):], on="name")
+    if text.startswith("path-regex:"):
+        return LabelRule(kind="regex", pattern=text[len("path-regex:"):], on="path")
+    if text.startswith("csv:"):
+        file_and_col = text[len("csv:"):]
+        csv_file, sep, column = file_and_col.rpartition(":")
+        if not sep or not csv_file or not column:
+            raise UserError("A CSV label rule looks like csv:FILE:COLUMN, e.g. csv:labels.csv:label")
+        csv_path = Path(csv_file)
+        if root is not None and not csv_path.is_absolute():
+            csv_path = Path(root) / csv_path
+        return LabelRule(kind="csv", csv_path=str(csv_path), file_col="name", label_col=column)
+    raise UserError(f"Unknown label rule {text!r}: use regex:PATTERN, path-regex:PATTERN, folder or csv:FILE:COLUMN.")
+
+
+@dataclass
+class LabelReport:
+    """What a label rule made of a list of files: the live tester's figures."""
+
+    labels: list[str | None]
+    n_matched: int
+    unmatched_examples: list[str] = field(default_factory=list)
+    class_counts: dict[str, int] = field(default_factory=dict)  # largest first
+
+    @property
+    def n_unmatched(self) -> int:
+        return len(self.labels) - self.n_matched
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.class_counts)
+
+
+def apply_label_rule(rule: LabelRule, rel_paths: Sequence[str], n_examples: int = 5) -> LabelReport:
+    """Label every file and count matches, misses (with examples) and classes."""
+    labels = rule.labeller().label_all(rel_paths)
+    counts = Counter(label for label in labels if label is not None)
+    unmatched = [rel for rel, label in zip(rel_paths, labels) if label is None][:n_examples]
+    return LabelReport(
+        labels=labels,
+        n_matched=sum(counts.values()),
+        unmatched_examples=unmatched,
+        class_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+    )

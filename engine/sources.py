@@ -1,0 +1,423 @@
+"""Where images come from: a folder on disk, an uploaded zip, or a fastai data set downloaded once."""
+from __future__ import annotations
+
+import gzip
+import http.client
+import io
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import threading
+import unicodedata
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable
+
+from engine.errors import UserError
+from engine.home import home_subdir
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TRASH_DIR = ".loupe-trash"
+COMPLETE_MARKER = ".loupe-complete"
+CHUNK = 1024 * 1024  # 1 MiB
+S3_BASE = "https://s3.amazonaws.com"
+
+
+# ---------------------------------------------------------------- folders
+
+@dataclass
+class FolderScan:
+    root: Path
+    images: list[Path]  # sorted, absolute, recursive
+    skipped: int  # non-image files ignored (e.g. Pets' .mat files)
+    skipped_examples: list[str]  # up to 5 relative paths of skipped files
+
+
+def _is_ignored_name(name: str) -> bool:
+    # hidden files and folders (this covers .loupe-trash) and macOS zip litter
+    return name.startswith(".") or name == "__MACOSX" or name == TRASH_DIR
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def scan_folder(path: str | Path) -> FolderScan:
+    """Find every image under a folder (recursively), counting the other files that were skipped."""
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise UserError(f"The folder '{given}' does not exist. Check the path for typos "
+                        "(you can copy it from your file browser).")
+    if not given.is_dir():
+        raise UserError(f"'{given}' is a file, not a folder. Give the folder that holds your images.")
+    root = given.resolve()
+    real_root = os.path.realpath(root)
+
+    images: list[Path] = []
+    skipped_examples: list[str] = []
+    skipped = 0
+    visited = {real_root}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        # prune hidden folders, links that leave the root, and folders already seen (link loops)
+        keep = []
+        for d in sorted(dirnames):
+            if _is_ignored_name(d):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not _inside(real, real_root) or real in visited:
+                continue
+            visited.add(real)
+            keep.append(d)
+        dirnames[:] = keep
+
+        for name in sorted(filenames):
+            if _is_ignored_name(name):
+                continue
+            full = os.path.join(dirpath, name)
+            if not _inside(os.path.realpath(full), real_root) or not os.path.isfile(full):
+                continue  # a link leaving the root, or a broken link
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                images.append(Path(full))
+            else:
+                skipped += 1
+                if len(skipped_examples) < 5:
+                    skipped_examples.append(Path(full).relative_to(root).as_posix())
+
+    if not images:
+        if skipped:
+            raise UserError(
+                f"The folder '{given}' holds no images (found {skipped} other files such as "
+                f"{', '.join(skipped_examples[:3])}). Loupe reads {', '.join(sorted(IMAGE_EXTENSIONS))} "
+                "files; choose a folder that contains photos (they may sit in subfolders).")
+        raise UserError(f"The folder '{given}' holds no images (it is empty). "
+                        "Choose a folder that contains photos (they may sit in subfolders).")
+    images.sort()
+    return FolderScan(root=root, images=images, skipped=skipped, skipped_examples=skipped_examples)
+
+
+# ---------------------------------------------------------------- uploaded zips
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_files: int = 100_000
+    max_total_bytes: int = 4 * 1024**3  # uncompressed
+    max_ratio: float = 200.0  # per-entry compression ratio (zip bomb)
+    ratio_min_bytes: int = 1024 * 1024  # small files may compress very well; only judge the ratio above this
+
+
+def safe_folder_name(name: str, default: str = "upload") -> str:
+    """A file name turned into a plain folder name: 'my pets.zip' -> 'my-pets'."""
+    stem = unicodedata.normalize("NFC", PurePosixPath(name.replace("\\", "/")).name)
+    stem = re.sub(r"\.(zip|tgz|tar\.gz|tar)$", "", stem, flags=re.IGNORECASE)
+    stem = re.sub(r"[^\w.-]+", "-", stem).strip("-._")[:64].strip("-._")
+    return stem or default
+
+
+def _refuse(entry: str, why: str) -> UserError:
+    return UserError(f"This zip was refused: the entry '{entry}' {why}. Nothing was extracted.")
+
+
+def _bad_path_reason(name: str) -> str | None:
+    """Why an archive member name is unsafe to write, or None if it is fine."""
+    if "\\" in name:
+        return "uses backslashes in its path, which could place it outside its folder"
+    if "\x00" in name:
+        return "has a broken name"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute path and would be written outside its folder"
+    if ".." in name.split("/"):
+        return "would be written outside its folder"
+    return None
+
+
+def _zip_entry_parts(info: zipfile.ZipInfo) -> list[str]:
+    return [p for p in info.filename.split("/") if p not in ("", ".")]
+
+
+def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
+    """Validate every entry before anything is written; return the entries to extract."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_files:
+        raise UserError(f"This zip was refused: it holds {len(infos):,} entries, more than the limit of "
+                        f"{limits.max_files:,}. Split it into smaller zips. Nothing was extracted.")
+    total = 0
+    for info in infos:
+        name = info.filename
+        why = _bad_path_reason(name)
+        if why:
+            raise _refuse(name, why)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise _refuse(name, "is a symbolic link, which Loupe does not accept")
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise _refuse(name, "is a special file (not a plain file or folder)")
+        if info.flag_bits & 0x1:
+            raise _refuse(name, "is password-protected; unzip it yourself and choose the folder instead")
+        if info.is_dir():
+            continue
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise UserError(f"This zip was refused: unpacked it would take more than "
+                            f"{limits.max_total_bytes / 1024**3:.1f} GB (reached at the entry '{name}'). "
+                            "Nothing was extracted.")
+        if (info.file_size >= limits.ratio_min_bytes
+                and info.file_size / max(info.compress_size, 1) > limits.max_ratio):
+            raise _refuse(name, f"is compressed {info.file_size / max(info.compress_size, 1):,.0f} times, "
+                                "which looks like a zip bomb")
+    return [i for i in infos if not (_zip_entry_parts(i) and _zip_entry_parts(i)[0] == "__MACOSX")]
+
+
+def _copy_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
+                    written: int, limits: ZipLimits) -> int:
+    """Stream one entry to disk, counting bytes as they come; return the new running total."""
+    entry_bytes = 0
+    with zf.open(info) as src, open(target, "wb") as dst:
+        while chunk := src.read(CHUNK):
+            entry_bytes += len(chunk)
+            written += len(chunk)
+            if entry_bytes > info.file_size:
+                raise _refuse(info.filename, "holds more data than its header says")
+            if written > limits.max_total_bytes:
+                raise UserError(f"This zip was refused: unpacked it would take more than "
+                                f"{limits.max_total_bytes / 1024**3:.1f} GB. Nothing was extracted.")
+            dst.write(chunk)
+    return written
+
+
+def _unique_child(parent: Path, base: str) -> Path:
+    candidate, n = parent / base, 2
+    while candidate.exists():
+        candidate, n = parent / f"{base}-{n}", n + 1
+    return candidate
+
+
+def extract_zip(data: bytes | BinaryIO | Path, name: str, limits: ZipLimits = ZipLimits(),
+                dest_root: Path | None = None) -> Path:
+    """Safely unpack an uploaded zip into a new folder under dest_root (default: Loupe's uploads) and return it."""
+    dest_root = Path(dest_root) if dest_root is not None else home_subdir("uploads")
+    dest_root.mkdir(parents=True, exist_ok=True)
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    try:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise UserError(f"'{name}' is not a zip file (or it is damaged). Upload a .zip file made by "
+                        "your computer's 'Compress' command.") from None
+
+    with zf:
+        entries = _check_zip(zf, limits)
+        tmp = Path(tempfile.mkdtemp(prefix=".loupe-extract-", dir=dest_root))
+        try:
+            real_tmp = os.path.realpath(tmp)
+            written = 0
+            for info in entries:
+                parts = _zip_entry_parts(info)
+                if not parts:
+                    continue
+                target = tmp.joinpath(*parts)
+                if not _inside(os.path.realpath(target), real_tmp):  # belt and braces
+                    raise _refuse(info.filename, "would be written outside its folder")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = _copy_zip_entry(zf, info, target, written, limits)
+            final = _unique_child(dest_root, safe_folder_name(name))
+            os.rename(tmp, final)
+        except UserError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        except (zipfile.BadZipFile, EOFError, RuntimeError, zlib.error) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(f"'{name}' is damaged and could not be unpacked ({e}). "
+                            "Make the zip again and re-upload it. Nothing was extracted.") from None
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(f"Could not unpack '{name}': {e.strerror or e}. Is the disk full? "
+                            "Nothing was extracted.") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final
+
+
+# ---------------------------------------------------------------- fastai data sets
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    key: str  # "PETS"
+    title: str  # shown to the user
+    url: str
+    folder: str  # folder name inside the archive after extraction
+    label_hint: str  # "folder" (label = parent folder name) or "regex:<pattern on file names>"
+    image_subdir: str  # subfolder holding the images; "" for the whole folder
+
+
+# URLs as in fastai's fastai/data/external.py `URLs` class.
+FASTAI_DATASETS: dict[str, RemoteDataset] = {d.key: d for d in [
+    RemoteDataset("PETS", "Oxford-IIIT Pets (37 breeds, 7,390 photos, 811 MB)",
+                  f"{S3_BASE}/fast-ai-imageclas/oxford-iiit-pet.tgz", "oxford-iiit-pet",
+                  r"regex:^(.+)_\d+\.jpg$", "images"),
+    RemoteDataset("MNIST_SAMPLE", "MNIST sample (handwritten 3s and 7s, 14,434 images, 3 MB)",
+                  f"{S3_BASE}/fast-ai-sample/mnist_sample.tgz", "mnist_sample", "folder", ""),
+    RemoteDataset("MNIST_TINY", "MNIST tiny (handwritten 3s and 7s, about 1,400 images, 0.3 MB)",
+                  f"{S3_BASE}/fast-ai-sample/mnist_tiny.tgz", "mnist_tiny", "folder", ""),
+    RemoteDataset("IMAGENETTE_160", "Imagenette 160 px (10 ImageNet classes, 13,394 photos, 94 MB)",
+                  f"{S3_BASE}/fast-ai-imageclas/imagenette2-160.tgz", "imagenette2-160", "folder", ""),
+]}
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _dataset(key: str) -> RemoteDataset:
+    if key not in FASTAI_DATASETS:
+        raise UserError(f"Unknown data set '{key}'. Choose one of: {', '.join(FASTAI_DATASETS)}.")
+    return FASTAI_DATASETS[key]
+
+
+def _datasets_root(root: Path | None) -> Path:
+    return Path(root) if root is not None else home_subdir("datasets")
+
+
+def dataset_path(key: str, root: Path | None = None) -> Path:
+    """Where a fastai data set lives once extracted."""
+    return _datasets_root(root) / _dataset(key).folder
+
+
+def is_downloaded(key: str, root: Path | None = None) -> bool:
+    """True when the data set was downloaded and fully extracted."""
+    return (dataset_path(key, root) / COMPLETE_MARKER).is_file()
+
+
+def dataset_url(key: str) -> str:
+    """The registry URL, with https://s3.amazonaws.com replaced by $LOUPE_DATASETS_URL when that is set."""
+    url = _dataset(key).url
+    base = os.environ.get("LOUPE_DATASETS_URL")
+    if base and url.startswith(S3_BASE):
+        url = base.rstrip("/") + url[len(S3_BASE):]
+    return url
+
+
+def _offline(title: str, detail: object) -> UserError:
+    return UserError(f"Could not download {title}: this computer seems to be offline or the server is "
+                     f"unreachable ({detail}). Loupe's built-in data sets work offline.")
+
+
+def _fetch(url: str, part: Path, title: str, progress: Callable[[int, int | None], None] | None,
+           timeout: float) -> None:
+    """Stream url into part, 1 MiB at a time, reporting (bytes_done, total_or_None)."""
+    net_errors = (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except net_errors as e:
+        if isinstance(e, urllib.error.HTTPError):
+            e.close()
+        raise _offline(title, e) from None
+    with response, open(part, "wb") as out:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done = 0
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except net_errors as e:
+                raise _offline(title, e) from None
+            if not chunk:
+                break
+            try:
+                out.write(chunk)
+            except OSError as e:
+                raise UserError(f"Could not save {title}: {e.strerror or e}. Is the disk full?") from None
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    if total is not None and done != total:
+        raise _offline(title, f"the download stopped after {done:,} of {total:,} bytes")
+
+
+def _check_tar_member(member: tarfile.TarInfo, title: str) -> None:
+    why = _bad_path_reason(member.name)
+    if why is None and not (member.isfile() or member.isdir()):
+        why = "is a link or special file, which Loupe does not accept"
+    if why:
+        raise UserError(f"The download of {title} was refused: the entry '{member.name}' {why}. "
+                        "Nothing was extracted.")
+
+
+def _extract_tar(archive: Path, dest_dir: Path, title: str) -> None:
+    """Extract a (gzipped) tar into dest_dir, refusing unsafe members; dest_dir must be empty and disposable."""
+    kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                _check_tar_member(member, title)
+                tar.extract(member, dest_dir, **kwargs)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise UserError(f"The download of {title} is damaged ({e}). Try again.") from None
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(str(path), threading.Lock())
+
+
+def download_dataset(key: str, progress: Callable[[int, int | None], None] | None = None,
+                     root: Path | None = None, url: str | None = None, timeout: float = 30) -> Path:
+    """Download and extract a fastai data set once; later calls return its folder without using the network.
+
+    The archive is fetched from the registry URL, or `url` if given. When the environment variable
+    LOUPE_DATASETS_URL is set (e.g. "http://mirror.local:8000"), it replaces "https://s3.amazonaws.com"
+    in registry URLs, so a local mirror can serve the archives. `progress(bytes_done, total_or_None)`
+    is called after every 1 MiB chunk; it may raise to cancel (nothing partial is left behind).
+    An incomplete folder (no `.loupe-complete` marker) is deleted and downloaded again.
+    """
+    ds = _dataset(key)
+    base = _datasets_root(root)
+    dest = base / ds.folder
+    with _lock_for(dest):
+        if (dest / COMPLETE_MARKER).is_file():
+            return dest
+        url = url or dataset_url(key)
+        filename = safe_folder_name(urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]),
+                                    default=key.lower()) + ".tgz"
+        downloads = base / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        archive = downloads / filename
+        part = downloads / (filename + ".part")
+
+        # download (a finished archive left by an interrupted extraction is reused)
+        if not archive.is_file():
+            try:
+                _fetch(url, part, ds.title, progress, timeout)
+                os.replace(part, archive)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+
+        # extract into a hidden temporary folder, mark complete, then move into place
+        tmp = Path(tempfile.mkdtemp(prefix=".loupe-extract-", dir=base))
+        try:
+            try:
+                _extract_tar(archive, tmp, ds.title)
+            except UserError:
+                archive.unlink(missing_ok=True)  # untrustworthy: fetch it afresh next time
+                raise
+            src = tmp / ds.folder if (tmp / ds.folder).is_dir() else tmp
+            (src / COMPLETE_MARKER).write_text(url + "\n")
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.rename(src, dest)
+        except OSError as e:
+            raise UserError(f"Could not unpack {ds.title}: {e.strerror or e}. Is the disk full?") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    return dest
