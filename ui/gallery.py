@@ -1,0 +1,27 @@
+"""Image grids: fastai's show_batch as Streamlit columns of captioned images."""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from engine.images import to_pil
+
+DISPLAY_PX = 160  # small images are enlarged (nearest neighbour) so pixels stay visible
+
+
+def display_image(x: torch.Tensor, px: int = DISPLAY_PX) -> Image.Image:
+    """A [3,H,W] tensor in [0, 1] as a PIL image at least `px` wide."""
+    img = to_pil(x)
+    if img.width < px:
+        img = img.resize((px, px * img.height // img.width), Image.Resampling.NEAREST)
+    return img
+
+
+def image_grid(images: torch.Tensor, titles: list[str], cols: int, key: str) -> None:
+    """Images in rows of `cols` columns, each titled, inside a container tests can find by `key`."""
+    with st.container(key=key):
+        for start in range(0, len(titles), cols):
+            row = st.columns(cols, width=cols * (DISPLAY_PX + 24))
+            for col, x, title in zip(row, images[start:start + cols], titles[start:start + cols]):
+                col.image(display_image(x), caption=title, width=DISPLAY_PX)
