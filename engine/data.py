@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -289,3 +290,27 @@ class DataLoaders:
         pixels = self._pixels(idx)
         x = augment_batch(pixels, self.size, self.aug, self.generator) if split == "train" else resize_batch(pixels, self.size)
         return x.cpu(), [self.classes[int(t)] for t in self.y[idx]]
+
+
+# ---------------------------------------------------------------- first guesses for a new folder
+
+VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
+NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
+
+
+def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
+    """Guess a label and split rule from a folder's layout, as a starting point the user can change.
+
+    train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
+    names like `beagle_12.jpg` → regex on the name, random split; otherwise parent folder, random split.
+    """
+    rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
+    tops = {r.split("/", 1)[0] for r in rel if "/" in r}
+    valid_name = next((v for v in VALID_FOLDER_NAMES if v in tops), None)
+    if "train" in tops and valid_name:
+        return LabelRule(kind="folder"), SplitRule(kind="folder", train_name="train", valid_name=valid_name)
+    sample = [r.rsplit("/", 1)[-1] for r in rel[:: max(1, len(rel) // 200)]]
+    named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
+    if sample and named >= 0.9 * len(sample):
+        return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
+    return LabelRule(kind="folder"), SplitRule(kind="random")

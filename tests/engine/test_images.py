@@ -1,0 +1,256 @@
+"""Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.images import open_image, presize, presize_all, to_pil, to_rgb
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).reshape(-1, 3)
+
+
+def save(img: Image.Image, path: Path, **kw) -> Path:
+    img.save(path, **kw)
+    return path
+
+
+# ---------------------------------------------------------------- one image per colour mode
+# Each case: an image 3 px wide, and the RGB values to_rgb must give for its pixels.
+
+def img_l():
+    im = Image.new("L", (3, 1))
+    im.putdata([0, 77, 255])
+    return im, [BLACK, (77, 77, 77), WHITE]
+
+
+def img_1():
+    im = Image.new("1", (3, 1))
+    im.putdata([0, 255, 0])
+    return im, [BLACK, WHITE, BLACK]
+
+
+def img_rgb():
+    im = Image.new("RGB", (3, 1))
+    im.putdata([(10, 20, 30), (255, 0, 0), (0, 0, 255)])
+    return im, [(10, 20, 30), (255, 0, 0), (0, 0, 255)]
+
+
+def img_rgba():
+    im = Image.new("RGBA", (3, 1))
+    im.putdata([(10, 20, 30, 255), (10, 20, 30, 0), (200, 0, 0, 255)])
+    return im, [(10, 20, 30), WHITE, (200, 0, 0)]
+
+
+def img_la():
+    im = Image.new("LA", (3, 1))
+    im.putdata([(100, 255), (7, 0), (0, 255)])
+    return im, [(100, 100, 100), WHITE, BLACK]
+
+
+def img_p():
+    im = Image.new("P", (3, 1))
+    im.putpalette([255, 0, 0, 0, 128, 0, 1, 2, 3] + [0] * (253 * 3))
+    im.putdata([0, 1, 2])
+    return im, [(255, 0, 0), (0, 128, 0), (1, 2, 3)]
+
+
+def img_p_transparent():
+    im, _ = img_p()
+    im.info["transparency"] = 1  # palette entry 1 (green) is transparent
+    return im, [(255, 0, 0), WHITE, (1, 2, 3)]
+
+
+def img_cmyk():
+    im = Image.new("CMYK", (3, 1))
+    im.putdata([(0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255)])
+    return im, [WHITE, (0, 255, 255), BLACK]
+
+
+def img_i16():
+    im = Image.fromarray(np.array([[1000, 1400, 3000]], dtype=np.uint16))
+    assert im.mode == "I;16"
+    return im, [BLACK, (51, 51, 51), WHITE]  # (1400-1000)/(3000-1000)*255 = 51
+
+
+def img_i32():
+    im = Image.fromarray(np.array([[-50, 0, 200]], dtype=np.int32))
+    assert im.mode == "I"
+    return im, [BLACK, (51, 51, 51), WHITE]  # 50/250*255 = 51
+
+
+def img_f():
+    im = Image.fromarray(np.array([[-1.0, 0.6, 3.0]], dtype=np.float32))
+    assert im.mode == "F"
+    return im, [BLACK, (102, 102, 102), WHITE]  # 1.6/4*255 = 102
+
+
+MODES = {"L": img_l, "1": img_1, "RGB": img_rgb, "RGBA": img_rgba, "LA": img_la, "P": img_p,
+         "P+transparency": img_p_transparent, "CMYK": img_cmyk, "I;16": img_i16, "I": img_i32, "F": img_f}
+# a lossless format that stores each mode as it is
+FORMATS = {"CMYK": "tiff", "F": "tiff", "I": "tiff"}
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_to_rgb(name):
+    im, expected = MODES[name]()
+    out = to_rgb(im)
+    assert out.mode == "RGB" and out.size == (3, 1)
+    assert pixels(out).tolist() == [list(p) for p in expected]
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_open_image_from_file(tmp_path, name):
+    im, expected = MODES[name]()
+    fmt = FORMATS.get(name, "png")
+    path = save(im, tmp_path / f"img.{fmt}")
+    with Image.open(path) as probe:  # the file really holds that mode
+        assert probe.mode == im.mode
+    out = open_image(path)
+    assert out.mode == "RGB"
+    assert pixels(out).tolist() == [list(p) for p in expected]
+
+
+def test_constant_16_bit_image_is_black():
+    im = Image.fromarray(np.full((2, 2), 1234, dtype=np.uint16))
+    assert pixels(to_rgb(im)).tolist() == [[0, 0, 0]] * 4
+
+
+def test_exif_rotated_jpeg_comes_out_rotated(tmp_path):
+    # 40 wide, 20 tall: left half red, right half blue; orientation 6 = display rotated 90° clockwise
+    im = Image.new("RGB", (40, 20), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(im, tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    out = open_image(path)
+    assert out.size == (20, 40)
+    arr = np.asarray(out).astype(int)
+    # turned clockwise, the left (red) half is now on top
+    assert np.abs(arr[5, 10] - [255, 0, 0]).max() <= 8
+    assert np.abs(arr[35, 10] - [0, 0, 255]).max() <= 8
+
+
+def test_open_image_refuses_images_over_max_pixels(tmp_path):
+    path = save(Image.new("RGB", (20, 10)), tmp_path / "big.png")
+    with pytest.raises(ValueError, match="too large") as info:
+        open_image(path, max_pixels=199)
+    assert str(info.value) == "too large (20×10 pixels; the limit is 199)"
+    assert open_image(path, max_pixels=200).size == (20, 10)
+
+
+def test_open_image_reports_bad_files_as_value_errors(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ValueError, match="not a readable image"):
+        open_image(text)
+    with pytest.raises(ValueError, match="not a readable image"):
+        open_image(tmp_path / "missing.png")
+
+
+# ---------------------------------------------------------------- presize
+
+def stripes(width: int, height: int, values: list[int]) -> Image.Image:
+    """Vertical stripes of equal width, one grey value each."""
+    arr = np.repeat(np.array(values, dtype=np.uint8), width // len(values))[None, :].repeat(height, axis=0)
+    return Image.fromarray(arr, "L").convert("RGB")
+
+
+def test_presize_crop_keeps_the_centre():
+    # 4×2: left half black, right half white; the centre 2×2 square is columns 1 and 2
+    out = presize(stripes(4, 2, [0, 255]), 2, "crop")
+    assert out.size == (2, 2)
+    assert np.asarray(out)[..., 0].tolist() == [[0, 255], [0, 255]]
+    # 6×2 in thirds: the centre square is all grey
+    assert np.asarray(presize(stripes(6, 2, [0, 128, 255]), 2, "crop")).reshape(-1).tolist() == [128] * 12
+
+
+def test_presize_crop_of_a_tall_image_keeps_the_middle_rows():
+    tall = stripes(6, 2, [0, 128, 255]).transpose(Image.Transpose.ROTATE_90)  # 2 wide, 6 tall
+    assert tall.size == (2, 6)
+    assert np.asarray(presize(tall, 2, "crop")).reshape(-1).tolist() == [128] * 12
+
+
+def test_presize_squish_keeps_the_whole_image():
+    out = presize(stripes(6, 2, [0, 128, 255]), 2, "squish")
+    arr = np.asarray(out)[..., 0].astype(int)
+    assert out.size == (2, 2)
+    assert (arr[:, 0] < 100).all() and (arr[:, 1] > 155).all()  # black on the left, white on the right
+
+
+def test_presize_scales_then_crops():
+    out = presize(stripes(8, 4, [0, 255]), 2, "crop")
+    assert out.size == (2, 2)
+    arr = np.asarray(out)[..., 0].astype(int)
+    assert (arr[:, 0] < 128).all() and (arr[:, 1] > 128).all()
+
+
+def test_presize_unknown_method():
+    with pytest.raises(ValueError, match="unknown presize method"):
+        presize(Image.new("RGB", (4, 4)), 2, "stretch")
+    with pytest.raises(ValueError, match="unknown presize method"):
+        presize_all([], 2, "stretch")
+
+
+def test_presize_all_decodes_good_files_and_lists_bad_ones(tmp_path):
+    rng = np.random.default_rng(0)
+    good_rgb = save(Image.new("RGB", (6, 4), (10, 200, 30)), tmp_path / "a.png")
+    good_l = save(Image.new("L", (3, 5), 77), tmp_path / "b.png")
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    full = save(noise, tmp_path / "full.png").read_bytes()
+    truncated = tmp_path / "c.png"
+    truncated.write_bytes(full[: len(full) // 2])
+    text = tmp_path / "d.png"
+    text.write_text("hello")
+    good_rgba = save(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), tmp_path / "e.png")
+
+    calls = []
+    paths = [good_rgb, good_l, truncated, text, good_rgba]
+    out = presize_all(paths, 4, "crop", progress=lambda done, n: calls.append((done, n)), workers=2)
+
+    assert out.pixels.shape == (5, 3, 4, 4) and out.pixels.dtype == torch.uint8
+    assert out.ok.tolist() == [True, True, False, False, True]
+    assert sorted(out.failures) == [2, 3]
+    assert out.failures[2].startswith("corrupt or truncated")
+    assert out.failures[3].startswith("not a readable image")
+    assert out.sizes.tolist() == [[6, 4], [3, 5], [0, 0], [0, 0], [4, 4]]
+    assert out.modes == ["RGB", "L", "", "", "RGBA"]
+    assert (out.size, out.method, out.nbytes) == (4, "crop", 5 * 3 * 4 * 4)
+    assert out.pixels[0, :, 0, 0].tolist() == [10, 200, 30] and bool((out.pixels[0] == out.pixels[0, :, :1, :1]).all())
+    assert bool((out.pixels[1] == 77).all())
+    assert bool((out.pixels[2:4] == 0).all())
+    assert bool((out.pixels[4] == 255).all())  # transparent on white
+    assert calls[-1] == (5, 5)
+
+
+def test_presize_all_pixels_equal_presize_of_open_image(tmp_path):
+    rng = np.random.default_rng(1)
+    paths = [save(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), tmp_path / f"{i}.png")
+             for i, (w, h) in enumerate([(12, 8), (8, 12), (10, 10)])]
+    for method in ("crop", "squish"):
+        out = presize_all(paths, 6, method)
+        for i, p in enumerate(paths):
+            expected = torch.from_numpy(np.array(presize(open_image(p), 6, method))).permute(2, 0, 1)
+            assert torch.equal(out.pixels[i], expected)
+
+
+def test_presize_all_progress_every_64_and_at_the_end(tmp_path):
+    path = save(Image.new("RGB", (2, 2)), tmp_path / "x.png")
+    calls = []
+    presize_all([path] * 130, 2, progress=lambda done, n: calls.append((done, n)), workers=2)
+    assert calls == [(64, 130), (128, 130), (130, 130)]
+
+
+def test_to_pil_round_trip():
+    x = torch.arange(2 * 3 * 3, dtype=torch.uint8).reshape(3, 2, 3) * 10
+    img = to_pil(x)
+    assert img.mode == "RGB" and img.size == (3, 2)
+    assert torch.equal(torch.from_numpy(np.array(img)).permute(2, 0, 1), x)
+    # floats in [0, 1] are scaled to 0..255 and clamped; channels first in, pixels first out
+    f = torch.tensor([[[0.0, 0.5]], [[1.0, 1.5]], [[-0.2, 0.2]]])  # [3, 1, 2]
+    assert np.array(to_pil(f)).tolist() == [[[0, 255, 0], [128, 255, 51]]]

@@ -1,0 +1,187 @@
+"""Tests for engine/labels.py: label rules are pure functions of relative paths, checked exactly."""
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import UserError
+from engine.labels import (CSVLabeller, LabelRule, ParentLabeller, RegexLabeller, apply_label_rule,
+                           parse_label_rule)
+
+PETS = r"^(.+)_\d+\.jpg$"
+
+
+# ---------------------------------------------------------------- RegexLabeller
+
+def test_regex_on_name_keeps_underscores_inside_the_label():
+    paths = ["images/great_pyrenees_12.jpg", "images/Abyssinian_1.jpg", "american_pit_bull_terrier_190.jpg"]
+    assert RegexLabeller(PETS).label_all(paths) == ["great_pyrenees", "Abyssinian", "american_pit_bull_terrier"]
+
+
+def test_regex_on_name_ignores_the_folders():
+    # the folder name would match ^(.+)/ on the path, but on="name" only sees the file name
+    assert RegexLabeller(r"^([a-z]+)/").label_all(["train/3.png"]) == [None]
+    assert RegexLabeller(r"^(\d+)\.png$").label_all(["train/3.png", "valid/7/12.png"]) == ["3", "12"]
+
+
+def test_regex_on_relative_path():
+    paths = ["train/3/a.png", "valid/7/b.png", "loose.png"]
+    assert RegexLabeller(r"^\w+/(\d+)/", on="path").label_all(paths) == ["3", "7", None]
+
+
+def test_named_group_label_is_preferred_over_group_one():
+    labeller = RegexLabeller(r"^(?P<prefix>[a-z]+)_(?P<label>[a-z]+)_\d+\.png$")
+    assert labeller.label_all(["img_cat_1.png", "img_dog_22.png"]) == ["cat", "dog"]
+
+
+def test_no_match_and_empty_group_give_none():
+    labeller = RegexLabeller(r"^([a-z]*)_\d+\.jpg$")
+    assert labeller.label_all(["cat_1.jpg", "cat.jpg", "_5.jpg", "cat_1.png"]) == ["cat", None, None, None]
+
+
+def test_on_must_be_name_or_path():
+    with pytest.raises(ValueError):
+        RegexLabeller(PETS, on="folder")
+
+
+def test_invalid_pattern_is_a_user_error_without_traceback_text():
+    with pytest.raises(UserError) as info:
+        RegexLabeller(r"^(.+_\d+\.jpg$").label_all(["a_1.jpg"])
+    message = str(info.value)
+    assert message.startswith("That pattern is not a valid regular expression: missing )")
+    assert "position" in message
+    assert "Traceback" not in message and "regex._regex_core" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_pattern_without_group_is_a_user_error():
+    with pytest.raises(UserError, match="no group"):
+        RegexLabeller(r"^.+_\d+\.jpg$").label_all(["a_1.jpg"])
+
+
+@pytest.mark.parametrize("pattern", ["", "   "])
+def test_empty_pattern_is_a_user_error(pattern):
+    with pytest.raises(UserError, match="empty"):
+        RegexLabeller(pattern).label_all(["a_1.jpg"])
+
+
+def test_catastrophic_backtracking_is_stopped_with_a_user_error():
+    names = ["a" * 40 + "!"] * 200
+    start = time.monotonic()
+    with pytest.raises(UserError, match="too long"):
+        RegexLabeller(r"(a|aa)+$").label_all(names)
+    assert time.monotonic() - start < 3.0
+
+
+def test_nested_repeat_that_regex_handles_completes_quickly():
+    names = ["a" * 40 + "!"] * 200
+    start = time.monotonic()
+    assert RegexLabeller(r"(a+)+$").label_all(names) == [None] * 200
+    assert time.monotonic() - start < 3.0
+
+
+# ---------------------------------------------------------------- ParentLabeller
+
+def test_parent_labeller_is_the_folder_holding_the_file():
+    paths = ["train/3/a.png", "valid/7/b.png", "cats/x.jpg", "top.png"]
+    assert ParentLabeller().label_all(paths) == ["3", "7", "cats", None]
+
+
+# ---------------------------------------------------------------- CSVLabeller
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_csv_labeller_with_bare_names(tmp_path):
+    csv = write_csv(tmp_path / "labels.csv", "fname,breed\ncat_1.jpg,cat\n dog_2.jpg , dog \nodd.jpg,\n")
+    labels = CSVLabeller(str(csv), "fname", "breed").label_all(
+        ["images/cat_1.jpg", "dog_2.jpg", "odd.jpg", "missing.jpg"])
+    assert labels == ["cat", "dog", None, None]
+
+
+def test_csv_labeller_with_relative_paths(tmp_path):
+    csv = write_csv(tmp_path / "labels.csv", "name,label\ntrain/3/a.png,three\n./valid/7/a.png,seven\nvalid\\1\\c.png,one\n")
+    labels = CSVLabeller(str(csv), "name", "label").label_all(
+        ["train/3/a.png", "valid/7/a.png", "valid/1/c.png", "a.png", "train/9/a.png"])
+    # with paths in the CSV, a bare name or another folder's file of the same name does not match
+    assert labels == ["three", "seven", "one", None, None]
+
+
+def test_csv_blank_labels_are_none(tmp_path):
+    csv = write_csv(tmp_path / "labels.csv", "name,label\na.png,\nb.png,   \nc.png,NA\n")
+    assert CSVLabeller(str(csv), "name", "label").label_all(["a.png", "b.png", "c.png"]) == [None, None, "NA"]
+
+
+def test_csv_missing_column_lists_available_columns(tmp_path):
+    csv = write_csv(tmp_path / "labels.csv", "file,breed,is_valid\na.png,cat,0\n")
+    with pytest.raises(UserError) as info:
+        CSVLabeller(str(csv), "file", "label").label_all(["a.png"])
+    assert str(info.value) == "labels.csv has no column 'label'. Its columns are: file, breed, is_valid."
+
+
+def test_csv_missing_file_is_a_user_error(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(UserError, match="does not exist") as info:
+        CSVLabeller(str(missing), "name", "label").label_all(["a.png"])
+    assert str(missing) in str(info.value)
+
+
+# ---------------------------------------------------------------- parse_label_rule
+
+def test_parse_regex_rules():
+    assert parse_label_rule(r"regex:^(.+)_\d+\.jpg$") == LabelRule(kind="regex", pattern=r"^(.+)_\d+\.jpg$", on="name")
+    assert parse_label_rule(r"path-regex:^(\w+)/") == LabelRule(kind="regex", pattern=r"^(\w+)/", on="path")
+    # a pattern may itself contain colons
+    assert parse_label_rule("regex:^(a:b)$").pattern == "^(a:b)$"
+
+
+def test_parse_folder_rule():
+    assert parse_label_rule("folder") == LabelRule(kind="folder")
+    assert isinstance(parse_label_rule("folder").labeller(), ParentLabeller)
+
+
+def test_parse_csv_rule_relative_to_root(tmp_path):
+    rule = parse_label_rule("csv:labels.csv:breed", root=tmp_path)
+    assert rule == LabelRule(kind="csv", csv_path=str(tmp_path / "labels.csv"), file_col="name", label_col="breed")
+    absolute = tmp_path / "elsewhere" / "l.csv"
+    assert parse_label_rule(f"csv:{absolute}:label", root=tmp_path / "x").csv_path == str(absolute)
+    assert parse_label_rule("csv:labels.csv:label").csv_path == "labels.csv"
+
+
+def test_parsed_csv_rule_labels_files(tmp_path):
+    write_csv(tmp_path / "labels.csv", "name,breed\na.png,cat\nb.png,dog\n")
+    report = apply_label_rule(parse_label_rule("csv:labels.csv:breed", root=tmp_path), ["a.png", "sub/b.png", "c.png"])
+    assert report.labels == ["cat", "dog", None]
+
+
+@pytest.mark.parametrize("text", ["", "regex", "folders", "csv:labels.csv", "csv::label", "csv:labels.csv:", "glob:*.png"])
+def test_bad_rule_is_a_user_error(text):
+    with pytest.raises(UserError):
+        parse_label_rule(text)
+
+
+def test_unknown_kind_in_label_rule_is_a_user_error():
+    with pytest.raises(UserError, match="Unknown label rule 'magic'"):
+        LabelRule(kind="magic").labeller()
+
+
+# ---------------------------------------------------------------- apply_label_rule
+
+def test_apply_label_rule_counts():
+    paths = ([f"cat_{i}.jpg" for i in range(3)] + [f"dog_{i}.jpg" for i in range(5)]
+             + ["ant_0.jpg", "bee_0.jpg"] + [f"junk{i}.txt" for i in range(7)])
+    report = apply_label_rule(LabelRule(kind="regex", pattern=PETS), paths)
+    assert report.n_matched == 10
+    assert report.n_unmatched == 7
+    assert report.unmatched_examples == [f"junk{i}.txt" for i in range(5)]
+    assert list(report.class_counts.items()) == [("dog", 5), ("cat", 3), ("ant", 1), ("bee", 1)]
+    assert report.classes == ["ant", "bee", "cat", "dog"]
+    assert report.labels[:3] == ["cat"] * 3 and report.labels[-1] is None
+
+
+def test_apply_label_rule_example_count_is_adjustable():
+    report = apply_label_rule(LabelRule(kind="folder"), ["a.png", "b.png", "c.png", "x/d.png"], n_examples=2)
+    assert (report.n_matched, report.n_unmatched, report.unmatched_examples) == (1, 3, ["a.png", "b.png"])
+    assert report.class_counts == {"x": 1}

@@ -1,0 +1,177 @@
+"""AppTest of the Data page: each source kind, label and split rule, and the bad inputs a user can give."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+DIGIT_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("loupe-home")
+
+
+@pytest.fixture()
+def app(home, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def grid_captions(at: AppTest) -> list[str]:
+    """Captions of the show_batch grid's images."""
+    return [i.caption for image in at.get("image") for i in image.proto.imgs if i.caption]
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def make_folder(root, names_and_images):
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, img in names_and_images:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(img, bytes):
+            path.write_bytes(img)
+        else:
+            img.save(path)
+    return root
+
+
+def test_builtin_names_default_path(app):
+    no_exceptions(app)
+    assert not app.error
+    assert metric(app, "Classes") == "10"
+    assert metric(app, "Labelled images") == "1,797"
+    assert metric(app, "Training images") == "1,438"
+    assert metric(app, "Validation images") == "359"
+    captions = grid_captions(app)
+    assert len(captions) == 9 and set(captions) <= DIGIT_WORDS
+    config = app.session_state["data_config"]
+    assert config.label.pattern == r"^(.+)_\d+\.png$" and config.size == 28
+    summary = app.session_state["data_summary"]
+    assert (summary.n_train, summary.n_valid, len(summary.classes)) == (1438, 359, 10)
+
+
+def test_bad_pattern_gives_message_and_keeps_previous_choice(app):
+    before = app.session_state["data_config"]
+    app.text_input(key="data.pattern").set_value("^(.+_\\d+").run()
+    no_exceptions(app)
+    assert any("not a valid regular expression" in e.value for e in app.error)
+    assert app.session_state["data_config"] == before
+    app.text_input(key="data.pattern").set_value("^(.+)\\.png$").run()  # no digits: each file its own class… but valid
+    no_exceptions(app)
+    app.text_input(key="data.pattern").set_value("^zz(.+)$").run()
+    assert any("no label to any" in e.value for e in app.error)
+    app.text_input(key="data.pattern").set_value("^[a-z]+").run()
+    assert any("no group" in e.value for e in app.error)
+
+
+def test_regex_on_path_and_grid_modes(app):
+    app.button_group(key="data.label_kind").set_value("path").run()
+    app.text_input(key="data.pattern").set_value(r"(?P<label>[a-z]+)_\d+").run()
+    no_exceptions(app)
+    assert metric(app, "Classes") == "10"
+    app.button_group(key="view.mode").set_value("unique").run()
+    captions = grid_captions(app)
+    assert len(captions) == 9 and len(set(captions)) == 1
+    app.selectbox(key="view.rows").set_value(2).run()
+    app.button_group(key="view.mode").set_value("valid").run()
+    assert len(grid_captions(app)) == 6
+
+
+def test_builtin_folders_with_folder_and_csv_split(app):
+    app.selectbox(key="data.builtin").set_value("digits-folders").run()
+    no_exceptions(app)
+    assert app.button_group(key="data.label_kind").value == "folder"
+    assert app.button_group(key="data.split_kind").value == "folder"
+    assert metric(app, "Classes") == "10"
+    assert set(grid_captions(app)) <= {str(d) for d in range(10)}
+    folder_valid = metric(app, "Validation images")
+    app.button_group(key="data.split_kind").set_value("csv").run()
+    no_exceptions(app)
+    assert app.selectbox(key="data.split_csv.col").value == "is_valid"
+    assert metric(app, "Validation images") == folder_valid
+    app.button_group(key="data.label_kind").set_value("csv").run()
+    no_exceptions(app)
+    assert app.selectbox(key="data.label_csv.file_col").value == "name"
+    assert app.selectbox(key="data.label_csv.col").value == "label"
+    assert metric(app, "Classes") == "10"
+
+
+def test_folder_with_bad_and_odd_images(app, tmp_path):
+    rng = np.random.default_rng(0)
+
+    def photo(mode):
+        rgb = Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), "RGB")
+        return rgb.convert(mode)
+
+    files = [(f"cats/cat_{i}.png", photo("RGBA")) for i in range(6)]
+    files += [(f"dogs/dog_{i}.jpg", photo("CMYK")) for i in range(6)]
+    files += [(f"dogs/dog_p{i}.png", photo("P")) for i in range(3)]
+    files += [("cats/broken.png", b"\x89PNG\r\n\x1a\n garbage"), ("notes.txt", b"hello"), ("meta.mat", b"\x00")]
+    root = make_folder(tmp_path / "pets", files)
+    app.button_group(key="data.kind").set_value("folder").run()
+    app.text_input(key="data.folder").set_value(str(tmp_path / "missing")).run()
+    assert any("does not exist" in e.value for e in app.error)
+    app.text_input(key="data.folder").set_value(str(root)).run()
+    no_exceptions(app)
+    assert not app.error
+    assert app.button_group(key="data.label_kind").value == "folder"  # suggested from the layout
+    assert metric(app, "Classes") == "2"
+    assert any("2 other files ignored" in c.value for c in app.caption)
+    unreadable = [df for df in app.dataframe if "reason" in df.value.columns]
+    assert len(unreadable) == 1 and unreadable[0].value["file"].tolist() == ["cats/broken.png"]
+    assert any("CMYK" in c.value and "RGBA" in c.value and "P ×" in c.value for c in app.caption)
+    assert len(grid_captions(app)) == 9
+
+
+def test_single_class_and_empty_folder_are_refused(app, tmp_path):
+    one = make_folder(tmp_path / "one", [(f"cats/cat_{i}.png", Image.new("RGB", (8, 8))) for i in range(5)])
+    app.button_group(key="data.kind").set_value("folder").run()
+    app.text_input(key="data.folder").set_value(str(one)).run()
+    assert any("only one class" in e.value for e in app.error)
+    empty = make_folder(tmp_path / "empty", [("readme.txt", b"no images here")])
+    app.text_input(key="data.folder").set_value(str(empty)).run()
+    assert any("holds no images" in e.value for e in app.error)
+    no_exceptions(app)
+
+
+def test_pathological_pattern_answers_quickly(app, tmp_path):
+    files = [(f"{'a' * 30}{i % 2}_{i}!.png", Image.new("L", (8, 8))) for i in range(40)]
+    root = make_folder(tmp_path / "aaa", files)
+    app.button_group(key="data.kind").set_value("folder").run()
+    app.text_input(key="data.folder").set_value(str(root)).run()
+    app.button_group(key="data.label_kind").set_value("name").run()
+    start = time.monotonic()
+    app.text_input(key="data.pattern").set_value(r"^((a|aa)+)$").run()
+    assert time.monotonic() - start < 10  # the regex alone would run for minutes
+    assert any("takes too long" in e.value for e in app.error)
+    no_exceptions(app)
+
+
+def test_download_offline_says_so(app, home, monkeypatch):
+    with socket.socket() as s:  # a port nothing listens on: the "internet" is unreachable
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("LOUPE_DATASETS_URL", f"http://127.0.0.1:{port}")
+    app.button_group(key="data.kind").set_value("download").run()
+    app.selectbox(key="data.remote").set_value("MNIST_TINY").run()
+    app.button(key="data.download").click().run()
+    no_exceptions(app)
+    assert any("offline" in e.value for e in app.error)
+    assert not (home / "datasets" / "mnist_tiny").exists()
