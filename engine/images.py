@@ -33,10 +33,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
-    """Open, check the size before decoding, apply EXIF orientation, return RGB. Raises ValueError on bad files.
+def decode(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+    """Open, check the size before decoding, apply EXIF orientation; (RGB image, original mode, upright size).
 
     `draft` lets libjpeg decode a large JPEG at a reduced scale that still covers draft×draft pixels.
+    Raises ValueError with a readable reason for files that are not usable images.
     """
     try:
         img = Image.open(path)
@@ -49,13 +50,21 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None
         raise ValueError(f"too large ({width}×{height} pixels; the limit is {max_pixels:,})")
     if width < 1 or height < 1:
         raise ValueError("has no pixels")
+    mode = img.mode
     try:
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image a quarter
+            width, height = height, width
         if draft and img.format == "JPEG" and min(width, height) > 2 * draft:
             img.draft("RGB", (draft, draft))
         img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+        return to_rgb(img), mode, (width, height)
     except Exception as e:
         raise ValueError(f"corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+    """An image file as upright RGB; raises ValueError with a readable reason for bad files."""
+    return decode(path, max_pixels, draft)[0]
 
 
 def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:
@@ -69,9 +78,7 @@ def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:
 
 def _load_presized(path: Path, size: int, method: str) -> tuple[np.ndarray, tuple[int, int], str]:
     """Decode one file to a [size, size, 3] uint8 array; also its original size and mode."""
-    img = open_image(path, draft=size)  # raises ValueError with a readable reason
-    with Image.open(path) as probe:
-        mode, original = probe.mode, probe.size
+    img, mode, original = decode(path, draft=size)
     return np.array(presize(img, size, method), dtype=np.uint8), original, mode
 
 

@@ -134,6 +134,9 @@ def test_exif_rotated_jpeg_comes_out_rotated(tmp_path):
     # turned clockwise, the left (red) half is now on top
     assert np.abs(arr[5, 10] - [255, 0, 0]).max() <= 8
     assert np.abs(arr[35, 10] - [0, 0, 255]).max() <= 8
+    # the health panel reports the upright size and the file's own mode
+    result = presize_all([path], 8)
+    assert result.sizes[0].tolist() == [20, 40] and result.modes == ["RGB"]
 
 
 def test_open_image_refuses_images_over_max_pixels(tmp_path):
