@@ -79,10 +79,9 @@ st.caption(f"{len(scan.images):,} images in {scan.root}"
 
 # ---- labels
 st.header("2 · Labels", divider="orange")
+label_kind = st.segmented_control("How is each image's class given?", list(LABEL_KINDS), format_func=LABEL_KINDS.get,
+                                  key="data.label_kind", required=True, **KEEP)
 rule_column, tester = st.columns([3, 2], gap="large")
-with rule_column:
-    label_kind = st.segmented_control("How is each image's class given?", list(LABEL_KINDS), format_func=LABEL_KINDS.get,
-                                      key="data.label_kind", required=True, **KEEP)
 if label_kind in ("name", "path"):
     pattern = rule_column.text_input("Pattern (regular expression; the part in ( ) is the label)", key="data.pattern",
                             help="e.g. ^(.+)_\\d+\\.jpg$ turns 'great_pyrenees_12.jpg' into 'great_pyrenees'. "
@@ -195,11 +194,11 @@ with st.expander("Augmentation (fastai's aug_transforms)", expanded=False):
     aug = aug_controls()
 config = DataConfig(root=str(scan.root), name=source.name, label=label, split=split, size=int(size),
                     presize=int(presize), method=method, bs=int(bs), aug=aug)
-c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-view = c1.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key="view.mode", default="train", required=True, **KEEP)
+view = st.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key="view.mode", default="train", required=True, **KEEP)
+c2, c3, c4 = st.columns([1, 1, 4], vertical_alignment="bottom")
 rows = c2.selectbox("Rows", [1, 2, 3, 4, 5, 6], index=2, key="view.rows", **KEEP)
 cols = c3.selectbox("Columns", [2, 3, 4, 5, 6, 8], index=1, key="view.cols", **KEEP)
-if c4.button("New batch", key="view.shuffle"):
+if c4.button("New batch", key="view.shuffle", help="Other images (the augmentation settings stay)."):
     st.session_state["view.seed"] = st.session_state.get("view.seed", 0) + 1
 try:
     dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=aug, device=default_device(),

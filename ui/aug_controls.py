@@ -31,7 +31,7 @@ def aug_controls() -> AugSettings:
     a.button("Reset to fastai's defaults", on_click=_reset, key="aug.reset_button")
     b.button("Turn all off", on_click=_off, key="aug.off_button")
     c1, c2, c3 = st.columns(3)
-    do_flip = c1.checkbox("Flip left/right", key="aug.do_flip", help="Mirror half of the images.", **keep)
+    do_flip = c1.checkbox("Flip left/right", key="aug.do_flip", help="Mirror half of the images. Turn it off for digits and text, where a mirror image means something else.", **keep)
     flip_vert = c1.checkbox("Also flip/turn vertically", key="aug.flip_vert",
                             help="For images with no 'up', such as satellite or microscope images.", **keep)
     max_rotate = c1.slider("Max rotation (°)", 0.0, 45.0, key="aug.max_rotate", step=1.0, **keep)

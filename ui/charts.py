@@ -15,7 +15,7 @@ def class_counts_figure(counts: dict[str, int] | pd.DataFrame, title: str = "") 
     else:
         fig.add_bar(x=list(counts), y=list(counts.values()), marker_color="#d2691e")
     fig.update_layout(title=title, height=260, margin=dict(l=10, r=10, t=30 if title else 10, b=10),
-                      xaxis_title="class", yaxis_title="images", legend=dict(orientation="h"))
+                      xaxis_title="class", yaxis_title="images", legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
 
 
