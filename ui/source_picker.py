@@ -63,17 +63,22 @@ def _zip() -> ChosenSource | None:
     uploads = home_subdir("uploads")
     upload = st.file_uploader("A zip of images", type=["zip"], key="data.zip_upload",
                               help="Extracted safely into Loupe's own folder; your zip is not changed.")
-    extracted: dict[str, str] = st.session_state.setdefault("data.extracted", {})
-    if upload is not None and upload.file_id not in extracted:
+    verdicts: dict[str, str] = st.session_state.setdefault("data.zip_verdicts", {})  # file_id -> message, checked once
+    if upload is not None and upload.file_id not in verdicts:
         try:
             with st.spinner(f"Checking and extracting {upload.name}…"):
                 folder = extract_zip(upload, upload.name, dest_root=uploads)
         except UserError as e:
-            st.error(str(e))
+            verdicts[upload.file_id] = f"error:{e}"
+        else:
+            verdicts[upload.file_id] = f"ok:Extracted {upload.name} into {folder}."
+            st.session_state["data.upload_choice"] = folder.name
+    if upload is not None:
+        outcome, _, message = verdicts[upload.file_id].partition(":")
+        if outcome == "error":
+            st.error(message)
             return None
-        extracted[upload.file_id] = folder.name
-        st.session_state["data.upload_choice"] = folder.name
-        st.success(f"Extracted {upload.name} into {folder}.")
+        st.success(message)
     previous = sorted(p.name for p in uploads.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not previous:
         st.info("Upload a zip whose images sit in one folder per class, or have the class in their file names.")

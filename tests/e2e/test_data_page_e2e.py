@@ -69,3 +69,28 @@ def test_hostile_zip_is_refused_and_nothing_written(page, loupe_server, tmp_path
     assert not uploads.exists() or not any(uploads.iterdir())
     assert not list(tmp_path.rglob("evil.txt"))
     assert not list(home.parent.parent.rglob("evil.txt"))
+
+
+def test_good_zip_is_extracted_and_labelled(page, loupe_server, tmp_path):
+    from PIL import Image
+
+    url, home = loupe_server
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(6):
+                png = io.BytesIO()
+                Image.new("RGB", (24, 24), colour).save(png, "PNG")
+                zf.writestr(f"shapes/{cls}/{cls}_{i}.png", png.getvalue())
+    archive = tmp_path / "my shapes.zip"
+    archive.write_bytes(buffer.getvalue())
+
+    page.goto(url)
+    page.get_by_role("radio", name="Upload a zip").click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(archive))
+    expect(page.get_by_text("Extracted my shapes.zip").first).to_be_visible()
+    expect(metric(page, "Classes")).to_have_text("2")
+    expect(page.locator(".st-key-show_batch").locator('[data-testid="stImage"] img')).to_have_count(9)
+    extracted = home / "uploads" / "my-shapes"
+    assert sorted(p.name for p in (extracted / "shapes").iterdir()) == ["blue", "red"]
+    assert len(list(extracted.rglob("*.png"))) == 12
