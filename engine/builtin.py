@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
+from engine.augment import AugSettings
 from engine.home import home_subdir
 from engine.labels import LabelRule
 from engine.split import SplitRule, random_splitter
@@ -57,6 +58,8 @@ class BuiltinDataset:
     label_rule: LabelRule
     split_rule: SplitRule
     writer: Callable[[Path], None]
+    # fastai's defaults, but no flips: a mirrored digit is a different shape
+    aug: AugSettings = field(default_factory=lambda: AugSettings(do_flip=False))
 
 
 BUILTINS: dict[str, BuiltinDataset] = {

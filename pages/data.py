@@ -10,7 +10,8 @@ from engine.errors import UserError
 from engine.labels import LabelRule, read_label_csv
 from engine.sources import scan_folder
 from engine.split import SplitRule
-from ui.aug_controls import aug_controls
+from engine.augment import AugSettings
+from ui.aug_controls import aug_controls, set_aug_widgets
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.gallery import image_grid
 from ui.source_picker import pick_source
@@ -22,8 +23,8 @@ SPLIT_KINDS = {"random": "Random", "folder": "By folder", "csv": "CSV column"}
 VIEWS = {"train": "Training batch", "unique": "One image, many augmentations", "valid": "Validation batch"}
 
 
-def reset_rules(source_id: str, label: LabelRule, split: SplitRule, small: bool) -> None:
-    """Give the rule widgets the new source's suggested values (only when the source changes)."""
+def reset_rules(source_id: str, label: LabelRule, split: SplitRule, aug: AugSettings, small: bool) -> None:
+    """Give the rule and augmentation widgets the new source's suggested values (only when the source changes)."""
     if st.session_state.get("data.source_id") == source_id:
         return
     st.session_state["data.source_id"] = source_id
@@ -33,6 +34,7 @@ def reset_rules(source_id: str, label: LabelRule, split: SplitRule, small: bool)
         "data.seed": split.seed, "data.stratify": split.stratify, "data.train_name": split.train_name,
         "data.valid_name": split.valid_name, "data.size": 28 if small else 224, "data.presize": 32 if small else 320,
     })
+    set_aug_widgets(aug)
 
 
 def pick_csv(root, key: str, second_label: str, second_default: int) -> tuple[str, str, str] | None:
@@ -70,9 +72,9 @@ except UserError as e:
     st.stop()
 if source.kind == "builtin":
     key = source.source_id.split(":", 1)[1]
-    suggested = (BUILTINS[key].label_rule, BUILTINS[key].split_rule)
+    suggested = (BUILTINS[key].label_rule, BUILTINS[key].split_rule, BUILTINS[key].aug)
 else:
-    suggested = suggest_rules(scan)
+    suggested = (*suggest_rules(scan), AugSettings())
 reset_rules(source.source_id, *suggested, small=source.kind == "builtin")
 st.caption(f"{len(scan.images):,} images in {scan.root}"
            + (f" · {scan.skipped:,} other files ignored (e.g. {', '.join(scan.skipped_examples[:3])})" if scan.skipped else ""))

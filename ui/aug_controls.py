@@ -14,8 +14,13 @@ def _widget_values(aug: AugSettings) -> dict[str, object]:
     return values
 
 
+def set_aug_widgets(aug: AugSettings) -> None:
+    """Move the sliders to these settings (call before they are drawn)."""
+    st.session_state.update(_widget_values(aug))
+
+
 def _reset() -> None:
-    st.session_state.update(_widget_values(AugSettings()))
+    set_aug_widgets(AugSettings())
 
 
 def _off() -> None:

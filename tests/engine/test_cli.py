@@ -1,0 +1,101 @@
+"""`python -m engine`: arguments, the epoch table, the JSON line, the export, and clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.builtin import DIGIT_WORDS, digit_images
+from engine.cli import main, parse_split
+from engine.errors import UserError
+from engine.export import load_run, predict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-digits")
+    images, targets = digit_images()
+    for i, (im, t) in enumerate(zip(images[:300], targets[:300])):
+        Image.fromarray(im, "L").save(root / f"{DIGIT_WORDS[t]}_{i}.png")
+    return root
+
+
+def test_train_prints_the_epoch_table_and_json_and_exports(digits_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "LOUPE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "train", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$",
+         "--arch", "small", "--no-pretrained", "--size", "28", "--presize", "32", "--bs", "32", "--epochs", "2",
+         "--method", "one_cycle", "--lr", "5e-3", "--no-flip", "--seed", "0", "--out", str(out), "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time"]
+    assert [line.split()[0] for line in lines[1:3]] == ["0", "1"]
+    result = json.loads(lines[-1])
+    assert {"accuracy", "valid_loss", "epochs", "seconds", "images_per_s"} <= set(result)
+    assert result["epochs"] == 2 and result["pretrained"] is False and result["images_per_s"] > 0
+    assert result["accuracy"] == pytest.approx(float(lines[2].split()[4]), abs=1e-6)
+    assert result["accuracy"] > 0.5  # 2 epochs on 240 real digits: far above chance (0.1)
+    exported = load_run(out)
+    assert exported.classes == sorted(set(DIGIT_WORDS))
+    assert exported.preprocessing["size"] == 28
+    seven = next(digits_dir.glob("seven_*.png"))
+    top = predict(exported, [Image.open(seven)], k=3)[0]
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_lr_find_json(digits_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    code = main(["lr-find", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--bs", "16",
+                 "--size", "28", "--num-it", "40", "--seed", "0", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"valley", "minimum", "steep"} <= set(result["suggestions"])
+    assert len(result["lrs"]) == len(result["losses"]) <= 40
+    assert result["lrs"][0] == pytest.approx(1e-7)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "builtin:nope"], "Unknown built-in data set"),
+    (["train", "--data", "/no/such/folder"], "does not exist"),
+    (["train", "--data", "DIGITS", "--label", "regex:^(.+"], "not a valid regular expression"),
+    (["train", "--data", "DIGITS", "--label", "colour:red"], "Unknown label rule"),
+    (["train", "--data", "DIGITS", "--split", "random:lots"], "Could not read the split"),
+    (["train", "--data", "DIGITS", "--size", "0"], "--size must be a positive number"),
+])
+def test_bad_arguments_give_a_message_and_exit_code_2(argv, message, digits_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    argv = [str(digits_dir) if a == "DIGITS" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--arch", "vgg"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["fly"])
+    assert info.value.code == 2
+
+
+def test_parse_split(tmp_path):
+    assert parse_split("random", tmp_path).valid_pct == 0.2
+    rule = parse_split("stratified:0.3:7", tmp_path)
+    assert (rule.kind, rule.valid_pct, rule.seed, rule.stratify) == ("random", 0.3, 7, True)
+    rule = parse_split("folder:training:testing", tmp_path)
+    assert (rule.kind, rule.train_name, rule.valid_name) == ("folder", "training", "testing")
+    rule = parse_split("csv:labels.csv:is_valid", tmp_path)
+    assert (rule.kind, rule.csv_path, rule.valid_col) == ("csv", str(tmp_path / "labels.csv"), "is_valid")
+    with pytest.raises(UserError):
+        parse_split("sideways", tmp_path)
