@@ -8,6 +8,7 @@ address into torchvision's own cache folder, read with `weights_only=True` (neve
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -137,11 +138,11 @@ def download_weights(arch: str, progress: Progress | None = None, timeout: float
     dest = _checkpoints_dir() / url.rsplit("/", 1)[-1]
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     sha = hashlib.sha256()
     try:
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -156,9 +157,11 @@ def download_weights(arch: str, progress: Progress | None = None, timeout: float
                         progress(done, total)
         except urllib.error.HTTPError as e:
             raise UserError(f"The server for the {arch} weights answered “{e.code} {e.reason}” ({url}).") from e
-        except (urllib.error.URLError, OSError) as e:  # refused, no route, DNS, timeout, disk
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError) as e:
             raise UserError(f"The {arch} weights could not be downloaded: this computer seems to be offline, "
                             f"or {url} is unreachable ({_reason(e)}).") from e
+        except OSError as e:  # the cache folder cannot be written
+            raise UserError(f"The {arch} weights could not be saved in {dest.parent} ({e.strerror or e}).") from e
         if total is not None and done != total:
             raise UserError(f"The download of the {arch} weights stopped early ({done:,} of {total:,} bytes).")
         expected = HASH_IN_NAME.search(dest.name)
@@ -181,10 +184,10 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a bad file; all mean the same to the user
-        raise UserError(f"{Path(path).name} is not a weights file that can be read safely ({type(e).__name__}).") from e
+        raise UserError(f"{path} is not a weights file that can be read safely ({type(e).__name__}).") from e
     if not (isinstance(state, dict) and state
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
-        raise UserError(f"{Path(path).name} is not a weights file: it does not hold named tensors.")
+        raise UserError(f"{path} is not a weights file: it does not hold named tensors.")
     return state
 
 
