@@ -5,7 +5,6 @@ values 0..255 fit uint8 exactly). Bilinear sampling of a linear function is exac
 augmentation `255 * out[:, 0]` and `255 * out[:, 1]` are the source pixel coordinates each output
 pixel was read from: rotation angles, zoom factors and crop sizes can be measured from the image.
 """
-import math
 
 import pytest
 import torch

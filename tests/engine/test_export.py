@@ -9,34 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from engine.augment import AugSettings
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataConfig, DataLoaders, label_items
+from engine.builtin import BUILTINS
+from engine.data import DataConfig, DataLoaders
 from engine.errors import UserError
 from engine.export import ExportedModel, export_run, load_run, predict, preprocess
-from engine.images import open_image, presize_all
+from engine.images import open_image
 from engine.interpret import get_preds
 from engine.models import create_model
-from engine.sources import scan_folder
 
 PRESIZE, SIZE = 32, 28
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models train several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def dls(tmp_path_factory) -> DataLoaders:
-    root = ensure_builtin("digits-names", root=tmp_path_factory.getbasetemp() / "loupe-builtin")
-    spec = BUILTINS["digits-names"]
-    items = label_items(scan_folder(root), spec.label_rule, spec.split_rule)
-    return DataLoaders(items, presize_all(items.scanned_paths, PRESIZE), size=SIZE, bs=64,
-                       aug=AugSettings.off(), seed=0)
+def dls(digits_dls, one_thread) -> DataLoaders:
+    return digits_dls
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,9 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataLoaders, label_items
-from engine.images import presize_all
+from engine.data import DataLoaders
 from engine.interpret import (Predictions, confusion_matrix, get_preds, items_in_cell, most_confused, most_unsure,
                               per_class_metrics, top_losses)
-from engine.sources import scan_folder
 
 CLASSES = ["cat", "dog", "fox"]
 #            probabilities         target   prediction
@@ -122,21 +119,9 @@ def test_items_in_cell(hand):
 
 # ---------------------------------------------------------------- get_preds on the built-in digits
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models train several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def dls(tmp_path_factory) -> DataLoaders:
-    root = ensure_builtin("digits-names", root=tmp_path_factory.getbasetemp() / "loupe-builtin")
-    spec = BUILTINS["digits-names"]
-    items = label_items(scan_folder(root), spec.label_rule, spec.split_rule)
-    return DataLoaders(items, presize_all(items.scanned_paths, 32), size=28, bs=64, seed=0)
+def dls(digits_dls, one_thread) -> DataLoaders:
+    return digits_dls
 
 
 @pytest.fixture(scope="module")
