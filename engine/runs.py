@@ -1,0 +1,194 @@
+"""Run history in SQLite (LOUPE_HOME/runs.sqlite): settings, per-batch and per-epoch rows, status, weights.
+
+Rows are committed as the run goes, so a crash loses at most the batch in progress. A run left
+'running' by a process that is gone shows as 'interrupted' the next time the store is opened.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from engine.home import home_subdir, loupe_home
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'train',
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,        -- JSON: the data configuration
+    model TEXT NOT NULL,       -- JSON: arch, pretrained, classes
+    train TEXT NOT NULL,       -- JSON: method, epochs, lr, …
+    status TEXT NOT NULL,      -- running, paused, done, cancelled, failed, interrupted
+    owner TEXT NOT NULL,       -- process that writes it (to detect interrupted runs)
+    started REAL, finished REAL, seconds REAL,
+    best_accuracy REAL, best_epoch INTEGER,
+    weights_path TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    iter INTEGER NOT NULL, epoch INTEGER NOT NULL,
+    loss REAL, smooth_loss REAL, lr REAL, mom REAL,
+    PRIMARY KEY (run_id, iter)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL, phase TEXT,
+    train_loss REAL, valid_loss REAL, error_rate REAL, accuracy REAL, time REAL, last_iter INTEGER,
+    PRIMARY KEY (run_id, epoch)
+);
+"""
+ACTIVE = ("running", "paused", "stopping")
+
+
+def _owner() -> str:
+    return f"{os.getpid()}@{_boot_id()}"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def _alive(owner: str) -> bool:
+    pid, _, boot = owner.partition("@")
+    if boot != _boot_id():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Thread-safe access to the run history; the worker thread writes, pages read."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else loupe_home() / "runs.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        self.mark_interrupted()
+
+    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- writing, from the worker
+
+    def create_run(self, name: str, data: dict, model: dict, train: dict, kind: str = "train") -> int:
+        cur = self._exec(
+            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started) VALUES (?,?,?,?,?,?,?,?,?)",
+            (time.time(), kind, name, json.dumps(data), json.dumps(model), json.dumps(train), "running", _owner(), time.time()),
+        )
+        return int(cur.lastrowid)
+
+    def add_batch(self, run_id: int, row: dict) -> None:
+        self._exec("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?)",
+                   (run_id, row["iter"], row["epoch"], row["loss"], row["smooth_loss"], row["lr"], row["mom"]))
+
+    def add_epoch(self, run_id: int, row: dict) -> None:
+        self._exec("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?,?)",
+                   (run_id, row["epoch"], row.get("phase"), row["train_loss"], row["valid_loss"], row["error_rate"],
+                    row["accuracy"], row["time"], row.get("last_iter")))
+        self._exec("UPDATE runs SET best_accuracy = (SELECT MAX(accuracy) FROM epochs WHERE run_id = ?), "
+                   "best_epoch = (SELECT epoch FROM epochs WHERE run_id = ? ORDER BY accuracy DESC, epoch LIMIT 1) "
+                   "WHERE id = ?", (run_id, run_id, run_id))
+
+    def set_status(self, run_id: int, status: str) -> None:
+        self._exec("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def finish(self, run_id: int, status: str, weights_path: str | None = None, error: str | None = None) -> None:
+        now = time.time()
+        self._exec("UPDATE runs SET status = ?, finished = ?, seconds = ? - started, weights_path = ?, error = ? WHERE id = ?",
+                   (status, now, now, weights_path, error, run_id))
+
+    def mark_interrupted(self) -> int:
+        """Runs still marked active whose process is gone become 'interrupted'; returns how many."""
+        rows = self._exec(f"SELECT id, owner FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))})", ACTIVE).fetchall()
+        gone = [r["id"] for r in rows if not _alive(r["owner"])]
+        for run_id in gone:
+            self._exec("UPDATE runs SET status = 'interrupted', finished = COALESCE(finished, ?) WHERE id = ?",
+                       (time.time(), run_id))
+        return len(gone)
+
+    # ---- reading, from the pages
+
+    def runs(self, kind: str | None = "train") -> pd.DataFrame:
+        """One row per run, newest first."""
+        sql = ("SELECT id, created, name, model, train, status, seconds, best_accuracy, best_epoch, weights_path, error, "
+               "(SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs FROM runs")
+        rows = self._exec(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC", (kind,) if kind else ()).fetchall()
+        records = []
+        for r in rows:
+            model, train = json.loads(r["model"]), json.loads(r["train"])
+            records.append({
+                "id": r["id"], "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s"),
+                "data": r["name"], "arch": model.get("arch"), "pretrained": model.get("pretrained"),
+                "method": train.get("method"), "epochs": r["epochs"], "best_accuracy": r["best_accuracy"],
+                "status": r["status"], "seconds": r["seconds"], "weights_path": r["weights_path"], "error": r["error"],
+            })
+        return pd.DataFrame.from_records(records, columns=[
+            "id", "date", "data", "arch", "pretrained", "method", "epochs", "best_accuracy", "status", "seconds",
+            "weights_path", "error"])
+
+    def run(self, run_id: int) -> dict | None:
+        row = self._exec("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        for key in ("data", "model", "train"):
+            out[key] = json.loads(out[key])
+        return out
+
+    def batches(self, run_id: int) -> pd.DataFrame:
+        with self._lock:
+            return pd.read_sql_query("SELECT iter, epoch, loss, smooth_loss, lr, mom FROM batches WHERE run_id = ? ORDER BY iter",
+                                     self._db, params=(run_id,))
+
+    def epochs(self, run_id: int) -> pd.DataFrame:
+        with self._lock:
+            return pd.read_sql_query("SELECT epoch, phase, train_loss, valid_loss, error_rate, accuracy, time, last_iter "
+                                     "FROM epochs WHERE run_id = ? ORDER BY epoch", self._db, params=(run_id,))
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run's rows; its exported files move to LOUPE_HOME/trash (nothing is destroyed)."""
+        run = self.run(run_id)
+        if run is None:
+            return
+        if run["status"] in ACTIVE and _alive(run["owner"]):
+            raise ValueError("This run is still going: stop it before deleting it.")
+        folder = run_dir(run_id, create=False)
+        if folder.exists():
+            trash = home_subdir("trash")
+            shutil.move(str(folder), str(trash / f"run-{run_id}-{int(time.time())}"))
+        self._exec("DELETE FROM runs WHERE id = ?", (run_id,))
+
+
+def run_dir(run_id: int, create: bool = True) -> Path:
+    """Where a run's exported model lives: LOUPE_HOME/runs/<id>."""
+    path = loupe_home() / "runs" / str(run_id)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
