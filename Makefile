@@ -23,8 +23,14 @@ run: $(VENV)/.deps
 test: $(VENV)/.dev-deps chromium
 	LOUPE_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
-bench: $(VENV)/.dev-deps
+# fastai is installed for the comparison only; Loupe itself never needs it.
+$(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.dev-deps
+	$(PY) -m pip install -r requirements-bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-deps
 	$(PY) bench/data_bench.py
+	$(PY) bench/vs_fastai.py
 
 # Browser tests drive the system Chromium (never a downloaded browser build).
 chromium:
