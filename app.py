@@ -7,8 +7,13 @@ st.set_page_config(page_title="Loupe", page_icon="assets/loupe.svg", layout="wid
 
 page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
+    st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),
 ])
 with st.sidebar:
     st.logo("assets/loupe.svg")
-page.run()
-render_sidebar()  # after the page, so it shows what the page just chose
+try:
+    page.run()
+finally:
+    render_sidebar()  # after the page, so it shows what the page just chose, even when the page stopped early

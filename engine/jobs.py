@@ -29,9 +29,10 @@ class Event:
 class Job:
     """A unit of background work with state, an append-only event log, progress and ETA."""
 
-    def __init__(self, kind: str, title: str, target: Callable[["Job"], Any]) -> None:
+    def __init__(self, kind: str, title: str, target: Callable[["Job"], Any], meta: dict | None = None) -> None:
         self.id = uuid.uuid4().hex[:10]
         self.kind, self.title, self.target = kind, title, target
+        self.meta = dict(meta or {})  # what the submitter wants to remember (e.g. the settings)
         self.stop_event, self.pause_event = threading.Event(), threading.Event()
         self.state = QUEUED
         self.error: str | None = None

@@ -1,12 +1,14 @@
 """The sidebar every page shares: the chosen data set."""
 import streamlit as st
 
-from ui.state import current_data
+from engine.jobs import PAUSED
+from ui.state import current_data, job_manager
 
 
 def render_sidebar() -> None:
     config, summary = current_data()
     with st.sidebar:
+        job_status()
         st.subheader("Data set")
         if summary is None:
             st.caption("None chosen yet: start on the Data page.")
@@ -16,3 +18,18 @@ def render_sidebar() -> None:
         shown = ", ".join(summary.classes[:12]) + (" …" if len(summary.classes) > 12 else "")
         st.caption(f"Classes: {shown}")
         st.caption(f"Images: {config.size} px (presized {config.presize} px) · batch size {config.bs}")
+
+
+@st.fragment(run_every=2.0)
+def job_status() -> None:
+    """The running or queued job, refreshed every two seconds."""
+    manager = job_manager()
+    job = manager.active
+    if job is None:
+        return
+    st.subheader("Running")
+    eta = job.eta_seconds
+    text = f"{job.title} · {job.state}" + (f" · about {eta:,.0f} s left" if eta and job.state != PAUSED else "")
+    st.progress(job.progress, text=text)
+    if manager.queued:
+        st.caption(f"{len(manager.queued)} more queued")

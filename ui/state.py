@@ -6,12 +6,26 @@ from dataclasses import dataclass
 import streamlit as st
 
 from engine.data import DataConfig, PresizeCache
+from engine.jobs import JobManager
+from engine.runs import RunStore
 
 
 @st.cache_resource
 def presize_cache() -> PresizeCache:
     """Presized pixels, shared by every page and session of this server."""
     return PresizeCache(max_entries=2)
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """The background jobs: they outlive reruns, page switches and browser reloads."""
+    return JobManager()
+
+
+@st.cache_resource
+def run_store() -> RunStore:
+    """The run history database (opening it marks runs of a dead server as interrupted)."""
+    return RunStore()
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ def browser():
         if os.environ.get("CI"):
             pytest.fail("Chromium is required for the browser tests in CI (apt-get install chromium).")
         pytest.skip("Chromium not found: install it (apt-get install chromium) to run the browser tests.")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # first loads write the built-in data and decode it
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield browser

@@ -1,0 +1,120 @@
+"""Click-to-rerun latency of the app in Chromium, idle and while a training job runs (prints medians).
+
+Starts Loupe on a free localhost port with a temporary LOUPE_HOME, opens the Data page on the
+built-in digits and clicks "New batch" repeatedly, timing each click until the show_batch grid
+shows new images. Then it starts a long training run from the Train page and repeats the
+clicks while that run trains in the background thread. Target: median ≤ 0.5 s while training.
+
+    .venv/bin/python bench/ui_latency.py [--clicks 15]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-sync"]
+GRID_SRC = "() => Array.from(document.querySelectorAll('.st-key-show_batch img')).map(i => i.src).join('|')"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1"],
+        cwd=ROOT, env={**os.environ, "LOUPE_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("Loupe did not start")
+
+
+def click_latencies(page, clicks: int) -> list[float]:
+    """Seconds from clicking 'New batch' until the grid shows other images."""
+    out = []
+    button = page.get_by_role("button", name="New batch")
+    for _ in range(clicks):
+        before = page.evaluate(GRID_SRC)
+        start = time.perf_counter()
+        button.click()
+        page.wait_for_function(f"(before) => ({GRID_SRC})() !== before && ({GRID_SRC})().split('|').length === 9",
+                               arg=before, timeout=60_000)
+        out.append(time.perf_counter() - start)
+        time.sleep(0.2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clicks", type=int, default=15)
+    parser.add_argument("--chromium", default=os.environ.get("LOUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    home = Path(tempfile.mkdtemp(prefix="loupe-latency-"))
+    proc, url = start_server(home)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.locator(".st-key-show_batch img").nth(8).wait_for()
+            click_latencies(page, 2)  # warm-up
+            idle = click_latencies(page, args.clicks)
+
+            # start a long run from the Train page, then come back to the Data page
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+            page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
+            epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+            epochs.fill("100")
+            epochs.press("Enter")
+            time.sleep(1)
+            page.get_by_role("button", name="Train").click()
+            page.locator(".st-key-train-live_chart").wait_for()
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("Data", exact=True).click()
+            page.locator(".st-key-show_batch img").nth(8).wait_for()
+            training = click_latencies(page, args.clicks)
+            still_training = page.locator('[data-testid="stSidebar"]').get_by_text("Running").count() > 0
+
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+            page.get_by_role("button", name="Stop").click()
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(home, ignore_errors=True)
+
+    print(f"cpu cores {os.cpu_count()}, {args.clicks} clicks each")
+    print(f"{'':24}{'median':>10}{'p90':>10}{'max':>10}")
+    for name, xs in (("idle", idle), ("while training", training)):
+        p90 = sorted(xs)[int(0.9 * (len(xs) - 1))]
+        print(f"{name:24}{statistics.median(xs):>9.3f}s{p90:>9.3f}s{max(xs):>9.3f}s")
+    print(f"training was still running during the clicks: {still_training}")
+    target = statistics.median(training) <= 0.5
+    print(f"target (median ≤ 0.5 s while training): {'met' if target else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()

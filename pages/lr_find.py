@@ -1,0 +1,92 @@
+"""LR finder: fastai's learning-rate finder in the background; pick a rate from its curve for the Train page."""
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.jobs import DONE, FAILED, Job
+from engine.training import TrainSettings, lr_find_target
+from ui.charts_train import lr_finder_figure
+from ui.model_choice import model_choice
+from ui.state import current_data, job_manager, presize_cache
+
+st.title("Learning rate finder")
+st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
+           "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
+
+config, summary = current_data()
+if config is None:
+    st.info("Choose a data set on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+    st.stop()
+
+arch, pretrained = model_choice()
+manager = job_manager()
+if st.button("Run the LR finder", type="primary", key="lrf.run"):
+    settings = TrainSettings(arch=arch, pretrained=pretrained, method=st.session_state.get("train.method", "fine_tune"))
+    job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}", lr_find_target(config, settings, presize_cache())))
+    st.session_state["lrf.job_id"] = job.id
+    st.session_state.pop("lrf.chosen", None)
+
+job = manager.get(st.session_state.get("lrf.job_id", "")) or manager.latest("lr_find")
+
+
+@st.fragment(run_every=0.5)
+def live(job_id: str) -> None:
+    """Progress and the curve so far, while the finder runs; a full rerun once it ends."""
+    job = manager.get(job_id)
+    if job is None or not job.active:
+        st.rerun()
+    steps = [e.data for e in job.since(0) if e.kind == "lr_step"]
+    stage = next((e.data["text"] for e in reversed(job.since(0)) if e.kind == "stage"), "Starting…")
+    st.progress(job.progress, text=f"{stage} · {len(steps)} of 100 steps" + (" (queued behind another job)" if job.state == "queued" else ""))
+    if st.button("Stop", key="lrf.stop"):
+        job.stop()
+    if steps:
+        st.plotly_chart(lr_finder_figure([s["lr"] for s in steps], [s["loss"] for s in steps], {}), key="lrf.live_chart")
+
+
+if job is None:
+    st.stop()
+for event in job.since(0):
+    if event.kind == "note":
+        st.info(event.data["text"])
+if job.active:
+    live(job.id)
+    st.stop()
+if job.state == FAILED:
+    st.error(f"The LR finder failed: {job.error}")
+    st.stop()
+if job.state != DONE or not job.result.lrs:
+    st.warning("The LR finder was stopped before it had a curve to show. Run it again.")
+    st.stop()
+
+result = job.result
+if not result.suggestions:
+    st.warning("The curve is too short for suggestions (the loss blew up at once, or there are very few batches).")
+chosen = st.session_state.get("lrf.chosen")
+event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen), key="lrf.chart",
+                        on_select="rerun", selection_mode="points")
+points = event.selection.points if event and event.selection else []
+if points:
+    picked = float(points[0]["x"])
+    if picked != chosen:
+        st.session_state["lrf.chosen"] = chosen = picked
+        st.rerun()
+
+st.subheader("Suggestions")
+cols = st.columns(max(1, len(result.suggestions)))
+for col, (name, s) in zip(cols, result.suggestions.items()):
+    with col:
+        if st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch"):
+            st.session_state["lrf.chosen"] = chosen = s.lr
+            st.rerun()
+        st.caption(s.explanation)
+
+if chosen:
+    st.success(f"Chosen learning rate: **{chosen:.2e}** (click another point or suggestion to change it).")
+    if st.button("Use this LR", type="primary", key="lrf.use"):
+        st.session_state["train.lr"] = float(f"{chosen:.2e}")
+        st.session_state["train.lr_source"] = f"from the LR finder ({chosen:.1e})"
+        st.switch_page("pages/train.py")
+else:
+    st.info("Click a point on the curve, or a suggestion, to choose a learning rate.")

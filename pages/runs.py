@@ -1,0 +1,67 @@
+"""Runs: every training run recorded, compared on one chart; delete with confirmation."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.charts_train import compare_figure
+from ui.state import run_store
+from ui.train_view import epoch_table, format_seconds
+
+st.title("Runs")
+st.caption("Every training run is recorded as it goes. Select runs to compare their curves.")
+store = run_store()
+runs = store.runs()
+if runs.empty:
+    st.info("No runs yet: train a model on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+latest = runs.iloc[0]
+st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {latest['data']} · {latest['arch']} · {latest['status']}")
+view = runs[["id", "date", "data", "arch", "pretrained", "method", "epochs", "best_accuracy", "status", "seconds"]].copy()
+view["seconds"] = view["seconds"].map(lambda s: format_seconds(s) if s == s and s is not None else "")
+picked = st.dataframe(
+    view, hide_index=True, key="runs.table", on_select="rerun", selection_mode="multi-row",
+    column_config={"best_accuracy": st.column_config.ProgressColumn("best accuracy", format="percent", min_value=0, max_value=1),
+                   "seconds": st.column_config.TextColumn("time"), "date": st.column_config.DatetimeColumn("date (UTC)")},
+)
+rows = picked.selection.rows if picked and picked.selection else []
+selected = [int(runs.iloc[i]["id"]) for i in rows]
+if not selected:
+    st.caption("Tick one or more runs in the table to compare them.")
+    st.stop()
+
+curves = {f"#{r} {runs.set_index('id').loc[r, 'arch']}": (store.batches(r), store.epochs(r)) for r in selected}
+st.plotly_chart(compare_figure(curves), key="runs.compare")
+for run_id in selected:
+    run = store.run(run_id)
+    with st.expander(f"Run #{run_id} · {run['name']} · {run['model'].get('arch')} · {run['status']}"):
+        if run.get("error"):
+            st.error(run["error"])
+        st.json({"training": run["train"], "model": run["model"]}, expanded=False)
+        epochs = store.epochs(run_id)
+        if len(epochs):
+            st.dataframe(epoch_table(epochs), hide_index=True)
+
+if st.session_state.get("runs.confirm") != selected:
+    if st.button(f"Delete {len(selected)} selected run(s)…", key="runs.delete", icon=":material/delete:"):
+        st.session_state["runs.confirm"] = selected
+        st.rerun()
+else:
+    st.warning(f"Delete run(s) {', '.join(f'#{r}' for r in selected)}? Their saved models move to Loupe's trash folder.")
+    c1, c2, _ = st.columns([1, 1, 4])
+    if c1.button("Yes, delete", type="primary", key="runs.delete_yes"):
+        errors = []
+        for run_id in selected:
+            try:
+                store.delete_run(run_id)
+            except ValueError as e:
+                errors.append(f"#{run_id}: {e}")
+        st.session_state.pop("runs.confirm", None)
+        for message in errors:
+            st.error(message)
+        if not errors:
+            st.rerun()
+    if c2.button("Cancel", key="runs.delete_no"):
+        st.session_state.pop("runs.confirm", None)
+        st.rerun()

@@ -1,0 +1,76 @@
+"""Plotly figures for the LR finder, live training curves and run comparison."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from engine.lr_suggest import Suggestion
+
+COLOURS = ["#d2691e", "#4c78a8", "#54a24b", "#e45756", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b"]
+
+
+def lr_finder_figure(lrs: list[float], losses: list[float], suggestions: dict[str, Suggestion],
+                     chosen: float | None = None) -> go.Figure:
+    """Smoothed loss against learning rate on a log axis, the last 5 points dropped, suggestions marked."""
+    keep = max(1, len(lrs) - 5)
+    fig = go.Figure(go.Scatter(x=lrs[:keep], y=losses[:keep], mode="lines+markers", name="loss",
+                               marker=dict(size=6, color="#d2691e"), line=dict(color="#d2691e"),
+                               hovertemplate="LR %{x:.2e}<br>loss %{y:.3f}<extra>click to choose</extra>"))
+    symbols = {"valley": "circle", "minimum": "diamond", "steep": "triangle-down", "slide": "square"}
+    for i, (name, s) in enumerate(suggestions.items()):
+        x = s.lr * 10 if name == "minimum" else s.lr  # the minimum is marked where the loss is lowest
+        fig.add_scatter(x=[x], y=[s.loss], mode="markers", name=f"{name}: {s.lr:.1e}",
+                        marker=dict(size=14, symbol=symbols.get(name, "circle"), color=COLOURS[(i + 1) % len(COLOURS)],
+                                    line=dict(width=1, color="white")),
+                        hovertemplate=f"{name}<br>LR {s.lr:.2e}<extra></extra>")
+    if chosen:
+        fig.add_vline(x=chosen, line_dash="dash", line_color="#555", annotation_text=f"chosen {chosen:.1e}")
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="log",
+                      xaxis_title="learning rate (log scale)", yaxis_title="loss (smoothed)", clickmode="event+select",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
+
+
+def training_figure(batches: pd.DataFrame, epochs: pd.DataFrame, n_batches: int | None = None,
+                    best_epoch: int | None = None) -> go.Figure:
+    """Smoothed training loss per batch and validation loss per epoch; below, the LR and momentum."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06,
+                        specs=[[{}], [{"secondary_y": True}]])
+    fig.add_scatter(x=batches["iter"], y=batches["smooth_loss"], name="train loss (smoothed)", mode="lines",
+                    line=dict(color="#d2691e"), row=1, col=1)
+    if len(epochs):
+        fig.add_scatter(x=epochs["last_iter"], y=epochs["valid_loss"], name="valid loss", mode="lines+markers",
+                        line=dict(color="#4c78a8"), marker=dict(size=8), row=1, col=1)
+        for x in epochs["last_iter"]:
+            fig.add_vline(x=x + 0.5, line_width=1, line_dash="dot", line_color="#bbb")
+        if best_epoch is not None and best_epoch in set(epochs["epoch"]):
+            best = epochs[epochs["epoch"] == best_epoch].iloc[0]
+            fig.add_scatter(x=[best["last_iter"]], y=[best["valid_loss"]], mode="markers", name=f"best (epoch {best_epoch})",
+                            marker=dict(size=16, symbol="star", color="#54a24b"), row=1, col=1)
+    fig.add_scatter(x=batches["iter"], y=batches["lr"], name="learning rate", mode="lines", line=dict(color="#54a24b"),
+                    row=2, col=1)
+    fig.add_scatter(x=batches["iter"], y=batches["mom"], name="momentum", mode="lines",
+                    line=dict(color="#b279a2", dash="dot"), row=2, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="LR", row=2, col=1, exponentformat="e")
+    fig.update_yaxes(title_text="mom", row=2, col=1, secondary_y=True)
+    fig.update_xaxes(title_text="batch", row=2, col=1, range=[0, n_batches] if n_batches else None)
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
+
+
+def compare_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.Figure:
+    """Several runs' smoothed training loss (solid) and validation loss (dots) against batches."""
+    fig = go.Figure()
+    for i, (name, (batches, epochs)) in enumerate(curves.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        fig.add_scatter(x=batches["iter"], y=batches["smooth_loss"], mode="lines", name=f"{name} train",
+                        line=dict(color=colour))
+        if len(epochs):
+            fig.add_scatter(x=epochs["last_iter"], y=epochs["valid_loss"], mode="lines+markers", name=f"{name} valid",
+                            line=dict(color=colour, dash="dot"))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="batch", yaxis_title="loss",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
