@@ -14,14 +14,15 @@ st.caption("Trains for a moment while raising the learning rate from tiny to hug
            "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
 
 config, summary = current_data()
-if config is None:
+manager = job_manager()
+running = manager.latest("lr_find")
+if config is None and not (running and running.active):
     st.info("Choose a data set on the Data page first.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
     st.stop()
 
 arch, pretrained = model_choice()
-manager = job_manager()
-if st.button("Run the LR finder", type="primary", key="lrf.run"):
+if config is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     settings = TrainSettings(arch=arch, pretrained=pretrained, method=st.session_state.get("train.method", "fine_tune"))
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}", lr_find_target(config, settings, presize_cache())))
     st.session_state["lrf.job_id"] = job.id

@@ -16,11 +16,6 @@ METHODS = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle": 
 
 st.title("Train")
 config, summary = current_data()
-if config is None:
-    st.info("Choose a data set on the Data page first.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
-    st.stop()
-
 manager, store = job_manager(), run_store()
 job = manager.get(st.session_state.get("train.job_id", "")) or manager.latest("train")  # re-attach after a reload
 
@@ -58,6 +53,27 @@ def settings_form() -> TrainSettings:
                          lr_mult=float(lr_mult), freeze_epochs=int(freeze_epochs), patience=int(patience), save_best=save_best)
 
 
+def launch_panel() -> None:
+    """Settings, the time estimate and the Train button."""
+    settings = settings_form()
+    c1, c2, _ = st.columns([1, 1, 3])
+    if c2.button("Estimate time", key="train.estimate_button", help="Times a few training steps on this computer."):
+        try:
+            with st.spinner("Timing a few steps…"):
+                seconds = estimate_seconds(config, settings, presize_cache())
+            st.session_state["train.estimate"] = f"About {format_seconds(seconds)} for {total_epochs(settings)} epoch(s) on this computer."
+        except UserError as e:
+            st.error(str(e))
+    if "train.estimate" in st.session_state:
+        st.caption(st.session_state["train.estimate"])
+    if c1.button("Train", type="primary", key="train.start", icon=":material/model_training:"):
+        title = f"{summary.name} · {settings.arch} · {total_epochs(settings)} epochs"
+        job = manager.submit(Job("train", title, train_target(config, settings, presize_cache(), store),
+                                 meta={"settings": settings, "n_train": summary.n_train, "bs": config.bs}))
+        st.session_state["train.job_id"] = job.id
+        st.rerun()
+
+
 @st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     """Everything that moves during a run, redrawn every second: only this part of the page reruns."""
@@ -92,25 +108,11 @@ if job is not None and job.active:
     st.subheader(job.title)
     live(job.id)
     st.stop()
-
-# ---- settings and launch
-settings = settings_form()
-c1, c2, _ = st.columns([1, 1, 3])
-if c2.button("Estimate time", key="train.estimate_button", help="Times a few training steps on this computer."):
-    try:
-        with st.spinner("Timing a few steps…"):
-            seconds = estimate_seconds(config, settings, presize_cache())
-        st.session_state["train.estimate"] = f"About {format_seconds(seconds)} for {total_epochs(settings)} epoch(s) on this computer."
-    except UserError as e:
-        st.error(str(e))
-if "train.estimate" in st.session_state:
-    st.caption(st.session_state["train.estimate"])
-if c1.button("Train", type="primary", key="train.start", icon=":material/model_training:"):
-    title = f"{summary.name} · {settings.arch} · {total_epochs(settings)} epochs"
-    job = manager.submit(Job("train", title, train_target(config, settings, presize_cache(), store),
-                             meta={"settings": settings, "n_train": summary.n_train, "bs": config.bs}))
-    st.session_state["train.job_id"] = job.id
-    st.rerun()
+if config is None:
+    st.info("Choose a data set on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+else:
+    launch_panel()
 
 # ---- the last run, finished
 if job is None:

@@ -49,6 +49,16 @@ def test_lr_finder_train_and_runs(page, loupe_server):
     page.wait_for_function(f"({POINTS_JS})() > 0", timeout=120_000)
     first = page.evaluate(POINTS_JS)
     page.wait_for_function(f"({POINTS_JS})() > {first}", timeout=60_000)
+    # pause, reload the browser: the page re-attaches to the paused run; resume it
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    page.reload()
+    expect(page.get_by_text("Training · paused")).to_be_visible()
+    page.wait_for_function(f"({POINTS_JS})() > {first}", timeout=60_000)
+    paused_points = page.evaluate(POINTS_JS)
+    time.sleep(2.5)
+    assert page.evaluate(POINTS_JS) == paused_points  # nothing moves while paused
+    page.get_by_role("button", name="Resume").click()
     # the epoch table reaches two rows (live, or in the finished view)
     expect(page.locator('[data-testid="stTable"] tbody tr')).to_have_count(2, timeout=180_000)
     expect(page.get_by_text("Last run:")).to_be_visible(timeout=120_000)
