@@ -1,9 +1,12 @@
 """Loupe: fastai's image-classification workflow, visually. Run with `make run` (streamlit run app.py)."""
+from pathlib import Path
+
 import streamlit as st
 
 from ui.sidebar import render_sidebar
 
 st.set_page_config(page_title="Loupe", page_icon="assets/loupe.svg", layout="wide")
+st.html(Path(__file__).with_name("assets").joinpath("loupe.css").read_text().join(("<style>", "</style>")))
 
 page = st.navigation([
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),

@@ -65,31 +65,43 @@ def scan_folder(path: str | Path) -> FolderScan:
     skipped_examples: list[str] = []
     skipped = 0
     visited = {real_root}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        # prune hidden folders, links that leave the root, and folders already seen (link loops)
-        keep = []
-        for d in sorted(dirnames):
-            if _is_ignored_name(d):
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            # real entries before links, so a link to a folder already here is the one skipped
+            entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
+        except OSError:
+            continue  # unreadable folder: nothing to take from it
+        for entry in entries:
+            if _is_ignored_name(entry.name):
                 continue
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if not _inside(real, real_root) or real in visited:
+            # only links need the costly checks: do they stay inside the root, do they loop?
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                if not _inside(real, real_root):
+                    continue
+                if os.path.isdir(real):
+                    if real not in visited:
+                        visited.add(real)
+                        stack.append(entry.path)
+                    continue
+                if not os.path.isfile(real):
+                    continue  # a broken link
+            elif entry.is_dir(follow_symlinks=False):
+                real = os.path.realpath(entry.path)
+                if real not in visited:
+                    visited.add(real)
+                    stack.append(entry.path)
                 continue
-            visited.add(real)
-            keep.append(d)
-        dirnames[:] = keep
-
-        for name in sorted(filenames):
-            if _is_ignored_name(name):
-                continue
-            full = os.path.join(dirpath, name)
-            if not _inside(os.path.realpath(full), real_root) or not os.path.isfile(full):
-                continue  # a link leaving the root, or a broken link
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                images.append(Path(full))
+            elif not entry.is_file(follow_symlinks=False):
+                continue  # sockets, devices, fifos
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                images.append(Path(entry.path))
             else:
                 skipped += 1
                 if len(skipped_examples) < 5:
-                    skipped_examples.append(Path(full).relative_to(root).as_posix())
+                    skipped_examples.append(Path(entry.path).relative_to(root).as_posix())
 
     if not images:
         if skipped:

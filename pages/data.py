@@ -1,6 +1,8 @@
 """Data: choose images, a label rule and a split; check the data's health; look at augmented batches."""
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from engine.builtin import BUILTINS
@@ -191,25 +193,33 @@ with tab_sizes:
         st.plotly_chart(size_spread_figure(health.sizes), key="data.size_chart")
 
 # ---- show_batch
-st.header("6 · show_batch", divider="orange")
-with st.expander("Augmentation (fastai's aug_transforms)", expanded=False):
-    aug = aug_controls()
-config = DataConfig(root=str(scan.root), name=source.name, label=label, split=split, size=int(size),
-                    presize=int(presize), method=method, bs=int(bs), aug=aug)
-view = st.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key="view.mode", default="train", required=True, **KEEP)
-c2, c3, c4 = st.columns([1, 1, 4], vertical_alignment="bottom")
-rows = c2.selectbox("Rows", [1, 2, 3, 4, 5, 6], index=2, key="view.rows", **KEEP)
-cols = c3.selectbox("Columns", [2, 3, 4, 5, 6, 8], index=1, key="view.cols", **KEEP)
-if c4.button("New batch", key="view.shuffle", help="Other images (the augmentation settings stay)."):
-    st.session_state["view.seed"] = st.session_state.get("view.seed", 0) + 1
-try:
-    dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=aug, device=default_device(),
-                      seed=st.session_state.get("view.seed", 0))
-except UserError as e:
-    st.error(str(e))
-    st.stop()
-x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
-image_grid(x, titles, cols, key="show_batch")
 
-set_current_data(config, DataSummary(name=source.name, root=str(scan.root), classes=tuple(items.classes),
-                                     n_train=dls.n_train, n_valid=dls.n_valid))
+
+@st.fragment
+def show_batch_section(base: DataConfig, items, images) -> None:
+    """Augmentation sliders and the grid: changing them reruns only this part of the page."""
+    with st.expander("Augmentation (fastai's aug_transforms)", expanded=False):
+        aug = aug_controls()
+    config = dataclasses.replace(base, aug=aug)
+    view = st.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key="view.mode", default="train",
+                                required=True, **KEEP)
+    c2, c3, c4 = st.columns([1, 1, 4], vertical_alignment="bottom")
+    rows = c2.selectbox("Rows", [1, 2, 3, 4, 5, 6], index=2, key="view.rows", **KEEP)
+    cols = c3.selectbox("Columns", [2, 3, 4, 5, 6, 8], index=1, key="view.cols", **KEEP)
+    if c4.button("New batch", key="view.shuffle", help="Other images (the augmentation settings stay)."):
+        st.session_state["view.seed"] = st.session_state.get("view.seed", 0) + 1
+    try:
+        dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=aug, device=default_device(),
+                          seed=st.session_state.get("view.seed", 0))
+    except UserError as e:
+        st.error(str(e))
+        return
+    x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
+    image_grid(x, titles, cols, key="show_batch")
+    set_current_data(config, DataSummary(name=config.name, root=config.root, classes=tuple(items.classes),
+                                         n_train=dls.n_train, n_valid=dls.n_valid))
+
+
+st.header("6 · show_batch", divider="orange")
+show_batch_section(DataConfig(root=str(scan.root), name=source.name, label=label, split=split, size=int(size),
+                              presize=int(presize), method=method, bs=int(bs)), items, images)

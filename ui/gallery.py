@@ -7,15 +7,12 @@ from PIL import Image
 
 from engine.images import to_pil
 
-DISPLAY_PX = 160  # small images are enlarged (nearest neighbour) so pixels stay visible
+DISPLAY_PX = 160  # shown this wide; small images are enlarged by the browser with crisp pixels (assets/loupe.css)
 
 
-def display_image(x: torch.Tensor, px: int = DISPLAY_PX) -> Image.Image:
-    """A [3,H,W] tensor in [0, 1] as a PIL image at least `px` wide."""
-    img = to_pil(x)
-    if img.width < px:
-        img = img.resize((px, px * img.height // img.width), Image.Resampling.NEAREST)
-    return img
+def display_image(x: torch.Tensor) -> Image.Image:
+    """A [3,H,W] tensor in [0, 1] as a PIL image, at its own size (the browser scales it)."""
+    return to_pil(x)
 
 
 def image_grid(images: torch.Tensor, titles: list[str], cols: int, key: str) -> None:
