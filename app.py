@@ -16,7 +16,5 @@ page = st.navigation([
 ])
 with st.sidebar:
     st.logo("assets/loupe.svg")
-try:
-    page.run()
-finally:
-    render_sidebar()  # after the page, so it shows what the page just chose, even when the page stopped early
+render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
+page.run()

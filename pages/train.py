@@ -97,7 +97,7 @@ def live(job_id: str) -> None:
         batches, epochs = store.batches(run_id), store.epochs(run_id)
         n_batches = total_epochs(job.meta["settings"]) * max(1, job.meta["n_train"] // job.meta["bs"])
         st.plotly_chart(training_figure(batches, epochs, n_batches), key="train.live_chart")
-        st.table(epoch_table(epochs).set_index("epoch"))
+        st.table(epoch_table(epochs), hide_index=True)
 
 
 for event in (job.since(0) if job else []):
@@ -131,7 +131,7 @@ batches, epochs = store.batches(run_id), store.epochs(run_id)
 best_epoch = job.result.get("best_epoch") if job.state in (DONE, CANCELLED) and job.result else None
 final_metrics(epochs, best_epoch)
 st.plotly_chart(training_figure(batches, epochs, best_epoch=best_epoch), key="train.final_chart")
-st.table(epoch_table(epochs).set_index("epoch"))
+st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):
     st.caption(f"Model saved in {run['weights_path']}")
 st.page_link("pages/runs.py", label="Compare with other runs", icon=":material/stacked_line_chart:")

@@ -95,8 +95,7 @@ def test_train_a_short_run_and_find_it_on_the_runs_page(app):
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Epochs"] == "1" and float(metrics["Accuracy"].rstrip("%")) > 50
     table = app.table[-1].value
-    assert table.index.name == "epoch"
-    assert list(table.columns) == ["train_loss", "valid_loss", "error_rate", "accuracy", "time"]
+    assert list(table.columns) == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time"]
     assert len(table) == 1
     runs = run_store().runs()
     assert runs.iloc[0]["status"] == "done" and runs.iloc[0]["epochs"] == 1
