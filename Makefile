@@ -31,6 +31,7 @@ $(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.dev-deps
 bench: $(VENV)/.bench-deps
 	$(PY) bench/data_bench.py
 	$(PY) bench/vs_fastai.py
+	LOUPE_CHROMIUM=$(CHROMIUM) $(PY) bench/ui_latency.py
 
 # Browser tests drive the system Chromium (never a downloaded browser build).
 chromium:
