@@ -18,14 +18,15 @@ import torch
 
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataConfig, DataLoaders, PresizeCache, label_items, suggest_rules
+from engine.data import DataConfig, PresizeCache, suggest_rules
 from engine.device import default_device
 from engine.errors import UserError
 from engine.labels import LabelRule, parse_label_rule
-from engine.learner import EarlyStopping, FunctionCallback, Learner, SaveBest
-from engine.models import ARCHS, create_model
+from engine.learner import FunctionCallback, Learner
+from engine.models import ARCHS
 from engine.sources import FASTAI_DATASETS, dataset_path, download_dataset, scan_folder
 from engine.split import SplitRule
+from engine.training import TrainSettings, add_stopping_callbacks, build_learner, fit
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
@@ -122,6 +123,18 @@ def _print_download(key: str):
     return progress
 
 
+def settings_from(args: argparse.Namespace) -> TrainSettings:
+    """The training settings the arguments ask for (fastai's defaults for the rest)."""
+    method = getattr(args, "method", "fine_tune")
+    return TrainSettings(
+        arch=args.arch, pretrained=args.pretrained if args.pretrained is not None else args.arch != "small",
+        method=method, epochs=getattr(args, "epochs", 1),
+        lr=getattr(args, "lr", None) or (2e-3 if method == "fine_tune" else 1e-3),
+        freeze_epochs=getattr(args, "freeze_epochs", 1), patience=getattr(args, "patience", 0),
+        save_best=getattr(args, "save_best", False), seed=args.seed,
+    )
+
+
 def build(args: argparse.Namespace) -> tuple[Learner, DataConfig, str]:
     """Data, model and learner from the parsed arguments; the third value is a note about weights."""
     for option in ("size", "presize", "bs", "epochs", "num_it"):
@@ -142,14 +155,8 @@ def build(args: argparse.Namespace) -> tuple[Learner, DataConfig, str]:
         aug = replace(aug, do_flip=False)
     config = DataConfig(root=str(root), name=name, label=label, split=split, size=size, presize=presize, bs=args.bs, aug=aug)
     device = default_device() if args.device == "auto" else torch.device(args.device)
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    items = label_items(scan, label, split)
-    images = PresizeCache(max_entries=1).get(items.scanned_paths, presize, config.method)
-    dls = DataLoaders(items, images, size=size, bs=args.bs, aug=aug, device=device, seed=args.seed)
-    want_pretrained = args.pretrained if args.pretrained is not None else args.arch != "small"
-    model, info = create_model(args.arch, len(dls.classes), pretrained=want_pretrained)
-    learn = Learner(model, dls, pretrained=info.pretrained)
+    # the command line has the machine to itself: every core trains
+    learn, info = build_learner(config, settings_from(args), PresizeCache(max_entries=1), device=device, cpu_threads=None)
     return learn, config, info.message
 
 
@@ -174,16 +181,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
             print(logs["note"], file=sys.stderr)
 
     learn.callbacks.append(FunctionCallback(on_event))
-    if args.patience:
-        learn.callbacks.append(EarlyStopping(patience=args.patience))
-    save_best = SaveBest() if args.save_best else None
-    if save_best:
-        learn.callbacks.append(save_best)
+    settings = settings_from(args)
+    add_stopping_callbacks(learn, settings)
     start = time.perf_counter()
-    if args.method == "fine_tune":
-        logs = learn.fine_tune(args.epochs, base_lr=args.lr or 2e-3, freeze_epochs=args.freeze_epochs)
-    else:
-        logs = learn.fit_one_cycle(args.epochs, args.lr or 1e-3)
+    logs = fit(learn, settings)
     seconds = time.perf_counter() - start
     final = learn.validate()  # of the weights the run ends with (the best epoch's with --save-best)
     result = {

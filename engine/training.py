@@ -34,7 +34,8 @@ class TrainSettings:
 
 
 def build_learner(config: DataConfig, settings: TrainSettings, cache: PresizeCache, job: Job | None = None,
-                  device: torch.device | None = None) -> tuple[Learner, ModelInfo]:
+                  device: torch.device | None = None, cpu_threads: int | None = background_threads()
+                  ) -> tuple[Learner, ModelInfo]:
     """Load the data (from the shared pixel cache), create the model and the learner for a run."""
     items = load_items(config)
     if job is not None:
@@ -48,7 +49,7 @@ def build_learner(config: DataConfig, settings: TrainSettings, cache: PresizeCac
     progress = (lambda d, t: job.emit("weights", done=d, total=t)) if job else None
     want = settings.pretrained and settings.arch != "small"
     model, info = create_model(settings.arch, len(dls.classes), pretrained=want, progress=progress)
-    learn = Learner(model, dls, pretrained=info.pretrained, cpu_threads=background_threads())
+    learn = Learner(model, dls, pretrained=info.pretrained, cpu_threads=cpu_threads)
     if job is not None:
         learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
     return learn, info
@@ -56,6 +57,16 @@ def build_learner(config: DataConfig, settings: TrainSettings, cache: PresizeCac
 
 def total_epochs(settings: TrainSettings) -> int:
     return settings.epochs + (settings.freeze_epochs if settings.method == "fine_tune" else 0)
+
+
+def add_stopping_callbacks(learn: Learner, settings: TrainSettings) -> SaveBest | None:
+    """Early stopping and keep-the-best-epoch, as the settings ask; returns the SaveBest callback if any."""
+    if settings.patience:
+        learn.callbacks.append(EarlyStopping(patience=settings.patience))
+    best = SaveBest() if settings.save_best else None
+    if best:
+        learn.callbacks.append(best)
+    return best
 
 
 def fit(learn: Learner, settings: TrainSettings) -> dict:
@@ -97,11 +108,7 @@ def train_target(config: DataConfig, settings: TrainSettings, cache: PresizeCach
                 job.emit("note", text=logs["note"])
 
         learn.callbacks.append(FunctionCallback(on_event))
-        if settings.patience:
-            learn.callbacks.append(EarlyStopping(patience=settings.patience))
-        best = SaveBest() if settings.save_best else None
-        if best:
-            learn.callbacks.append(best)
+        best = add_stopping_callbacks(learn, settings)
         job.emit("stage", text="Training")
         try:
             logs = fit(learn, settings)
