@@ -1,14 +1,34 @@
 """Fixtures shared by the engine tests."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from PIL import Image
 
 from engine.augment import AugSettings
-from engine.builtin import BUILTINS, ensure_builtin
+from engine.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data import DataLoaders, label_items
 from engine.images import presize_all
 from engine.sources import scan_folder
+
+
+def _write_digits(root: Path, count: int | None = None, per_class: int | None = None) -> Path:
+    """Real digits as Pets-style files (`seven_12.png`): the first `count`, or the first `per_class` of each digit."""
+    images, targets = digit_images()
+    seen = dict.fromkeys(range(10), 0)
+    for i, (im, t) in enumerate(zip(images[:count], targets[:count])):
+        if per_class is None or seen[t] < per_class:
+            Image.fromarray(im, "L").save(root / f"{DIGIT_WORDS[t]}_{i}.png")
+            seen[t] += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_digits():
+    """The function that writes real digits into a folder (see _write_digits)."""
+    return _write_digits
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.builtin import DIGIT_WORDS, digit_images
+from engine.builtin import DIGIT_WORDS
 from engine.cli import main, parse_split
 from engine.errors import UserError
 from engine.export import load_run, predict
@@ -19,12 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-digits")
-    images, targets = digit_images()
-    for i, (im, t) in enumerate(zip(images[:300], targets[:300])):
-        Image.fromarray(im, "L").save(root / f"{DIGIT_WORDS[t]}_{i}.png")
-    return root
+def digits_dir(tmp_path_factory, write_digits):
+    return write_digits(tmp_path_factory.mktemp("cli-digits"), count=300)
 
 
 def test_train_prints_the_epoch_table_and_json_and_exports(digits_dir, tmp_path):

@@ -7,10 +7,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine.augment import AugSettings
-from engine.builtin import DIGIT_WORDS, digit_images
 from engine.data import DataLoaders, PresizeCache, label_items
 from engine.labels import LabelRule
 from engine.learner import Callback, EarlyStopping, FunctionCallback, Learner, SaveBest, accuracy, error_rate
@@ -23,15 +21,8 @@ PER_CLASS = 24  # 240 images: 192 train (6 batches of 32), 48 valid
 
 
 @pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits")
-    images, targets = digit_images()
-    seen = {d: 0 for d in range(10)}
-    for i, (im, t) in enumerate(zip(images, targets)):
-        if seen[t] < PER_CLASS:
-            Image.fromarray(im, "L").save(root / f"{DIGIT_WORDS[t]}_{i}.png")
-            seen[t] += 1
-    return root
+def digits_dir(tmp_path_factory, write_digits):
+    return write_digits(tmp_path_factory.mktemp("digits"), per_class=PER_CLASS)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Run history: written as a run goes, read back mid-run, interrupted runs detected, deletion to trash."""
 from __future__ import annotations
 
-import math
 import sqlite3
 
 import pytest

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 
 from engine.augment import AugSettings
-from engine.builtin import DIGIT_WORDS, digit_images
+from engine.builtin import DIGIT_WORDS
 from engine.data import DataConfig, PresizeCache
 from engine.export import load_run
 from engine.jobs import CANCELLED, DONE, FAILED, Job, JobManager
@@ -16,11 +15,8 @@ from engine.training import TrainSettings, estimate_seconds, lr_find_target, tra
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-digits")
-    images, targets = digit_images()
-    for i, (im, t) in enumerate(zip(images[:240], targets[:240])):
-        Image.fromarray(im, "L").save(root / f"{DIGIT_WORDS[t]}_{i}.png")
+def config(tmp_path_factory, write_digits):
+    root = write_digits(tmp_path_factory.mktemp("train-digits"), count=240)
     return DataConfig(root=str(root), name="digits (240)", label=LabelRule(pattern=r"^(.+)_\d+\.png$"),
                       size=28, presize=32, bs=32, aug=AugSettings(do_flip=False))
 
