@@ -1,0 +1,90 @@
+"""Tests for engine/review.py: a run's model re-scored on its data as it is on disk now."""
+import dataclasses
+import pytest
+import torch
+
+from engine.builtin import BUILTINS, DIGIT_WORDS
+from engine.data import DataConfig, PresizeCache
+from engine.errors import UserError
+from engine.export import export_run
+from engine.interpret import get_preds, top_losses
+from engine.models import create_model
+from engine.review import config_from_dict, loss_table, review_run
+from engine.training import json_safe
+
+SPEC = BUILTINS["digits-names"]
+
+
+@pytest.fixture
+def digits_root(tmp_path, write_digits):
+    (tmp_path / "digits").mkdir()
+    return write_digits(tmp_path / "digits", per_class=12)
+
+
+@pytest.fixture
+def run(tmp_path, digits_root, one_thread):
+    """An untrained small model exported for a run on 120 real digits (its predictions are what they are)."""
+    torch.manual_seed(0)
+    config = DataConfig(root=str(digits_root), name="digits", label=SPEC.label_rule, split=SPEC.split_rule,
+                        size=28, presize=32, aug=SPEC.aug)
+    model, _ = create_model("small", 10)
+    out = export_run(tmp_path / "run", model, "small", sorted(DIGIT_WORDS), config)
+    return {"id": 7, "data": json_safe(dataclasses.asdict(config)), "weights_path": str(out)}, config, model
+
+
+def test_config_round_trips_through_json(run):
+    record, config, _ = run
+    assert config_from_dict(record["data"]) == config
+
+
+def test_review_matches_get_preds(run):
+    record, config, model = run
+    review = review_run(record, PresizeCache())
+    model.eval()
+    reference = get_preds(model, review.dls)
+    assert review.preds.items == reference.items
+    assert torch.equal(review.preds.targets, reference.targets)
+    assert torch.allclose(review.preds.probs, reference.probs, atol=1e-6)
+    assert len(review.preds) == review.dls.n_valid == len(review.valid_pos)
+    first = top_losses(review.preds, 3)["index"].tolist()
+    images = review.images(review.valid_pos[first])
+    assert images.shape == (3, 3, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_loss_table_filters_and_sorts(run):
+    record, _, _ = run
+    review = review_run(record, PresizeCache())
+    table = loss_table(review)
+    assert len(table) == review.dls.n_train + review.dls.n_valid
+    assert table["loss"].is_monotonic_decreasing
+    sevens = loss_table(review, split="train", label="seven")
+    assert set(sevens["label"]) == {"seven"} and set(sevens["split"]) == {"train"}
+    assert sorted(sevens["item"]) == sorted(table[(table.label == "seven") & (table.split == "train")]["item"])
+    expected = review.preds.losses[review.preds.items.index(table[table.split == "valid"].iloc[0]["item"])].item()
+    assert table[table.split == "valid"].iloc[0]["loss"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_classes_are_matched_by_name_after_a_class_disappears(run, digits_root):
+    record, _, _ = run
+    before = review_run(record, PresizeCache())
+    for f in digits_root.glob("zero_*.png"):
+        f.unlink()
+    after = review_run(record, PresizeCache())
+    assert "zero" not in after.dls.classes and after.classes == before.classes  # the model keeps its 10 outputs
+    labels = [after.classes[t] for t in after.preds.targets.tolist()]
+    truth = [after.dls.items.labels[i] for i in after.valid_pos.tolist()]
+    assert labels == truth
+
+
+def test_a_class_the_model_never_learned_is_a_user_error(run, digits_root):
+    record, _, _ = run
+    for f in list(digits_root.glob("nine_*.png"))[:6]:
+        f.rename(f.with_name(f.name.replace("nine", "ten")))
+    with pytest.raises(UserError, match="never learned: ten"):
+        review_run(record, PresizeCache())
+
+
+def test_a_run_without_weights_is_a_user_error(run):
+    record, _, _ = run
+    with pytest.raises(UserError, match="no saved model"):
+        review_run({**record, "weights_path": None}, PresizeCache())
