@@ -1,0 +1,61 @@
+"""Grad-CAM: which parts of an image made the model choose a class (Selvaraju et al., 2017).
+
+The class score's gradient with respect to the last conv block's activations A [B, K, h, w] is
+averaged over the positions to weigh each channel; the map is ReLU(Σ_k weight_k · A_k), upsampled to
+the image and scaled to [0, 1]. The model is left exactly as found: its train/eval modes, its
+`requires_grad` flags and the `.grad` of its parameters.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
+             layer: nn.Module | None = None) -> torch.Tensor:
+    """Grad-CAM maps [B, H, W] in [0, 1] of a normalised batch x [B, 3, H, W] for `target` (default: the predicted class)."""
+    layer = model[0][-1] if layer is None else layer  # the body's last block
+    device = next(model.parameters()).device
+    captured: list[torch.Tensor] = []
+
+    def swap_output(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        # a fresh leaf: its gradient is all we need, and parameter .grad is never touched
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf.clone()  # a later in-place op (ReLU(inplace=True)) must not modify the leaf
+
+    modes = {m: m.training for m in model.modules()}
+    handle = layer.register_forward_hook(swap_output)
+    try:
+        model.eval()  # as for predictions: BatchNorm's running statistics, no dropout
+        with torch.enable_grad():
+            logits = model(x.to(device))
+            if target is None:
+                target = logits.argmax(dim=1)
+            target = torch.as_tensor(target, device=device).long().expand(len(logits))
+            score = logits.gather(1, target[:, None]).sum()  # items are independent in eval mode
+            (grads,) = torch.autograd.grad(score, captured[-1])
+    finally:
+        handle.remove()
+        for m, training in modes.items():
+            m.train(training)
+    acts = captured[-1].detach()
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]
+    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))  # [B, 1, h, w]
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.amax(dim=(1, 2), keepdim=True)
+    cam = cam / peak.clamp_min(torch.finfo(cam.dtype).tiny)  # an all-zero map stays zero
+    return cam.clamp(0, 1).to(x.device)
+
+
+def jet(v: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] with shape [...] -> RGB [3, ...] in [0, 1]: dark blue, blue, cyan, yellow, red, dark red."""
+    v = v.clamp(0, 1)
+    return torch.stack([(1.5 - (4 * v - c).abs()).clamp(0, 1) for c in (3.0, 2.0, 1.0)])
+
+
+def overlay(image: torch.Tensor, cam: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """An image [3, H, W] in [0, 1] blended with its map [H, W] in jet colours: (1 - alpha)·image + alpha·jet(cam)."""
+    colours = jet(cam.to(device=image.device, dtype=torch.float32))
+    return ((1 - alpha) * image.float() + alpha * colours).clamp(0, 1)
