@@ -13,6 +13,9 @@ page = st.navigation([
     st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),
+    st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
+    st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
+    st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
 ])
 with st.sidebar:
     st.logo("assets/loupe.svg")

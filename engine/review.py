@@ -7,6 +7,7 @@ misaligns targets and outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -17,6 +18,7 @@ from engine.errors import UserError
 from engine.export import ExportedModel, load_run
 from engine.interpret import Predictions
 from engine.labels import LabelRule
+from engine.sources import scan_folder
 from engine.split import SplitRule
 
 EVAL_BS = 128  # items per forward pass when scoring a data set
@@ -126,3 +128,14 @@ def loss_table(review: RunReview, split: str | None = None, label: str | None = 
         "pos": pos.tolist(),
     })
     return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def data_fingerprint(config: DataConfig) -> str:
+    """Changes whenever an image of the data set is added, removed, renamed or rewritten, or the label CSV changes."""
+    scan = scan_folder(config.root)
+    paths = list(scan.images)
+    for csv_path in (config.label.csv_path if config.label.kind == "csv" else "",
+                     config.split.csv_path if config.split.kind == "csv" else ""):
+        if csv_path:
+            paths.append(Path(csv_path))
+    return PresizeCache.key(paths, 0, "")

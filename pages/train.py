@@ -134,4 +134,11 @@ st.plotly_chart(training_figure(batches, epochs, best_epoch=best_epoch), key="tr
 st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):
     st.caption(f"Model saved in {run['weights_path']}")
+if run and run.get("weights_path"):
+    if st.session_state.get("train.linked_run") != run_id:  # the Interpret, Clean and Predict pages open on a new run
+        st.session_state["train.linked_run"] = st.session_state["review.run_id"] = run_id
+    c1, c2, c3 = st.columns(3)
+    c1.page_link("pages/interpret.py", label="Interpret this model: top losses, confusion", icon=":material/troubleshoot:")
+    c2.page_link("pages/clean.py", label="Clean the data with it", icon=":material/cleaning_services:")
+    c3.page_link("pages/predict.py", label="Predict on your images, export", icon=":material/online_prediction:")
 st.page_link("pages/runs.py", label="Compare with other runs", icon=":material/stacked_line_chart:")

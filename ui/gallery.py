@@ -22,3 +22,17 @@ def image_grid(images: torch.Tensor, titles: list[str], cols: int, key: str) -> 
             row = st.columns(cols, width=cols * (DISPLAY_PX + 24))
             for col, x, title in zip(row, images[start:start + cols], titles[start:start + cols]):
                 col.image(display_image(x), caption=title, width=DISPLAY_PX)
+
+
+def review_gallery(review, pos, titles: list[str], key: str, cols: int = 5, cam: bool = False,
+                   targets=None) -> None:
+    """Items of a run review (at dls positions `pos`) as the model sees them, optionally with a Grad-CAM overlay."""
+    images = review.images(pos)
+    if cam and len(images):
+        from engine.augment import normalize
+        from engine.gradcam import grad_cam, overlay
+
+        maps = grad_cam(review.exported.model, normalize(images),
+                        None if targets is None else torch.as_tensor(targets, dtype=torch.long))
+        images = torch.stack([overlay(img, m) for img, m in zip(images, maps)])
+    image_grid(images, titles, cols, key)

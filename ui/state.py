@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
 from engine.data import DataConfig, PresizeCache
+from engine.errors import UserError
+from engine.export import ExportedModel, load_run
+from engine.review import RunReview, config_from_dict, data_fingerprint, loss_table, review_run
 from engine.jobs import JobManager
 from engine.runs import RunStore
 
@@ -46,3 +50,43 @@ def set_current_data(config: DataConfig, summary: DataSummary) -> None:
 
 def current_data() -> tuple[DataConfig | None, DataSummary | None]:
     return st.session_state.get("data_config"), st.session_state.get("data_summary")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Predicting the validation images…")
+def _review(run_id: int, weights_mtime: float, fingerprint: str) -> RunReview:
+    run = run_store().run(run_id)
+    if run is None:
+        raise UserError(f"Run #{run_id} no longer exists.")
+    return review_run(run, presize_cache())
+
+
+def run_review(run: dict) -> RunReview:
+    """A run's model on its data as it is now; recomputed only when the model file or the data change."""
+    weights = Path(run.get("weights_path") or "") / "model.pt"
+    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
+    return _review(int(run["id"]), mtime, data_fingerprint(config_from_dict(run["data"])))
+
+
+@st.cache_resource(max_entries=16, show_spinner="Scoring the images…")
+def _loss_table(run_id: int, weights_mtime: float, fingerprint: str, split: str, label: str):
+    return loss_table(_review(run_id, weights_mtime, fingerprint), split=split, label=label)
+
+
+def run_loss_table(run: dict, split: str, label: str):
+    """Images of one split and label with the run's prediction and loss, largest loss first (cached like run_review)."""
+    weights = Path(run.get("weights_path") or "") / "model.pt"
+    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
+    return _loss_table(int(run["id"]), mtime, data_fingerprint(config_from_dict(run["data"])), split, label)
+
+
+@st.cache_resource(max_entries=4)
+def _model(weights_path: str, weights_mtime: float) -> ExportedModel:
+    return load_run(weights_path)
+
+
+def run_model(run: dict) -> ExportedModel:
+    """A run's exported model, loaded once per model file."""
+    if not run.get("weights_path"):
+        raise UserError(f"Run #{run['id']} has no saved model (it ended before its first epoch finished).")
+    weights = Path(run["weights_path"]) / "model.pt"
+    return _model(run["weights_path"], weights.stat().st_mtime if weights.is_file() else 0.0)

@@ -1,0 +1,140 @@
+"""Clean: go through the images a model finds hardest, and keep, delete (to a trash folder) or relabel them; undo any time."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.builtin import BUILTINS, builtin_path
+from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
+from engine.errors import UserError
+from ui.gallery import DISPLAY_PX, display_image
+from ui.run_picker import pick_run
+from ui.state import run_loss_table, run_review
+
+CHOICE = "clean.choice."  # session key prefix: one choice per image, by relative path
+COLS = 6
+
+st.title("Clean")
+st.caption("The images the model finds hardest come first: wrong labels and odd pictures hide there. "
+           "Deleted images go to a trash folder inside the data set, and every change can be undone.")
+run = pick_run()
+if run is None:
+    st.stop()
+try:
+    review = run_review(run)
+except UserError as e:
+    st.error(str(e))
+    st.stop()
+config = review.config
+root = Path(config.root)
+if "clean.message" in st.session_state:
+    st.success(st.session_state.pop("clean.message"))
+
+classes = review.dls.items.classes
+if st.session_state.get("clean.pending", {}).get("root") != str(root):  # choices belong to one data set
+    st.session_state["clean.pending"] = {"root": str(root), "choices": {}}
+chosen: dict[str, str] = st.session_state["clean.pending"]["choices"]  # kept while other classes or pages are shown
+
+
+def remember(rel: str) -> None:
+    value = st.session_state[CHOICE + rel]
+    if value == KEEP:
+        chosen.pop(rel, None)
+    else:
+        chosen[rel] = value
+
+
+def forget_choices() -> None:
+    for rel in list(chosen):
+        st.session_state.pop(CHOICE + rel, None)
+    chosen.clear()
+
+c1, c2, c3 = st.columns([2, 1, 1])
+if st.session_state.get("clean.label") not in classes:
+    st.session_state["clean.label"] = classes[0]
+label = c1.selectbox("Class", classes, key="clean.label")
+split = c2.segmented_control("Split", ["train", "valid"], key="clean.split", default="train", required=True)
+per_page = c3.selectbox("Per page", [12, 24, 48], key="clean.per_page")
+table = run_loss_table(run, split, label)
+if table.empty:
+    st.info(f"There are no {split} images labelled {label}.")
+else:
+    pages = (len(table) - 1) // per_page + 1
+    st.session_state["clean.page"] = min(st.session_state.get("clean.page", 1), pages)
+    page = st.number_input(f"Page (of {pages})", 1, pages, key="clean.page") if pages > 1 else 1
+    shown = table.iloc[(page - 1) * per_page: page * per_page]
+    st.caption(f"{len(table):,} {split} image(s) labelled **{label}**, largest loss first. "
+               "Each shows the model's prediction, its probability and the loss.")
+    options = [KEEP, DELETE] + [c for c in classes if c != label]
+    names = {KEEP: "keep", DELETE: "delete"}
+    images = review.images(shown["pos"].tolist())
+    with st.container(key="gallery-clean"):
+        for start in range(0, len(shown), COLS):
+            row = st.columns(COLS)
+            for col, (_, r), x in zip(row, shown.iloc[start:start + COLS].iterrows(), images[start:start + COLS]):
+                col.image(display_image(x), width=DISPLAY_PX,
+                          caption=f"{r['item'].rsplit('/', 1)[-1]} · {r['predicted']} {r['probability']:.2f} · loss {r['loss']:.2f}")
+                st.session_state.setdefault(CHOICE + r["item"], chosen.get(r["item"], KEEP))
+                col.selectbox("Action", options, key=CHOICE + r["item"], label_visibility="collapsed",
+                              format_func=lambda o: names.get(o, f"relabel → {o}"), on_change=remember, args=(r["item"],))
+
+changes = [Change(rel, DELETE) if v == DELETE else Change(rel, RELABEL, v) for rel, v in sorted(chosen.items())]
+c1, c2, c3 = st.columns([1, 1, 3])
+if c1.button(f"Apply {len(changes)} change(s)", type="primary", disabled=not changes, key="clean.apply"):
+    try:
+        batch = apply_changes(root, config.label, changes)
+    except UserError as e:
+        st.error(str(e))
+    else:
+        forget_choices()
+        st.session_state["clean.message"] = f"{batch.summary}. Scores and the Interpret page now use the cleaned data."
+        st.rerun()
+if c2.button("Discard choices", disabled=not changes, key="clean.discard"):
+    forget_choices()
+    st.rerun()
+if changes:
+    deletes = sum(c.action == DELETE for c in changes)
+    c3.caption(f"Pending: {deletes} to delete, {len(changes) - deletes} to relabel (kept while you browse other classes).")
+
+done = history(root)
+last = next((b for b in done if not b.undone), None)
+st.subheader("Changes")
+if last is None:
+    st.caption("No changes yet." if not done else "Every change has been undone.")
+elif st.button(f"Undo: {last.summary}", key="clean.undo", icon=":material/undo:"):
+    try:
+        undone = undo_last(root)
+    except UserError as e:
+        st.error(str(e))
+    else:
+        st.session_state["clean.message"] = f"Undone: {undone.summary}."
+        st.rerun()
+if done:
+    st.dataframe(pd.DataFrame({
+        "change": [b.id for b in done],
+        "when": [pd.Timestamp(b.time, unit="s").floor("s") for b in done],
+        "what": [b.summary for b in done],
+        "undone": [b.undone for b in done],
+    }), hide_index=True, key="clean.history")
+    st.caption(f"Deleted images and the log are kept in {trash_dir(root)}.")
+
+builtin = next((key for key in BUILTINS if builtin_path(key).resolve() == root.resolve()), None)
+if builtin is not None:
+    st.subheader("Reset")
+    if not st.session_state.get("clean.confirm_reset"):
+        if st.button(f"Reset “{BUILTINS[builtin].title}” to its original images…", key="clean.reset"):
+            st.session_state["clean.confirm_reset"] = True
+            st.rerun()
+    else:
+        st.warning("Make the built-in data set again from scikit-learn's digits? The cleaned folder moves to Loupe's trash.")
+        c1, c2, _ = st.columns([1, 1, 4])
+        if c1.button("Yes, reset", type="primary", key="clean.reset_yes"):
+            reset_builtin(builtin)
+            st.session_state.pop("clean.confirm_reset")
+            st.session_state["clean.message"] = f"{BUILTINS[builtin].title} is back to its original 1,797 images."
+            st.rerun()
+        if c2.button("Cancel", key="clean.reset_no"):
+            st.session_state.pop("clean.confirm_reset")
+            st.rerun()

@@ -1,0 +1,75 @@
+"""Predict & export: a run's top-5 classes for your own images, and its model to take away (zip or ONNX)."""
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+
+from engine.errors import UserError
+from engine.export import predict
+from engine.images import decode, open_image
+from ui.charts_interpret import top_k_figure
+from ui.export_buttons import export_buttons
+from ui.run_picker import pick_run
+from ui.state import run_model, run_review
+
+MAX_SHOWN = 24  # predictions drawn at once
+
+st.title("Predict & export")
+st.caption("Try the model on pictures it has never seen, then take it away.")
+run = pick_run()
+if run is None:
+    st.stop()
+try:
+    exported = run_model(run)
+except UserError as e:
+    st.error(str(e))
+    st.stop()
+st.caption(f"{len(exported.classes)} classes · {exported.preprocessing['arch']} · "
+           f"images presized to {exported.preprocessing['presize']} px, seen at {exported.preprocessing['size']} px")
+
+source = st.segmented_control("Images", ["Upload", "Validation images"], key="predict.source", required=True,
+                              default="Upload", persist_state="session")
+named_images, problems = [], []
+if source == "Upload":
+    uploads = st.file_uploader("Drop images here (JPEG, PNG, WebP, TIFF, BMP, GIF; any colour mode)",
+                               accept_multiple_files=True, key="predict.upload")
+    for f in uploads or []:
+        try:
+            image, _, _ = decode(io.BytesIO(f.getvalue()))
+        except ValueError as e:
+            problems.append(f"“{f.name}” is not an image Loupe can read: it is {e}. Nothing was predicted for it.")
+            continue
+        named_images.append((f.name, image))
+else:
+    try:
+        review = run_review(run)
+    except UserError as e:
+        st.error(str(e))
+        st.stop()
+    picked = st.multiselect("Validation images", review.preds.items, key="predict.valid_items", max_selections=MAX_SHOWN,
+                            placeholder="Type part of a file name…")
+    for rel in picked:
+        try:
+            named_images.append((rel, open_image(review.dls.items.root / rel)))
+        except ValueError as e:
+            problems.append(f"{rel} cannot be read any more: it is {e}.")
+
+for message in problems:
+    st.error(message)
+if named_images:
+    results = predict(exported, [im for _, im in named_images])
+    for i, ((name, image), top) in enumerate(list(zip(named_images, results))[:MAX_SHOWN]):
+        with st.container(key=f"prediction-{i}", border=True):
+            c1, c2 = st.columns([1, 3], vertical_alignment="center")
+            c1.image(image, caption=name, width=160)
+            c2.markdown(f"**{top[0][0]}** · {top[0][1]:.1%}")
+            c2.plotly_chart(top_k_figure(top), key=f"predict.chart.{i}")
+    if len(named_images) > MAX_SHOWN:
+        st.caption(f"The first {MAX_SHOWN} of {len(named_images)} images are shown.")
+elif not problems:
+    st.caption("No images yet." if source == "Upload" else "Pick a few validation images to see what the model says.")
+
+st.divider()
+st.subheader("Export")
+export_buttons(run, exported)

@@ -1,0 +1,81 @@
+"""After a short training run in the browser: Interpret (top losses, a confusion cell), Predict an upload, download the export."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from engine.builtin import digit_images
+
+pytestmark = pytest.mark.e2e
+
+CELLS_JS = """() => {
+  const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
+  if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
+  const cells = plot._fullData[1];
+  return {x: cells.x, y: cells.y, counts: cells.customdata};
+}"""
+
+
+def nav(page, name: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(name, exact=True).click()
+
+
+def test_train_interpret_predict_export(page, loupe_server, tmp_path):
+    url, _ = loupe_server
+    page.goto(url)
+    expect(page.locator(".st-key-show_batch img")).to_have_count(9)
+
+    nav(page, "Train")
+    page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("1")
+    epochs.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Train").click()
+    expect(page.get_by_text("Last run:")).to_be_visible(timeout=240_000)
+
+    # Interpret: nine top-loss images, then a confusion-matrix cell clicked shows exactly its images
+    page.get_by_role("link", name="Interpret this model").click()
+    expect(page.get_by_role("heading", name="Interpret")).to_be_visible()
+    expect(page.locator(".st-key-gallery-top_losses img")).to_have_count(9, timeout=120_000)
+    page.get_by_role("tab", name="Confusion matrix").click()
+    page.wait_for_function(f"({CELLS_JS})() !== null", timeout=60_000)
+    cells = page.evaluate(CELLS_JS)
+    n = int(round(len(cells["x"]) ** 0.5))
+    # the busiest cell off the diagonal (else the busiest on it)
+    order = sorted(range(len(cells["x"])), key=lambda i: (cells["x"][i] == cells["y"][i], -cells["counts"][i]))
+    target = order[0] if cells["counts"][order[0]] > 0 else max(range(len(cells["x"])), key=lambda i: cells["counts"][i])
+    actual, predicted, count = cells["y"][target], cells["x"][target], cells["counts"][target]
+    assert n == 10
+    point = page.locator(".st-key-interpret-confusion .scatterlayer .trace .points path").nth(target)
+    point.click(force=True)
+    expect(page.get_by_text(f"{count:,} image(s) of {actual} predicted as {predicted}")).to_be_visible(timeout=60_000)
+    expect(page.locator(".st-key-gallery-cell img")).to_have_count(min(count, 50), timeout=60_000)
+
+    # Predict: an uploaded PNG gets a top-5 chart; a file that is not an image gets a plain message
+    images, targets = digit_images()
+    png = tmp_path / "my_digit.png"
+    Image.fromarray(images[int(np.flatnonzero(targets == 3)[0])], "L").save(png)
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not a picture")
+    nav(page, "Predict & export")
+    expect(page.get_by_role("heading", name="Predict & export")).to_be_visible()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(png), str(notes)])
+    expect(page.locator(".st-key-prediction-0 .js-plotly-plot")).to_be_visible(timeout=60_000)
+    expect(page.locator(".st-key-prediction-0").get_by_text("my_digit.png")).to_be_visible()
+    bars = page.evaluate("() => document.querySelector('.st-key-prediction-0 .js-plotly-plot')._fullData[0].y.length")
+    assert bars == 5
+    expect(page.get_by_text("“notes.png” is not an image Loupe can read")).to_be_visible()
+
+    # Export: the zip downloads with the model, its labels and the standalone scripts
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="Download model (zip)").click()
+    saved = tmp_path / "export.zip"
+    info.value.save_as(saved)
+    names = zipfile.ZipFile(io.BytesIO(saved.read_bytes())).namelist()
+    assert {n.split("/", 1)[1] for n in names} >= {"model.pt", "labels.json", "preprocessing.json", "predict.py", "train.py"}

@@ -1,0 +1,149 @@
+"""AppTest of the Interpret, Clean and Predict & export pages, on a real one-epoch run on the built-in digits."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from engine.builtin import BUILTINS, ensure_builtin
+from engine.data import DataConfig, PresizeCache
+from engine.interpret import most_confused, top_losses
+from engine.jobs import Job
+from engine.review import review_run
+from engine.training import TrainSettings, train_target
+from ui.state import run_store
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+SPEC = BUILTINS["digits-names"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("loupe-home-review")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_resources(home):
+    old = os.environ.get("LOUPE_HOME")
+    os.environ["LOUPE_HOME"] = str(home)
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    if old is None:
+        os.environ.pop("LOUPE_HOME", None)
+    else:
+        os.environ["LOUPE_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def run_id(fresh_resources) -> int:
+    """One epoch of the small model on the built-in digits, recorded in this module's run history."""
+    config = DataConfig(root=str(ensure_builtin("digits-names")), name=SPEC.title, label=SPEC.label_rule,
+                        split=SPEC.split_rule, size=28, presize=32, aug=SPEC.aug)
+    settings = TrainSettings(arch="small", pretrained=False, method="one_cycle", epochs=1, lr=3e-3, seed=0)
+    job = Job("train", "review pages", train_target(config, settings, PresizeCache(), run_store()))
+    job.run()
+    assert job.state == "done", job.error_detail
+    return job.result["run_id"]
+
+
+@pytest.fixture()
+def app(home, monkeypatch, run_id):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".loupe-trash" not in p.parts}
+
+
+def image_captions(at) -> list[str]:
+    """Captions of every image on the page, in order."""
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_interpret_top_losses_confusion_cell_metrics_and_unsure(app, run_id):
+    app.switch_page("pages/interpret.py").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="review.run_id").value == run_id
+    review = review_run(run_store().run(run_id), PresizeCache())
+    expected = top_losses(review.preds, 9)
+    titles = image_captions(app)
+    wanted = [f"{r.predicted}/{r.actual} / {r.loss:.2f} / {r.probability:.2f}" for r in expected.itertuples()]
+    assert titles[:9] == wanted
+
+    app.number_input(key="interpret.k").set_value(4).run()
+    titles = image_captions(app)
+    assert titles[:4] == wanted[:4] and wanted[4] not in titles
+
+    actual, predicted, count = most_confused(review.preds)[0]
+    app.selectbox(key="interpret.actual").set_value(actual).run()
+    app.selectbox(key="interpret.predicted").set_value(predicted).run()
+    assert not app.exception
+    assert any(f"{count:,} image(s) of {actual} predicted as {predicted}" in m.value for m in app.markdown)
+    cell = [c for c in image_captions(app) if c.endswith(".png / " + c.rsplit(" / ", 1)[-1])]
+    assert len(cell) == min(count, 50)
+
+    app.toggle(key="interpret.gradcam").set_value(True).run()
+    assert not app.exception
+    table = next(d.value for d in app.dataframe if "precision" in d.value.columns)
+    assert list(table["class"]) == review.preds.classes
+    assert table["support"].sum() == len(review.preds)
+
+
+def test_predict_validation_images_and_export_buttons(app, run_id):
+    app.switch_page("pages/predict.py").run()
+    assert not app.exception, app.exception
+    review = review_run(run_store().run(run_id), PresizeCache())
+    app.segmented_control(key="predict.source").set_value("Validation images").run()
+    picks = review.preds.items[:2]
+    app.multiselect(key="predict.valid_items").set_value(picks).run()
+    assert not app.exception, app.exception
+    tops = [review.preds.classes[i] for i in review.preds.preds[:2].tolist()]
+    shown = [m.value for m in app.markdown if m.value.startswith("**")]
+    assert [s.split("**")[1] for s in shown[:2]] == tops
+    assert [b.label for b in app.get("download_button")] == ["Download model (zip)"]
+    app.button(key="export.onnx_make").click().run()
+    assert not app.exception, app.exception
+    assert [b.label for b in app.get("download_button")] == ["Download model (zip)", "Download ONNX"]
+    onnx_bytes = app.session_state["export.onnx_bytes"][1]
+    onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+
+
+def test_clean_delete_and_relabel_then_undo(app, run_id, home):
+    root = Path(run_store().run(run_id)["data"]["root"])
+    before = tree(root)
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    app.selectbox(key="clean.label").set_value("seven").run()
+    choices = [s for s in app.selectbox if s.key and s.key.startswith("clean.choice.")]
+    assert len(choices) == 12
+    first, second = choices[0].key.removeprefix("clean.choice."), choices[1].key.removeprefix("clean.choice.")
+    choices[0].set_value("delete").run()
+    app.selectbox(key="clean.choice." + second).set_value("one").run()
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    assert not (root / first).exists() and not (root / second).exists()
+    assert (root / second.replace("seven_", "one_")).exists()
+    assert any("Undo" in b.label for b in app.button)
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+def test_reset_builtin_from_the_clean_page(app, run_id):
+    root = Path(run_store().run(run_id)["data"]["root"])
+    victim = sorted(root.glob("three_*.png"))[0]
+    victim.unlink()  # as if cleaned outside Loupe
+    app.switch_page("pages/clean.py").run()
+    app.button(key="clean.reset").click().run()
+    app.button(key="clean.reset_yes").click().run()
+    assert not app.exception, app.exception
+    assert victim.exists() and len(list(root.glob("*.png"))) == 1797

@@ -1,0 +1,50 @@
+"""Download buttons for a run's model: a zip (weights, labels, predict.py, train.py) and an ONNX file."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from engine.errors import UserError
+from engine.export import ExportedModel, export_onnx, export_zip, train_command, train_command_notes
+
+
+def _zip_bytes(run: dict) -> bytes:
+    argv = train_command(run["data"], run["model"], run["train"])
+    notes = train_command_notes(run["data"], run["model"], run["train"])
+    return export_zip(Path(run["weights_path"]), train_argv=argv, notes=notes, name=f"run-{run['id']}")
+
+
+def _onnx_bytes(exported: ExportedModel) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="loupe-onnx-") as tmp:
+        return export_onnx(exported.model, exported.preprocessing, Path(tmp) / "model.onnx").read_bytes()
+
+
+def export_buttons(run: dict, exported: ExportedModel) -> None:
+    """The two downloads, made when clicked (the page never waits for them)."""
+    prep = exported.preprocessing
+    st.markdown(
+        "- **Zip**: `model.pt` (the weights), `labels.json`, `preprocessing.json`, a standalone `predict.py` "
+        "(needs only torch, torchvision and pillow: `python predict.py photo.jpg`) and `train.py`, which trains the "
+        "same run again with Loupe's command line.\n"
+        f"- **ONNX**: for other runtimes. Input `image` [batch, 3, {prep['size']}, {prep['size']}], RGB scaled to 0–1 "
+        "then normalised with ImageNet's mean and std; output `logits`, one per class in the order of labels.json.")
+    c1, c2, _ = st.columns([1, 1, 2])
+    # the run's files were checked when its model was loaded, so making the zip on click cannot fail for the user
+    c1.download_button("Download model (zip)", data=lambda: _zip_bytes(run), file_name=f"loupe-run-{run['id']}.zip",
+                       mime="application/zip", key="export.zip", icon=":material/download:", type="primary",
+                       on_click="ignore")
+    onnx = st.session_state.get("export.onnx_bytes")
+    if onnx is not None and onnx[0] == run["id"]:
+        c2.download_button("Download ONNX", data=onnx[1], file_name=f"loupe-run-{run['id']}.onnx",
+                           mime="application/octet-stream", key="export.onnx", icon=":material/download:", on_click="ignore")
+    elif c2.button("Make the ONNX file", key="export.onnx_make", icon=":material/memory:",
+                   help="Converts the model with torch.onnx (a few seconds to a minute)."):
+        try:
+            with st.spinner("Converting to ONNX…"):
+                st.session_state["export.onnx_bytes"] = (run["id"], _onnx_bytes(exported))
+        except UserError as e:
+            st.error(str(e))
+        else:
+            st.rerun()

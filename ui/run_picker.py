@@ -1,0 +1,31 @@
+"""The run whose model the Interpret, Clean and Predict pages look at (one choice shared by the three pages)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.runs import ACTIVE
+from ui.state import run_store
+
+KEY = "review.run_id"
+
+
+def _label(row) -> str:
+    accuracy = f" · {row['best_accuracy']:.1%}" if row["best_accuracy"] == row["best_accuracy"] and row["best_accuracy"] is not None else ""
+    return f"#{row['id']} · {row['data']} · {row['arch']}{accuracy} · {row['status']}"
+
+
+def pick_run() -> dict | None:
+    """A select box of the runs that saved a model, newest first; None (with a way onward) if there are none."""
+    runs = run_store().runs()
+    usable = runs[runs["weights_path"].notna() & ~runs["status"].isin(ACTIVE)] if len(runs) else runs
+    if usable.empty:
+        st.info("No trained model yet: train one on the Train page, then come back.")
+        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        return None
+    ids = usable["id"].astype(int).tolist()
+    labels = {int(r["id"]): _label(r) for _, r in usable.iterrows()}
+    if st.session_state.get(KEY) not in ids:
+        st.session_state[KEY] = ids[0]
+    run_id = st.selectbox("Model of run", ids, format_func=labels.get, key=KEY, persist_state="session",
+                          help="Every run that saved a model; the newest first.")
+    return run_store().run(int(run_id))
