@@ -9,9 +9,12 @@ import streamlit as st
 from engine.builtin import BUILTINS, builtin_path
 from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
 from engine.errors import UserError
+from ui.frame import require_app_frame
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_run
 from ui.state import run_loss_table, run_review
+
+require_app_frame("pages/clean.py")
 
 CHOICE = "clean.choice."  # session key prefix: one choice per image, by relative path
 COLS = 6

@@ -15,9 +15,12 @@ from engine.split import SplitRule
 from engine.augment import AugSettings
 from ui.aug_controls import aug_controls, set_aug_widgets
 from ui.charts import class_counts_figure, size_spread_figure
+from ui.frame import require_app_frame
 from ui.gallery import image_grid
 from ui.source_picker import pick_source
 from ui.state import DataSummary, presize_cache, set_current_data
+
+require_app_frame("pages/data.py")
 
 KEEP = dict(persist_state="session")
 LABEL_KINDS = {"name": "Regex on the file name", "path": "Regex on the relative path", "folder": "Parent folder", "csv": "CSV column"}

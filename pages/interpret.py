@@ -6,9 +6,12 @@ import streamlit as st
 from engine.errors import UserError
 from engine.interpret import confusion_matrix, items_in_cell, most_confused, most_unsure, per_class_metrics, top_losses
 from ui.charts_interpret import class_metrics_figure, confusion_figure
+from ui.frame import require_app_frame
 from ui.gallery import review_gallery
 from ui.run_picker import pick_run
 from ui.state import run_review
+
+require_app_frame("pages/interpret.py")
 
 KEEP = dict(persist_state="session")
 MAX_CELL_IMAGES = 50

@@ -6,8 +6,11 @@ import streamlit as st
 from engine.jobs import DONE, FAILED, Job
 from engine.training import TrainSettings, lr_find_target
 from ui.charts_train import lr_finder_figure
+from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.state import current_data, job_manager, presize_cache
+
+require_app_frame("pages/lr_find.py")
 
 st.title("Learning rate finder")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "

@@ -10,8 +10,11 @@ from engine.export import predict
 from engine.images import decode, open_image
 from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
+from ui.frame import require_app_frame
 from ui.run_picker import pick_run
 from ui.state import run_model, run_review
+
+require_app_frame("pages/predict.py")
 
 MAX_SHOWN = 24  # predictions drawn at once
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.charts_train import compare_figure
+from ui.frame import require_app_frame
 from ui.state import run_store
 from ui.train_view import epoch_table, format_seconds
+
+require_app_frame("pages/runs.py")
 
 st.title("Runs")
 st.caption("Every training run is recorded as it goes. Select runs to compare their curves.")

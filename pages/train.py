@@ -7,9 +7,12 @@ from engine.errors import UserError
 from engine.jobs import CANCELLED, DONE, FAILED, PAUSED, Job
 from engine.training import TrainSettings, estimate_seconds, total_epochs, train_target
 from ui.charts_train import training_figure
+from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.state import current_data, job_manager, presize_cache, run_store
 from ui.train_view import epoch_table, final_metrics, format_seconds
+
+require_app_frame("pages/train.py")
 
 KEEP = dict(persist_state="session")
 METHODS = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle": "fit_one_cycle (all layers)"}

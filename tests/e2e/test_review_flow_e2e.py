@@ -79,3 +79,13 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     info.value.save_as(saved)
     names = zipfile.ZipFile(io.BytesIO(saved.read_bytes())).namelist()
     assert {n.split("/", 1)[1] for n in names} >= {"model.pt", "labels.json", "preprocessing.json", "predict.py", "train.py"}
+
+
+def test_a_page_opened_by_its_address_on_a_fresh_server_keeps_the_app_frame(page, loupe_server):
+    url, _ = loupe_server
+    page.goto(f"{url}/predict")  # the first visit of a just-started server (a bookmark, a restored tab)
+    expect(page.get_by_role("heading", name="Predict & export")).to_be_visible()
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav.get_by_text("Predict & export", exact=True)).to_be_visible()
+    expect(nav.get_by_text("LR finder", exact=True)).to_be_visible()
+    expect(page.get_by_text("No trained model yet")).to_be_visible()

@@ -1,0 +1,49 @@
+"""The app's frame (page config, styles, navigation, sidebar), and a guard that keeps every page inside it.
+
+Streamlit still knows the old `pages/` folder convention: on a freshly started server, a browser that
+opens /train directly (a bookmark, a tab restored after `make run` restarts) runs pages/train.py on
+its own, without app.py, so the navigation and sidebar would be missing. Each page calls
+`require_app_frame` first: in a session that has not been through app.py yet, it goes through app.py,
+which then opens the page that was asked for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.sidebar import render_sidebar
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMED, INTENDED = "loupe.framed", "loupe.intended_page"
+
+
+def app_frame():
+    """Page config, styles, the navigation and the shared sidebar; returns the page to run."""
+    st.set_page_config(page_title="Loupe", page_icon=str(ROOT / "assets/loupe.svg"), layout="wide")
+    st.html((ROOT / "assets/loupe.css").read_text().join(("<style>", "</style>")))
+    page = st.navigation([
+        st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
+        st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),
+        st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
+        st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
+        st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
+    ])
+    st.session_state[FRAMED] = True
+    intended = st.session_state.pop(INTENDED, None)
+    if intended is not None:  # a page opened by its address came through here: open it now
+        st.switch_page(intended)
+    with st.sidebar:
+        st.logo(str(ROOT / "assets/loupe.svg"))
+    render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
+    return page
+
+
+def require_app_frame(page_file: str) -> None:
+    """Called first by each page (`page_file` relative to app.py): a session new to app.py goes through it."""
+    if st.session_state.get(FRAMED):
+        return
+    st.session_state[INTENDED] = page_file
+    st.switch_page("app.py")
