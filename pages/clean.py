@@ -32,6 +32,9 @@ except UserError as e:
     st.stop()
 config = review.config
 root = Path(config.root)
+if config.split.kind == "random":
+    st.caption("This data set uses a random split, drawn from the list of files as fastai does: deleting or "
+               "relabelling images changes which images validate. Compare runs trained after the same cleaning.")
 if "clean.message" in st.session_state:
     st.success(st.session_state.pop("clean.message"))
 
