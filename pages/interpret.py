@@ -43,8 +43,9 @@ def positions(indices) -> list[int]:
 top_tab, confusion_tab, class_tab, unsure_tab = st.tabs(["Top losses", "Confusion matrix", "Per class", "Most unsure"])
 
 with top_tab:
-    st.session_state.setdefault("interpret.k", 9)
-    k = st.number_input("Images to show (k)", 1, min(100, len(p)), key="interpret.k", **KEEP)
+    top_k_max = min(100, len(p))
+    st.session_state["interpret.k"] = min(st.session_state.get("interpret.k", 9), top_k_max)  # a smaller run
+    k = st.number_input("Images to show (k)", 1, top_k_max, key="interpret.k", **KEEP)
     table = top_losses(p, int(k))
     st.caption("Each image is titled **prediction / actual / loss / probability** of the prediction, as fastai's plot_top_losses.")
     titles = [f"{r.predicted}/{r.actual} / {r.loss:.2f} / {r.probability:.2f}" for r in table.itertuples()]
@@ -56,7 +57,7 @@ with confusion_tab:
     normalise = st.toggle("Normalise each row (share of the actual class)", key="interpret.normalise", **KEEP)
     cm = confusion_matrix(p)
     event = st.plotly_chart(confusion_figure(cm, p.classes, normalise), key="interpret.confusion", width="content",
-                            on_select="rerun", selection_mode="points")
+                            on_select="rerun", selection_mode="points", config={"displayModeBar": False})
     points = event.selection.points if event and event.selection else []
     if points:
         clicked = (str(points[0]["y"]), str(points[0]["x"]))
@@ -65,8 +66,10 @@ with confusion_tab:
             st.session_state["interpret.actual"], st.session_state["interpret.predicted"] = clicked
     st.caption("Click a cell to see its images, or choose it here:")
     c1, c2 = st.columns(2)
-    st.session_state.setdefault("interpret.actual", p.classes[0])
-    st.session_state.setdefault("interpret.predicted", p.classes[min(1, len(p.classes) - 1)])
+    if st.session_state.get("interpret.actual") not in p.classes:  # first visit, or another run's classes
+        st.session_state["interpret.actual"] = p.classes[0]
+    if st.session_state.get("interpret.predicted") not in p.classes:
+        st.session_state["interpret.predicted"] = p.classes[min(1, len(p.classes) - 1)]
     actual = c1.selectbox("Actual class", p.classes, key="interpret.actual")
     predicted = c2.selectbox("Predicted class", p.classes, key="interpret.predicted")
     cell = items_in_cell(p, actual, predicted)
@@ -78,7 +81,7 @@ with confusion_tab:
         review_gallery(review, positions(cell), titles, key="gallery-cell", cam=cam)
 
     st.subheader("Most confused")
-    st.session_state.setdefault("interpret.min_val", 1)
+    st.session_state["interpret.min_val"] = min(st.session_state.get("interpret.min_val", 1), max(1, len(p)))
     min_val = st.number_input("Show pairs confused at least this many times (min_val)", 1, max(1, len(p)),
                               key="interpret.min_val", **KEEP)
     pairs = most_confused(p, int(min_val))
@@ -97,8 +100,8 @@ with class_tab:
                "the share found. F1: their harmonic mean. Support: validation images of the class.")
 
 with unsure_tab:
-    st.session_state.setdefault("interpret.unsure_k", 9)
-    k_unsure = st.number_input("Images to show", 1, min(100, len(p)), key="interpret.unsure_k", **KEEP)
+    st.session_state["interpret.unsure_k"] = min(st.session_state.get("interpret.unsure_k", 9), top_k_max)
+    k_unsure = st.number_input("Images to show", 1, top_k_max, key="interpret.unsure_k", **KEEP)
     unsure = most_unsure(p, int(k_unsure))
     st.caption("The images whose two most likely classes are closest: **prediction p / runner-up p**.")
     titles = [f"{r.predicted} {r.probability:.2f} / {r.runner_up} {r.runner_up_probability:.2f}" for r in unsure.itertuples()]
