@@ -3,6 +3,8 @@
     python -m engine lr-find --data builtin:digits-names --label 'regex:^(.+)_\\d+\\.png$' --json
     python -m engine train --data builtin:digits-names --label 'regex:^(.+)_\\d+\\.png$' --arch small \\
         --no-pretrained --epochs 5 --method one_cycle --out runs/digits --json
+    python -m engine predict --model runs/digits photo.png another.jpg
+    python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
 """
 from __future__ import annotations
 
@@ -107,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     train.add_argument("--save-best", action="store_true", help="restore the best epoch's weights at the end")
     train.add_argument("--out", type=Path, default=None, help="folder to export model.pt, labels.json, preprocessing.json")
+
+    pred = sub.add_parser("predict", help="top classes of images, with an exported model (a train --out folder)")
+    pred.add_argument("--model", type=Path, required=True, help="folder holding model.pt, labels.json, preprocessing.json")
+    pred.add_argument("images", nargs="+", type=Path, help="image files")
+    pred.add_argument("--top", type=int, default=5, help="how many classes to show per image")
+    pred.add_argument("--json", action="store_true", help="one JSON line: [{image, top: [[class, p], …]} or {image, error}]")
+
+    export = sub.add_parser("export", help="package an exported model as a zip (with predict.py) and/or ONNX")
+    export.add_argument("--model", type=Path, required=True, help="folder holding model.pt, labels.json, preprocessing.json")
+    export.add_argument("--zip", type=Path, default=None, help="write the zip here")
+    export.add_argument("--onnx", type=Path, default=None, help="write the ONNX file here")
+    export.add_argument("--json", action="store_true", help="end with one JSON line of what was written")
     return parser
 
 
@@ -220,14 +234,61 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     }
 
 
+def cmd_predict(args: argparse.Namespace) -> dict:
+    """Top classes of each image; unreadable files are reported and skipped (exit code 1 if any)."""
+    from engine.export import load_run, predict
+    from engine.images import open_image
+
+    if args.top < 1:
+        raise UserError(f"--top must be a positive number (got {args.top}).")
+    exported = load_run(args.model)
+    rows, images = [], []
+    for path in args.images:
+        try:
+            images.append(open_image(path))
+            rows.append({"image": str(path)})
+        except (ValueError, OSError) as e:
+            print(f"error: {path} is not an image Loupe can read ({e}).", file=sys.stderr)
+            rows.append({"image": str(path), "error": str(e)})
+    tops = iter(predict(exported, images, k=args.top))
+    for row in rows:
+        if "error" not in row:
+            row["top"] = [[c, round(p, 6)] for c, p in next(tops)]
+            if not args.json:
+                print(f"{row['image']}: " + ", ".join(f"{c} {p:.1%}" for c, p in row["top"]))
+    return {"predictions": rows, "failed": sum("error" in r for r in rows)}
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    """Package an exported run folder as a zip and/or ONNX."""
+    from engine.export import export_onnx, export_zip, load_run
+
+    if args.zip is None and args.onnx is None:
+        raise UserError("Say what to write: --zip FILE, --onnx FILE, or both.")
+    exported = load_run(args.model)  # checks the folder before anything is written
+    written = {}
+    if args.zip is not None:
+        export_zip(args.model, dest=args.zip)
+        written["zip"] = str(args.zip)
+    if args.onnx is not None:
+        export_onnx(exported.model, exported.preprocessing, args.onnx)
+        written["onnx"] = str(args.onnx)
+    for kind, path in written.items():
+        print(f"wrote {kind}: {path}", file=sys.stderr)
+    return written
+
+
+COMMANDS = {"train": cmd_train, "lr-find": cmd_lr_find, "predict": cmd_predict, "export": cmd_export}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad arguments: usage message, exit code 2
     try:
-        result = cmd_train(args) if args.command == "train" else cmd_lr_find(args)
+        result = COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result), flush=True)
-    return 0
+        print(json.dumps(result["predictions"] if args.command == "predict" else result), flush=True)
+    return 1 if args.command == "predict" and result["failed"] else 0

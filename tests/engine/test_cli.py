@@ -95,3 +95,48 @@ def test_parse_split(tmp_path):
     assert (rule.kind, rule.csv_path, rule.valid_col) == ("csv", str(tmp_path / "labels.csv"), "is_valid")
     with pytest.raises(UserError):
         parse_split("sideways", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def exported_dir(tmp_path_factory, digits_dir):
+    """A small model trained one epoch by the CLI and exported."""
+    out = tmp_path_factory.mktemp("cli-run") / "run"
+    code = main(["train", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--arch", "small",
+                 "--no-pretrained", "--size", "28", "--presize", "32", "--bs", "32", "--epochs", "1",
+                 "--method", "one_cycle", "--seed", "0", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_predict_prints_the_top_classes_and_reports_bad_files(exported_dir, digits_dir, tmp_path, capsys):
+    capsys.readouterr()
+    images = sorted(digits_dir.glob("*.png"))[:3]
+    junk = tmp_path / "notes.png"
+    junk.write_text("not a picture")
+    code = main(["predict", "--model", str(exported_dir), *map(str, images), str(junk), "--top", "3", "--json"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file could not be read
+    rows = json.loads(captured.out.strip().splitlines()[-1])
+    assert [r["image"] for r in rows] == [*map(str, images), str(junk)]
+    expected = predict(load_run(exported_dir), [Image.open(p) for p in images], k=3)
+    for row, top in zip(rows, expected):
+        assert [c for c, _ in row["top"]] == [c for c, _ in top]
+        assert [p for _, p in row["top"]] == pytest.approx([p for _, p in top], abs=1e-5)
+    assert "error" in rows[-1] and "notes.png is not an image" in captured.err
+    assert main(["predict", "--model", str(tmp_path / "nowhere"), str(images[0])]) == 2
+
+
+def test_export_writes_a_zip_and_onnx(exported_dir, tmp_path, capsys):
+    import zipfile
+
+    import onnx
+
+    code = main(["export", "--model", str(exported_dir), "--zip", str(tmp_path / "m.zip"),
+                 "--onnx", str(tmp_path / "m.onnx"), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "zip": str(tmp_path / "m.zip"), "onnx": str(tmp_path / "m.onnx")}
+    names = {n.split("/", 1)[1] for n in zipfile.ZipFile(tmp_path / "m.zip").namelist()}
+    assert {"model.pt", "labels.json", "preprocessing.json", "predict.py"} <= names
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
+    assert main(["export", "--model", str(exported_dir)]) == 2
