@@ -11,8 +11,8 @@ from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, 
 from engine.errors import UserError
 from ui.frame import require_app_frame
 from ui.gallery import DISPLAY_PX, display_image
-from ui.run_picker import pick_run
-from ui.state import run_loss_table, run_review
+from ui.run_picker import pick_review
+from ui.state import run_loss_table
 
 require_app_frame("pages/clean.py")
 
@@ -22,14 +22,7 @@ COLS = 6
 st.title("Clean")
 st.caption("The images the model finds hardest come first: wrong labels and odd pictures hide there. "
            "Deleted images go to a trash folder inside the data set, and every change can be undone.")
-run = pick_run()
-if run is None:
-    st.stop()
-try:
-    review = run_review(run)
-except UserError as e:
-    st.error(str(e))
-    st.stop()
+run, review = pick_review()
 config = review.config
 root = Path(config.root)
 if config.split.kind == "random":

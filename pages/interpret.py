@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.errors import UserError
 from engine.interpret import confusion_matrix, items_in_cell, most_confused, most_unsure, per_class_metrics, top_losses
 from ui.charts_interpret import class_metrics_figure, confusion_figure
 from ui.frame import require_app_frame
 from ui.gallery import review_gallery
-from ui.run_picker import pick_run
-from ui.state import run_review
+from ui.run_picker import pick_review
 
 require_app_frame("pages/interpret.py")
 
@@ -18,14 +16,7 @@ MAX_CELL_IMAGES = 50
 
 st.title("Interpret")
 st.caption("Where is the model wrong, and how sure was it? Everything here is computed on the validation images.")
-run = pick_run()
-if run is None:
-    st.stop()
-try:
-    review = run_review(run)
-except UserError as e:
-    st.error(str(e))
-    st.stop()
+run, review = pick_review()
 p = review.preds
 wrong = int((p.preds != p.targets).sum())
 st.caption(f"{len(p):,} validation images · {wrong:,} wrong · accuracy {p.accuracy:.1%} "

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.errors import UserError
+from engine.review import RunReview
 from engine.runs import ACTIVE
-from ui.state import run_store
+from ui.state import run_review, run_store
 
 KEY = "review.run_id"
 
@@ -29,3 +31,15 @@ def pick_run() -> dict | None:
     run_id = st.selectbox("Model of run", ids, format_func=labels.get, key=KEY, persist_state="session",
                           help="Every run that saved a model; the newest first.")
     return run_store().run(int(run_id))
+
+
+def pick_review() -> tuple[dict, RunReview]:
+    """The chosen run and its model re-scored on its data; stops the page (with a message) when there is none."""
+    run = pick_run()
+    if run is None:
+        st.stop()
+    try:
+        return run, run_review(run)
+    except UserError as e:
+        st.error(str(e))
+        st.stop()

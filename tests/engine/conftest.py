@@ -47,3 +47,32 @@ def digits_dls(tmp_path_factory) -> DataLoaders:
     spec = BUILTINS["digits-names"]
     items = label_items(scan_folder(root), spec.label_rule, spec.split_rule)
     return DataLoaders(items, presize_all(items.scanned_paths, 32), size=28, bs=64, aug=AugSettings.off(), seed=0)
+
+
+def _quick_train(dls: DataLoaders, steps: int = 60, seed: int = 0) -> torch.nn.Module:
+    """create_model('small') after `steps` steps of Adam (lr 3e-3) on dls's training batches: quick on a CPU."""
+    import torch.nn.functional as F
+
+    from engine.models import create_model
+
+    torch.manual_seed(seed)
+    model, _ = create_model("small", len(dls.classes))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    done = 0
+    while done < steps:
+        for x, y in dls.train():
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return model
+
+
+@pytest.fixture(scope="session")
+def quick_train():
+    """The function that trains a small model for a few steps (see _quick_train)."""
+    return _quick_train

@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS
@@ -15,7 +14,6 @@ from engine.errors import UserError
 from engine.export import ExportedModel, export_run, load_run, predict, preprocess
 from engine.images import open_image
 from engine.interpret import get_preds
-from engine.models import create_model
 
 PRESIZE, SIZE = 32, 28
 
@@ -26,23 +24,9 @@ def dls(digits_dls, one_thread) -> DataLoaders:
 
 
 @pytest.fixture(scope="module")
-def trained(dls):
+def trained(dls, quick_train):
     """create_model('small', 10) after 60 steps of Adam on batches of 16 (quick on a CPU), and its data configuration."""
-    torch.manual_seed(0)
-    model, _ = create_model("small", 10)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    small_batches = DataLoaders(dls.items, dls.images, size=SIZE, bs=16, aug=AugSettings.off(), seed=0)
-    steps = 0
-    while steps < 60:
-        for x, y in small_batches.train():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps == 60:
-                break
+    model = quick_train(DataLoaders(dls.items, dls.images, size=SIZE, bs=16, aug=AugSettings.off(), seed=0))
     config = DataConfig(root=str(dls.items.root), name="digits", label=BUILTINS["digits-names"].label_rule,
                         split=BUILTINS["digits-names"].split_rule, size=SIZE, presize=PRESIZE, method="crop")
     return model, config

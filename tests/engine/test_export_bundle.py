@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from engine.augment import AugSettings
@@ -57,27 +56,13 @@ def records(digits_root):
 
 
 @pytest.fixture(scope="module")
-def trained(digits_root, records, one_thread):
+def trained(digits_root, records, one_thread, quick_train):
     """create_model('small', 10) after 60 steps of Adam on batches of 16, as in test_export.py."""
     config, _ = records
     items = label_items(scan_folder(digits_root), config.label, config.split)
     dls = DataLoaders(items, presize_all(items.scanned_paths, config.presize), size=config.size, bs=16,
                       aug=AugSettings.off(), seed=0)
-    torch.manual_seed(0)
-    model, _ = create_model("small", 10)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    steps = 0
-    while steps < 60:
-        for x, y in dls.train():
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps == 60:
-                break
-    return model, dls
+    return quick_train(dls), dls
 
 
 @pytest.fixture(scope="module")
