@@ -1,7 +1,6 @@
 """Download buttons for a run's model: a zip (weights, labels, predict.py, train.py) and an ONNX file."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -16,9 +15,14 @@ def _zip_bytes(run: dict) -> bytes:
     return export_zip(Path(run["weights_path"]), train_argv=argv, notes=notes, name=f"run-{run['id']}")
 
 
-def _onnx_bytes(exported: ExportedModel) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="loupe-onnx-") as tmp:
-        return export_onnx(exported.model, exported.preprocessing, Path(tmp) / "model.onnx").read_bytes()
+def onnx_file(run: dict) -> Path:
+    """Where a run's ONNX file is kept once made: beside its model.pt."""
+    return Path(run["weights_path"]) / "model.onnx"
+
+
+def _onnx_ready(run: dict) -> bool:
+    path, weights = onnx_file(run), Path(run["weights_path"]) / "model.pt"
+    return path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime
 
 
 def export_buttons(run: dict, exported: ExportedModel) -> None:
@@ -35,15 +39,14 @@ def export_buttons(run: dict, exported: ExportedModel) -> None:
     c1.download_button("Download model (zip)", data=lambda: _zip_bytes(run), file_name=f"loupe-run-{run['id']}.zip",
                        mime="application/zip", key="export.zip", icon=":material/download:", type="primary",
                        on_click="ignore")
-    onnx = st.session_state.get("export.onnx_bytes")
-    if onnx is not None and onnx[0] == run["id"]:
-        c2.download_button("Download ONNX", data=onnx[1], file_name=f"loupe-run-{run['id']}.onnx",
+    if _onnx_ready(run):  # made once, kept with the run (and moved to the trash with it)
+        c2.download_button("Download ONNX", data=lambda: onnx_file(run).read_bytes(), file_name=f"loupe-run-{run['id']}.onnx",
                            mime="application/octet-stream", key="export.onnx", icon=":material/download:", on_click="ignore")
     elif c2.button("Make the ONNX file", key="export.onnx_make", icon=":material/memory:",
                    help="Converts the model with torch.onnx (a few seconds to a minute)."):
         try:
             with st.spinner("Converting to ONNX…"):
-                st.session_state["export.onnx_bytes"] = (run["id"], _onnx_bytes(exported))
+                export_onnx(exported.model, exported.preprocessing, onnx_file(run))
         except UserError as e:
             st.error(str(e))
         else:

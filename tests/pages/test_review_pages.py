@@ -112,8 +112,8 @@ def test_predict_validation_images_and_export_buttons(app, run_id):
     app.button(key="export.onnx_make").click().run()
     assert not app.exception, app.exception
     assert [b.label for b in app.get("download_button")] == ["Download model (zip)", "Download ONNX"]
-    onnx_bytes = app.session_state["export.onnx_bytes"][1]
-    onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    onnx_path = Path(run_store().run(run_id)["weights_path"]) / "model.onnx"  # kept with the run
+    onnx.checker.check_model(onnx.load(str(onnx_path)))
 
 
 def test_clean_delete_and_relabel_then_undo(app, run_id, home):
