@@ -60,11 +60,19 @@ def _review(run_id: int, weights_mtime: float, fingerprint: str) -> RunReview:
     return review_run(run, presize_cache())
 
 
+def _weights_mtime(run: dict) -> float:
+    weights = Path(run.get("weights_path") or "") / "model.pt"
+    return weights.stat().st_mtime if weights.is_file() else 0.0
+
+
+def _review_key(run: dict) -> tuple[int, float, str]:
+    """What a review depends on: the run, its model file and its data (files, sizes, times)."""
+    return int(run["id"]), _weights_mtime(run), data_fingerprint(config_from_dict(run["data"]))
+
+
 def run_review(run: dict) -> RunReview:
     """A run's model on its data as it is now; recomputed only when the model file or the data change."""
-    weights = Path(run.get("weights_path") or "") / "model.pt"
-    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
-    return _review(int(run["id"]), mtime, data_fingerprint(config_from_dict(run["data"])))
+    return _review(*_review_key(run))
 
 
 @st.cache_resource(max_entries=16, show_spinner="Scoring the images…")
@@ -74,9 +82,7 @@ def _loss_table(run_id: int, weights_mtime: float, fingerprint: str, split: str,
 
 def run_loss_table(run: dict, split: str, label: str):
     """Images of one split and label with the run's prediction and loss, largest loss first (cached like run_review)."""
-    weights = Path(run.get("weights_path") or "") / "model.pt"
-    mtime = weights.stat().st_mtime if weights.is_file() else 0.0
-    return _loss_table(int(run["id"]), mtime, data_fingerprint(config_from_dict(run["data"])), split, label)
+    return _loss_table(*_review_key(run), split, label)
 
 
 @st.cache_resource(max_entries=4)
@@ -88,5 +94,4 @@ def run_model(run: dict) -> ExportedModel:
     """A run's exported model, loaded once per model file."""
     if not run.get("weights_path"):
         raise UserError(f"Run #{run['id']} has no saved model (it ended before its first epoch finished).")
-    weights = Path(run["weights_path"]) / "model.pt"
-    return _model(run["weights_path"], weights.stat().st_mtime if weights.is_file() else 0.0)
+    return _model(run["weights_path"], _weights_mtime(run))

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+from browser_steps import nav, start_one_cycle_run
 from engine.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
@@ -21,22 +22,13 @@ CELLS_JS = """() => {
 }"""
 
 
-def nav(page, name: str) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(name, exact=True).click()
-
-
 def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     url, _ = loupe_server
     page.goto(url)
     expect(page.locator(".st-key-show_batch img")).to_have_count(9)
 
     nav(page, "Train")
-    page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
-    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
-    epochs.fill("1")
-    epochs.press("Enter")
-    page.wait_for_timeout(1000)
-    page.get_by_role("button", name="Train").click()
+    start_one_cycle_run(page, epochs=1)
     expect(page.get_by_text("Last run:")).to_be_visible(timeout=240_000)
 
     # Interpret: nine top-loss images, then a confusion-matrix cell clicked shows exactly its images

@@ -6,16 +6,14 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+from browser_steps import nav, start_one_cycle_run
+
 pytestmark = pytest.mark.e2e
 
 POINTS_JS = """() => {
   const plot = document.querySelector('.st-key-train-live_chart .js-plotly-plot');
   return plot && plot._fullData && plot._fullData.length ? plot._fullData[0].x.length : 0;
 }"""
-
-
-def nav(page, name: str) -> None:
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(name, exact=True).click()
 
 
 def test_lr_finder_train_and_runs(page, loupe_server):
@@ -37,13 +35,7 @@ def test_lr_finder_train_and_runs(page, loupe_server):
     expect(page.get_by_text("Chosen learning rate")).to_be_visible(timeout=30_000)
     page.get_by_role("button", name="Use this LR").click()
 
-    expect(page.get_by_role("heading", name="Train")).to_be_visible()
-    page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
-    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
-    epochs.fill("2")
-    epochs.press("Enter")
-    time.sleep(1)
-    page.get_by_role("button", name="Train").click()
+    start_one_cycle_run(page, epochs=2)
 
     # the live chart gains points while the run goes on
     page.wait_for_function(f"({POINTS_JS})() > 0", timeout=120_000)

@@ -14,11 +14,6 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 DIGIT_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("loupe-home")
-
-
 @pytest.fixture()
 def app(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import onnx
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from engine.builtin import BUILTINS, ensure_builtin
@@ -20,24 +18,6 @@ from ui.state import run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 SPEC = BUILTINS["digits-names"]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("loupe-home-review")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fresh_resources(home):
-    old = os.environ.get("LOUPE_HOME")
-    os.environ["LOUPE_HOME"] = str(home)
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
-    if old is None:
-        os.environ.pop("LOUPE_HOME", None)
-    else:
-        os.environ["LOUPE_HOME"] = old
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,11 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from ui.state import job_manager, run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("loupe-home-train")
 
 
 @pytest.fixture()
@@ -25,20 +19,6 @@ def app(home, monkeypatch):
     at.run()  # the Data page picks the built-in digits
     assert not at.exception
     return at
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fresh_resources(home):
-    import os
-    old = os.environ.get("LOUPE_HOME")
-    os.environ["LOUPE_HOME"] = str(home)
-    st.cache_resource.clear()  # a job manager and run store of this module's own
-    yield
-    st.cache_resource.clear()
-    if old is None:
-        os.environ.pop("LOUPE_HOME", None)
-    else:
-        os.environ["LOUPE_HOME"] = old
 
 
 def wait_for_job(kind: str, timeout: float = 180):

@@ -1,0 +1,26 @@
+"""Fixtures shared by the page tests: each module gets its own LOUPE_HOME and its own cached resources."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import streamlit as st
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("loupe-home")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_resources(home):
+    """LOUPE_HOME points at this module's home, and the job manager, run store and caches start empty."""
+    old = os.environ.get("LOUPE_HOME")
+    os.environ["LOUPE_HOME"] = str(home)
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+    if old is None:
+        os.environ.pop("LOUPE_HOME", None)
+    else:
+        os.environ["LOUPE_HOME"] = old
