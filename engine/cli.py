@@ -1,8 +1,10 @@
 """Loupe's command line: the same engine as the app, no UI.
 
-    python -m engine lr-find --data builtin:digits-names --label 'regex:^(.+)_\\d+\\.png$' --json
-    python -m engine train --data builtin:digits-names --label 'regex:^(.+)_\\d+\\.png$' --arch small \\
-        --no-pretrained --epochs 5 --method one_cycle --out runs/digits --json
+    python -m engine lr-find --data builtin:digits-names --json
+    python -m engine train --data builtin:digits-names --schedule one_cycle --epochs 5 --out runs/digits --json
+    python -m engine train --spec runs/digits/spec.json          # the same run again, the same numbers
+    python -m engine spec --data ~/pets --arch resnet34         # the spec that flags make, as JSON
+    python -m engine runs --json                                 # every run: app, command line, torchrun
     python -m engine predict --model runs/digits photo.png another.jpg
     python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
 """
@@ -12,46 +14,28 @@ import argparse
 import json
 import math
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+import pandas as pd
 
 from engine.augment import AugSettings
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataConfig, PresizeCache, suggest_rules
-from engine.device import default_device
+from engine.data import PresizeCache
 from engine.errors import UserError
-from engine.labels import LabelRule, parse_label_rule
-from engine.learner import FunctionCallback, Learner
+from engine.home import loupe_home
+from engine.labels import parse_label_rule
+from engine.learner import Callback
 from engine.models import ARCHS
-from engine.sources import FASTAI_DATASETS, dataset_path, download_dataset, scan_folder
+from engine.runs import RunStore
+from engine.spec import (DEVICES, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment, load_spec,
+                         override, prepare_source, resolve, validate)
 from engine.split import SplitRule
-from engine.training import TrainSettings, add_stopping_callbacks, build_learner, fit
+from engine.training import prepare, train_run
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
 
-# ---------------------------------------------------------------- argument parsing
-
-def parse_source(text: str) -> tuple[Path, str, LabelRule | None, SplitRule | None, AugSettings]:
-    """`builtin:KEY`, `fastai:KEY` (downloaded once) or a folder path → (root, name, default label, split and augmentation)."""
-    if text.startswith("builtin:"):
-        key = text.split(":", 1)[1]
-        if key not in BUILTINS:
-            raise UserError(f"Unknown built-in data set '{key}'. Choose one of: {', '.join(BUILTINS)}.")
-        b = BUILTINS[key]
-        return ensure_builtin(key), b.title, b.label_rule, b.split_rule, b.aug
-    if text.startswith("fastai:"):
-        key = text.split(":", 1)[1].upper()
-        if key not in FASTAI_DATASETS:
-            raise UserError(f"Unknown fastai data set '{key}'. Choose one of: {', '.join(FASTAI_DATASETS)}.")
-        download_dataset(key, progress=_print_download(key))
-        remote = FASTAI_DATASETS[key]
-        return dataset_path(key) / remote.image_subdir, key, None, None, AugSettings()
-    return Path(text).expanduser(), Path(text).name, None, None, AugSettings()
-
+# ---------------------------------------------------------------- flags that override a spec
 
 def parse_split(text: str, root: Path) -> SplitRule:
     """`random[:VALID_PCT[:SEED]]`, `stratified[:VALID_PCT[:SEED]]`, `folder[:TRAIN:VALID]` or `csv:FILE:COLUMN`."""
@@ -75,42 +59,127 @@ def parse_split(text: str, root: Path) -> SplitRule:
     raise UserError(f"Unknown split '{text}': use random[:PCT[:SEED]], stratified[:PCT[:SEED]], folder[:TRAIN:VALID] or csv:FILE:COLUMN.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Loupe without the UI: find a learning rate, train, export.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", required=True, help="a folder, builtin:digits-names, builtin:digits-folders or fastai:KEY")
-    common.add_argument("--label", help="regex:PATTERN, path-regex:PATTERN, folder or csv:FILE:COLUMN (default: guessed)")
-    common.add_argument("--split", help="random[:PCT[:SEED]] (default random:0.2:42), stratified…, folder[:TRAIN:VALID], csv:FILE:COLUMN")
-    common.add_argument("--arch", default="small", choices=list(ARCHS))
-    pre = common.add_mutually_exclusive_group()
-    pre.add_argument("--pretrained", dest="pretrained", action="store_true", default=None, help="ImageNet weights (resnets)")
-    pre.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
-    common.add_argument("--size", type=int, default=None, help="image size the model sees (default 28 for built-ins, else 224)")
-    common.add_argument("--presize", type=int, default=None, help="size images are decoded to once (default ≈ 1.15 × size)")
-    common.add_argument("--bs", type=int, default=64, help="batch size")
-    common.add_argument("--aug", choices=("fastai", "none"), default="fastai",
-                        help="fastai's aug_transforms defaults (no flips for the built-in digits), or none")
-    common.add_argument("--no-flip", action="store_true", help="no left/right flips (digits, text)")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    common.add_argument("--seed", type=int, default=None, help="seed for batch order, augmentation and weights")
-    common.add_argument("--json", action="store_true", help="end with one JSON line of results")
+def parse_lr_slice(text: str) -> tuple[float, float]:
+    """`1e-6:1e-4` → (1e-6, 1e-4)."""
+    lo, sep, hi = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return float(lo), float(hi)
+    except ValueError:
+        raise UserError(f"Could not read the learning-rate slice '{text}': use LOW:HIGH, e.g. 1e-6:1e-4.") from None
 
-    lr_find = sub.add_parser("lr-find", parents=[common], help="run fastai's LR finder and print its suggestions")
+
+def source_text(text: str) -> str:
+    """A data source as the spec keeps it: builtin:KEY and fastai:KEY as they are, a folder as an absolute path."""
+    if text.startswith(("builtin:", "fastai:")):
+        return text
+    return str(Path(text).expanduser().resolve())
+
+
+def add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """Every flag that overrides a setting of the run spec (each defaults to 'not given')."""
+    g = parser.add_argument_group("run spec (each flag overrides --spec, or Loupe's defaults)")
+    g.add_argument("--spec", type=Path, help="start from this spec: a JSON file, or a run folder holding spec.json")
+    g.add_argument("--data", help="a folder, builtin:digits-names, builtin:digits-folders or fastai:KEY "
+                                  "(default: builtin:digits-names)")
+    g.add_argument("--label", help="regex:PATTERN, path-regex:PATTERN, folder or csv:FILE:COLUMN (default: guessed)")
+    g.add_argument("--split", help="random[:PCT[:SEED]] (default random:0.2:42), stratified…, folder[:TRAIN:VALID], csv:FILE:COLUMN")
+    g.add_argument("--size", type=int, help="image size the model sees (default 28 for the built-in digits, else 224)")
+    g.add_argument("--presize", type=int, help="size images are decoded to once (default size × 460/224, fastai's ratio)")
+    g.add_argument("--presize-method", choices=PRESIZE_METHODS, help="crop (centre square, default) or squish")
+    g.add_argument("--bs", type=int, help="batch size (default 64)")
+    g.add_argument("--aug", choices=("fastai", "none"), help="fastai's aug_transforms (default; no flips for the "
+                                                             "built-in digits), or none")
+    g.add_argument("--no-flip", action="store_true", default=None, help="no left/right flips (digits, text)")
+    g.add_argument("--arch", choices=list(ARCHS), help="model (default small)")
+    pre = g.add_mutually_exclusive_group()
+    pre.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
+                     help="start from ImageNet weights where they can be had (default)")
+    pre.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
+    g.add_argument("--schedule", "--method", dest="schedule", choices=SCHEDULES,
+                   help="fine_tune (default: head first, then every layer) or one_cycle (every layer)")
+    g.add_argument("--epochs", type=int, help="epochs (default 3; fine_tune adds --freeze-epochs)")
+    g.add_argument("--lr", type=float, help="fine_tune's base_lr (default 2e-3) or one_cycle's lr_max (default 1e-3)")
+    g.add_argument("--lr-slice", type=parse_lr_slice, metavar="LOW:HIGH",
+                   help="one_cycle with every layer unfrozen and LRs spread from LOW (first layers) to HIGH (head), "
+                        "as fastai's unfreeze(); fit_one_cycle(n, slice(LOW, HIGH))")
+    g.add_argument("--freeze-epochs", type=int, help="fine_tune: epochs of the head alone first (default 1)")
+    g.add_argument("--lr-mult", type=float, help="fine_tune: earliest layers at lr / lr_mult once unfrozen (default 100)")
+    g.add_argument("--wd", type=float, help="weight decay (default 0.01; never on BatchNorm and bias parameters)")
+    g.add_argument("--patience", type=int, help="early stopping patience in epochs (default 0: off)")
+    best = g.add_mutually_exclusive_group()
+    best.add_argument("--keep-best", "--save-best", dest="keep_best", action="store_true", default=None,
+                      help="end with the weights of the epoch with the lowest validation loss (default)")
+    best.add_argument("--no-keep-best", dest="keep_best", action="store_false", help="end with the last epoch's weights")
+    g.add_argument("--seed", type=int, help="seed for weights, batch order and augmentation (default: drawn and recorded)")
+    g.add_argument("--device", choices=DEVICES, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
+    g.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+
+
+FLAG_FIELDS = {  # flag (argparse dest) -> setting of the spec, for the flags that map one to one
+    "size": "data.size", "presize": "data.presize", "presize_method": "data.presize_method", "bs": "data.bs",
+    "arch": "model.arch", "pretrained": "model.pretrained", "schedule": "train.schedule", "epochs": "train.epochs",
+    "lr": "train.lr", "lr_slice": "train.lr_slice", "freeze_epochs": "train.freeze_epochs", "lr_mult": "train.lr_mult",
+    "wd": "train.wd", "patience": "train.patience", "keep_best": "train.keep_best", "seed": "train.seed",
+    "device": "device.device", "threads": "device.threads",
+}
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The spec that --spec (or the defaults) and the flags make together."""
+    base = load_spec(args.spec) if args.spec is not None else RunSpec()
+    changes: dict = {}
+    if args.data is not None:
+        changes["data.source"] = source_text(args.data)
+        check_source(changes["data.source"])
+    data = DataSpec(source=changes.get("data.source", base.data.source))
+    if args.label is not None:
+        changes["data.label"] = parse_label_rule(args.label, data.root)
+    if args.split is not None:
+        changes["data.split"] = parse_split(args.split, data.root)
+    for dest, name in FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            changes[name] = value
+    if args.aug is not None:
+        changes["augment"] = AugSettings.off() if args.aug == "none" else None
+    if args.no_flip:
+        moved = "data.source" in changes and changes["data.source"] != base.data.source
+        aug = changes.get("augment", None if moved else base.augment) or default_augment(data)
+        changes["augment"] = replace(aug, do_flip=False, flip_vert=False)
+    if "train.lr_slice" in changes and args.schedule is None and base.train.schedule != "one_cycle":
+        raise UserError("--lr-slice unfreezes every layer and trains with fit_one_cycle: add --schedule one_cycle.")
+    spec = override(base, changes)
+    validate(spec)
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Loupe without the UI: find a learning rate, "
+                                     "train, list runs, predict, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train the run a spec (and flags) describe; print fastai's epoch table")
+    add_spec_flags(train)
+    train.add_argument("--out", type=Path, help="the run folder (default LOUPE_HOME/runs/<id>): model.pt, labels.json, "
+                                                "preprocessing.json, run.json, spec.json")
+    train.add_argument("--json", action="store_true", help="end with one JSON line of results")
+
+    spec = sub.add_parser("spec", help="print the spec that the flags make (settings left automatic filled in), as JSON")
+    add_spec_flags(spec)
+
+    lr_find = sub.add_parser("lr-find", help="run fastai's LR finder and print its suggestions")
+    add_spec_flags(lr_find)
     lr_find.add_argument("--num-it", type=int, default=100)
     lr_find.add_argument("--start-lr", type=float, default=1e-7)
     lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
-    train = sub.add_parser("train", parents=[common], help="train, print fastai's epoch table, export the run")
-    train.add_argument("--epochs", type=int, default=5)
-    train.add_argument("--method", choices=("fine_tune", "one_cycle"), default="fine_tune")
-    train.add_argument("--lr", type=float, default=None, help="base_lr for fine_tune (2e-3), lr_max for one_cycle (1e-3)")
-    train.add_argument("--freeze-epochs", type=int, default=1)
-    train.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
-    train.add_argument("--save-best", action="store_true", help="restore the best epoch's weights at the end")
-    train.add_argument("--out", type=Path, default=None, help="folder to export model.pt, labels.json, preprocessing.json")
+    runs = sub.add_parser("runs", help="list the runs database (LOUPE_HOME/runs.sqlite): app, command-line and torchrun runs")
+    runs.add_argument("--json", action="store_true", help="one JSON line: a list of runs")
 
-    pred = sub.add_parser("predict", help="top classes of images, with an exported model (a train --out folder)")
+    pred = sub.add_parser("predict", help="top classes of images, with an exported model (a run folder)")
     pred.add_argument("--model", type=Path, required=True, help="folder holding model.pt, labels.json, preprocessing.json")
     pred.add_argument("images", nargs="+", type=Path, help="image files")
     pred.add_argument("--top", type=int, default=5, help="how many classes to show per image")
@@ -124,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------- building a learner
+# ---------------------------------------------------------------- commands
 
 def _print_download(key: str):
     last = [-1]
@@ -137,90 +206,57 @@ def _print_download(key: str):
     return progress
 
 
-def settings_from(args: argparse.Namespace) -> TrainSettings:
-    """The training settings the arguments ask for (fastai's defaults for the rest)."""
-    method = getattr(args, "method", "fine_tune")
-    return TrainSettings(
-        arch=args.arch, pretrained=args.pretrained if args.pretrained is not None else args.arch != "small",
-        method=method, epochs=getattr(args, "epochs", 1),
-        lr=getattr(args, "lr", None) or (2e-3 if method == "fine_tune" else 1e-3),
-        freeze_epochs=getattr(args, "freeze_epochs", 1), patience=getattr(args, "patience", 0),
-        save_best=getattr(args, "save_best", False), seed=args.seed,
-    )
-
-
-def build(args: argparse.Namespace) -> tuple[Learner, DataConfig, str]:
-    """Data, model and learner from the parsed arguments; the third value is a note about weights."""
-    for option in ("size", "presize", "bs", "epochs", "num_it"):
-        value = getattr(args, option, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{option.replace('_', '-')} must be a positive number (got {value}).")
-    if getattr(args, "lr", None) is not None and not args.lr > 0:
-        raise UserError(f"--lr must be above 0 (got {args.lr}).")
-    root, name, label_default, split_default, aug_default = parse_source(args.data)
-    scan = scan_folder(root)
-    guessed_label, guessed_split = suggest_rules(scan)
-    label = parse_label_rule(args.label, root) if args.label else (label_default or guessed_label)
-    split = parse_split(args.split, root) if args.split else (split_default or guessed_split)
-    size = args.size if args.size is not None else (28 if args.data.startswith("builtin:") else 224)
-    presize = args.presize if args.presize is not None else max(size, round(size * 1.15))
-    aug = AugSettings.off() if args.aug == "none" else aug_default
-    if args.no_flip:
-        aug = replace(aug, do_flip=False)
-    config = DataConfig(root=str(root), name=name, label=label, split=split, size=size, presize=presize, bs=args.bs, aug=aug)
-    device = default_device() if args.device == "auto" else torch.device(args.device)
-    # the command line has the machine to itself: every core trains
-    learn, info = build_learner(config, settings_from(args), PresizeCache(max_entries=1), device=device, cpu_threads=None)
-    return learn, config, info.message
-
-
-# ---------------------------------------------------------------- commands
-
 def _fmt(row: dict) -> str:
     minutes, seconds = divmod(int(round(row["time"])), 60)
     cells = [str(row["epoch"]), *(f"{row[k]:.6f}" for k in TABLE_COLUMNS[1:5]), f"{minutes:02d}:{seconds:02d}"]
     return "".join(c.ljust(12) for c in cells)
 
 
-def cmd_train(args: argparse.Namespace) -> dict:
-    learn, config, note = build(args)
-    if note:
-        print(note, file=sys.stderr)
-    print("".join(c.ljust(12) for c in TABLE_COLUMNS), flush=True)
+class EpochTable(Callback):
+    """Prints fastai's epoch table as the run goes."""
 
-    def on_event(event: str, logs: dict) -> None:
-        if event == "after_epoch":
-            print(_fmt(logs), flush=True)
-        elif event == "after_fit" and logs.get("note"):
+    def before_fit(self, learn, logs):
+        if not getattr(self, "printed", False):
+            print("".join(c.ljust(12) for c in TABLE_COLUMNS), flush=True)
+            self.printed = True
+
+    def after_epoch(self, learn, logs):
+        print(_fmt(logs), flush=True)
+
+    def after_fit(self, learn, logs):
+        if logs.get("note"):
             print(logs["note"], file=sys.stderr)
 
-    learn.callbacks.append(FunctionCallback(on_event))
-    settings = settings_from(args)
-    add_stopping_callbacks(learn, settings)
-    start = time.perf_counter()
-    logs = fit(learn, settings)
-    seconds = time.perf_counter() - start
-    final = learn.validate()  # of the weights the run ends with (the best epoch's with --save-best)
-    result = {
-        "accuracy": final["accuracy"], "valid_loss": final["valid_loss"], "error_rate": final["error_rate"],
-        "epochs": len(learn.recorder.epochs), "seconds": round(seconds, 2),
-        "images_per_s": round(learn.recorder.images_per_s, 1), "arch": args.arch, "pretrained": learn.pretrained,
-        "status": logs["status"], "classes": len(learn.dls.classes), "device": str(learn.device),
-    }
-    if args.out:
-        from engine.export import export_run
 
-        out = export_run(args.out, learn.model, args.arch, learn.dls.classes, config,
-                         extra={**result, "epochs_table": learn.recorder.epochs})
-        result["out"] = str(out)
+def cmd_train(args: argparse.Namespace) -> dict:
+    spec = spec_from_args(args)
+    if spec.data.kind == "fastai":
+        prepare_source(spec, progress=_print_download(spec.data.key.upper()))
+    store = RunStore()
+    try:
+        result = train_run(spec, PresizeCache(max_entries=1), store, source="cli", out_dir=args.out,
+                           callbacks=[EpochTable()])
+    finally:
+        store.close()
+    if result["out"]:
+        print(f"run #{result['run_id']}: model and spec.json in {result['out']}", file=sys.stderr)
     return result
 
 
+def cmd_spec(args: argparse.Namespace) -> dict:
+    spec = resolve(spec_from_args(args))
+    return spec.to_dict()
+
+
 def cmd_lr_find(args: argparse.Namespace) -> dict:
-    learn, _, note = build(args)
-    if note:
-        print(note, file=sys.stderr)
-    if learn.pretrained:
+    if args.num_it < 1:
+        raise UserError(f"--num-it must be a positive number (got {args.num_it}).")
+    spec = spec_from_args(args)
+    prepared = prepare(spec, PresizeCache(max_entries=1))
+    learn = prepared.learn
+    if prepared.info.message:
+        print(prepared.info.message, file=sys.stderr)
+    if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
         learn.freeze()  # as fastai: the finder runs on the learner as fine_tune will start it
     found = learn.lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
     for s in found.suggestions.values():
@@ -232,6 +268,30 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
         "lrs": found.lrs, "losses": [x if math.isfinite(x) else None for x in found.losses],
         "stopped_early": found.stopped_early,
     }
+
+
+def cmd_runs(args: argparse.Namespace) -> list[dict]:
+    store = RunStore()
+    try:
+        table = store.runs()
+    finally:
+        store.close()
+    rows = []
+    for r in table.itertuples(index=False):
+        rows.append({"id": int(r.id), "time": r.date.isoformat() + "Z", "source": r.source, "data": r.data,
+                     "arch": r.arch, "schedule": r.schedule, "status": r.status,
+                     "accuracy": None if pd.isna(r.accuracy) else float(r.accuracy),
+                     "kept_epoch": None if pd.isna(r.kept_epoch) else int(r.kept_epoch), "epochs": int(r.epochs),
+                     "seconds": None if pd.isna(r.seconds) else round(float(r.seconds), 2), "folder": r.weights_path})
+    if not args.json:
+        if not rows:
+            print(f"No runs recorded yet in {loupe_home() / 'runs.sqlite'}.")
+        for row in rows:
+            accuracy = f"{row['accuracy']:.1%}" if row["accuracy"] is not None else "-"
+            kept = f"model from epoch {row['kept_epoch']}" if row["kept_epoch"] is not None else "no model"
+            print(f"#{row['id']:<4} {row['time'][:19]}  {row['source']:<8} {row['data'][:28]:<28} {row['arch']:<9} "
+                  f"{row['status']:<11} {accuracy:>6}  {kept}")
+    return rows
 
 
 def cmd_predict(args: argparse.Namespace) -> dict:
@@ -278,7 +338,8 @@ def cmd_export(args: argparse.Namespace) -> dict:
     return written
 
 
-COMMANDS = {"train": cmd_train, "lr-find": cmd_lr_find, "predict": cmd_predict, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.command == "spec":
+        print(json.dumps(result, indent=2), flush=True)
+    elif getattr(args, "json", False):
         print(json.dumps(result["predictions"] if args.command == "predict" else result), flush=True)
     return 1 if args.command == "predict" and result["failed"] else 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -19,24 +18,10 @@ from engine.errors import UserError
 from engine.images import PresizedImages, Progress, presize_all
 from engine.labels import LabelReport, LabelRule, apply_label_rule
 from engine.sources import FolderScan, scan_folder
+from engine.spec import DataSpec
 from engine.split import SplitRule, apply_split_rule
 
 MIN_PER_CLASS = 5  # fewer images than this in a class earns a warning
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Everything that defines a data set and its batches: what the Data page sets and later pages use."""
-
-    root: str  # the folder holding the images
-    name: str  # shown to the user
-    label: LabelRule = LabelRule()
-    split: SplitRule = SplitRule()
-    size: int = 64  # side of the square images the model sees
-    presize: int = 96  # side of the cached images, before batch augmentation (fastai's item Resize)
-    method: str = "crop"  # presize by centre crop or squish
-    bs: int = 64
-    aug: AugSettings = AugSettings()
 
 
 @dataclass
@@ -131,9 +116,11 @@ def label_items(scan: FolderScan, label: LabelRule, split: SplitRule) -> Labelle
     )
 
 
-def load_items(config: DataConfig) -> LabelledItems:
-    """Scan, label and split the data set a configuration names."""
-    return label_items(scan_folder(config.root), config.label, config.split)
+def load_items(data: DataSpec, scan: FolderScan | None = None) -> LabelledItems:
+    """Scan (unless given the scan), label and split the data set a resolved data spec names."""
+    if data.label is None or data.split is None:
+        raise ValueError("load_items needs a resolved data spec (engine.spec.resolve)")
+    return label_items(scan or scan_folder(data.root), data.label, data.split)
 
 
 # ---------------------------------------------------------------- presized pixels, cached
@@ -290,27 +277,3 @@ class DataLoaders:
         pixels = self._pixels(idx)
         x = augment_batch(pixels, self.size, self.aug, self.generator) if split == "train" else resize_batch(pixels, self.size)
         return x.cpu(), [self.classes[int(t)] for t in self.y[idx]]
-
-
-# ---------------------------------------------------------------- first guesses for a new folder
-
-VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
-NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
-
-
-def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
-    """Guess a label and split rule from a folder's layout, as a starting point the user can change.
-
-    train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
-    names like `beagle_12.jpg` → regex on the name, random split; otherwise parent folder, random split.
-    """
-    rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
-    tops = {r.split("/", 1)[0] for r in rel if "/" in r}
-    valid_name = next((v for v in VALID_FOLDER_NAMES if v in tops), None)
-    if "train" in tops and valid_name:
-        return LabelRule(kind="folder"), SplitRule(kind="folder", train_name="train", valid_name=valid_name)
-    sample = [r.rsplit("/", 1)[-1] for r in rel[:: max(1, len(rel) // 200)]]
-    named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
-    if sample and named >= 0.9 * len(sample):
-        return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
-    return LabelRule(kind="folder"), SplitRule(kind="random")

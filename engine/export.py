@@ -4,10 +4,11 @@ A run folder holds:
     model.pt            the state dict only (read back with weights_only=True: tensors, never arbitrary objects)
     labels.json         the classes, in the order of the model's outputs
     preprocessing.json  arch, n_classes, size, presize, method, mean, std
-    run.json            anything else worth keeping (metrics, settings), if given
+    run.json            anything else worth keeping (metrics, the epoch table), if given
+    spec.json           the run spec that trained it (written by engine.training)
 
-`export_zip` bundles such a folder with a standalone predict.py (torch, torchvision and pillow only), a
-train.py that trains it again through `python -m engine train` (`train_command`), and a README;
+`export_zip` bundles such a folder with a standalone predict.py (torch, torchvision and pillow only), the
+spec and a train.py that replays it through `python -m engine train --spec`, and a README;
 `export_onnx` writes the model as ONNX for other runtimes.
 """
 from __future__ import annotations
@@ -18,23 +19,19 @@ import json
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from engine.augment import IMAGENET_MEAN, IMAGENET_STD, AugSettings, normalize, resize_batch
-from engine.builtin import BUILTINS
-from engine.data import DataConfig
+from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
 from engine.errors import UserError
 from engine.images import PRESIZE_METHODS, presize, to_rgb
-from engine.labels import LabelRule
 from engine.models import create_model
-from engine.split import SplitRule
+from engine.spec import SPEC_FILE, DataSpec, RunSpec, load_spec
 
 MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, RUN_FILE = "model.pt", "labels.json", "preprocessing.json", "run.json"
 PREPROCESSING_KEYS = ("arch", "n_classes", "size", "presize", "method", "mean", "std")
@@ -67,7 +64,7 @@ def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2, default=_jsonable) + "\n")
 
 
-def export_run(out_dir: Path, model: nn.Module, arch: str, classes: list[str], config: DataConfig,
+def export_run(out_dir: Path, model: nn.Module, arch: str, classes: list[str], config: DataSpec,
                extra: dict | None = None) -> Path:
     """Write the model's weights, its classes and its preprocessing (and `extra` as run.json) to `out_dir`."""
     out_dir = Path(out_dir)
@@ -77,7 +74,7 @@ def export_run(out_dir: Path, model: nn.Module, arch: str, classes: list[str], c
     _write_json(out_dir / LABELS_FILE, list(classes))
     _write_json(out_dir / PREPROCESSING_FILE, {
         "arch": arch, "n_classes": len(classes), "size": config.size, "presize": config.presize,
-        "method": config.method, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        "method": config.presize_method, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
     })
     if extra is not None:
         _write_json(out_dir / RUN_FILE, extra)
@@ -165,142 +162,13 @@ def predict(exported: ExportedModel, images: list[Image.Image], k: int = 5) -> l
     return out
 
 
-# ---------------------------------------------------------------- the command that trains a run again
-
-def _from_dict(cls, values: dict | None):
-    """A frozen dataclass from its JSON form (unknown keys ignored, missing ones at their defaults)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (values or {}).items() if k in names})
-
-
-def _number(x: float) -> str:
-    """The shortest text that reads back as the same float: 0.2, 0.002, 1e-05."""
-    return repr(float(x))
-
-
-def _builtin_key(root: Path) -> str | None:
-    """`digits-names` for LOUPE_HOME/builtin/digits-names, None for any other folder."""
-    return root.name if root.parent.name == "builtin" and root.name in BUILTINS else None
-
-
-def _in_root(path: str, root: Path) -> str:
-    """A CSV file as the command line reads it: relative to the data folder when inside it, else absolute."""
-    p = Path(path)
-    try:
-        return p.relative_to(root).as_posix()
-    except ValueError:
-        return str(p)
-
-
-def _label_arg(rule: LabelRule, root: Path, notes: list[str]) -> str:
-    if rule.kind == "folder":
-        return "folder"
-    if rule.kind == "csv":
-        if rule.file_col != "name":
-            notes.append(f"The command line reads file names from a CSV column called “name”; this run used the "
-                         f"column “{rule.file_col}” of {Path(rule.csv_path).name}. Rename it, or the labels will not be found.")
-        return f"csv:{_in_root(rule.csv_path, root)}:{rule.label_col}"
-    return f"{'regex' if rule.on == 'name' else 'path-regex'}:{rule.pattern}"
-
-
-def _split_arg(rule: SplitRule, root: Path, notes: list[str]) -> str:
-    if rule.kind == "folder":
-        if ":" in rule.train_name + rule.valid_name:
-            notes.append(f"The command line cannot name folders with a colon: “{rule.train_name}” / “{rule.valid_name}”.")
-        return f"folder:{rule.train_name}:{rule.valid_name}"
-    if rule.kind == "csv":
-        if rule.file_col != "name":
-            notes.append(f"The command line reads file names from a CSV column called “name”; this run's split used "
-                         f"the column “{rule.file_col}” of {Path(rule.csv_path).name}.")
-        return f"csv:{_in_root(rule.csv_path, root)}:{rule.valid_col}"
-    return f"{'stratified' if rule.stratify else 'random'}:{_number(rule.valid_pct)}:{rule.seed}"
-
-
-def _aug_args(aug: AugSettings, builtin: bool, notes: list[str]) -> list[str]:
-    """--aug none, --no-flip or nothing; what those cannot say goes to the notes."""
-    off = AugSettings.off()
-    if replace(aug, flip_vert=False, p_affine=off.p_affine, p_lighting=off.p_lighting) == off:
-        return ["--aug", "none"]
-    base = AugSettings(do_flip=False) if builtin else AugSettings()  # what `--aug fastai` gives for this source
-    args, cli_aug = [], replace(base, do_flip=aug.do_flip)
-    if not aug.do_flip:
-        args.append("--no-flip")
-    elif not base.do_flip:
-        cli_aug = base
-        notes.append("The command line never flips the built-in digits; this run flipped them left/right.")
-    differ = [f.name for f in fields(AugSettings) if f.name != "do_flip" and getattr(aug, f.name) != getattr(cli_aug, f.name)
-              and not (f.name == "flip_vert" and not aug.do_flip)]
-    if differ:
-        this = ", ".join(f"{k}={getattr(aug, k)}" for k in differ)
-        cli = ", ".join(f"{k}={getattr(cli_aug, k)}" for k in differ)
-        notes.append(f"The command line uses fastai's augmentation defaults ({cli}); this run used {this}.")
-    return args
-
-
-def _command(data: dict, model: dict, train: dict) -> tuple[list[str], list[str]]:
-    notes: list[str] = []
-    root = Path(data["root"])
-    key = _builtin_key(root)
-    label = _from_dict(LabelRule, data.get("label"))
-    split = _from_dict(SplitRule, data.get("split"))
-    data_args = ["--data", f"builtin:{key}" if key else str(root),
-                 "--label", _label_arg(label, root, notes), "--split", _split_arg(split, root, notes)]
-    settings = {**train, "arch": train.get("arch") or model.get("arch", "small")}
-    arch = settings["arch"]
-    if arch == "small":
-        pretrained = False  # the small model has no pretrained weights, whatever was asked
-    else:
-        pretrained = bool(model.get("pretrained", settings.get("pretrained", True)))
-        if settings.get("pretrained", True) and not pretrained:
-            notes.append(f"This run asked for ImageNet weights but trained {arch} from scratch (they could not be had); "
-                         "the command trains from scratch too.")
-    argv = ["train", *data_args, "--arch", arch, "--pretrained" if pretrained else "--no-pretrained",
-            "--size", str(data["size"]), "--presize", str(data["presize"]), "--bs", str(data["bs"])]
-    argv += _aug_args(_from_dict(AugSettings, data.get("aug")), key is not None, notes)
-    if data.get("method", "crop") != "crop":
-        notes.append(f"The command line always presizes by centre crop; this run used “{data['method']}”, "
-                     "so the images the command trains on are framed differently.")
-    argv += ["--method", settings["method"], "--epochs", str(settings["epochs"]), "--lr", _number(settings["lr"]),
-             "--freeze-epochs", str(settings["freeze_epochs"]), "--patience", str(settings["patience"])]
-    if settings.get("save_best"):
-        argv.append("--save-best")
-    if settings.get("seed") is not None:
-        argv += ["--seed", str(settings["seed"])]
-    if settings.get("lr_mult", 100) != 100:
-        notes.append(f"The command line trains the earliest layers at lr / 100 once unfrozen; this run used "
-                     f"lr / {settings['lr_mult']:g}.")
-    return argv + ["--out", "model"], notes
-
-
-def train_command(data: dict, model: dict, train: dict) -> list[str]:
-    """The arguments of `python -m engine` that train a run again, from its run-store records (data, model, train)."""
-    return _command(data, model, train)[0]
-
-
-def train_command_notes(data: dict, model: dict, train: dict) -> list[str]:
-    """What `train_command` cannot reproduce of a run, in plain words (empty when it reproduces everything)."""
-    return _command(data, model, train)[1]
-
-
 # ---------------------------------------------------------------- a zip to take away
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
 
 
-def train_script(argv: Sequence[str], notes: Sequence[str] = ()) -> str:
-    """A short Python script that runs `python -m engine <argv>` from a Loupe checkout."""
-    lines, i = [], 0
-    while i < len(argv):  # an option and its value on one line
-        if argv[i].startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            lines.append(f"    {argv[i]!r}, {argv[i + 1]!r},")
-            i += 2
-        else:
-            lines.append(f"    {argv[i]!r},")
-            i += 1
-    safe = [n.replace("\\", "\\\\").replace('"', '\\"') for n in notes]  # the notes go inside a docstring
-    differs = "".join(f"\n    - {n}" for n in safe) or "\n    nothing: it repeats the run's settings."
-    return f'''"""Train this model again with Loupe's command line.
+TRAIN_SCRIPT = '''"""Train this model again with Loupe's command line: it replays spec.json, the run's complete settings.
 
 Run it from the root folder of a Loupe checkout (the folder holding `engine/`), with Loupe's
 requirements installed:
@@ -308,19 +176,18 @@ requirements installed:
     cd path/to/loupe
     python path/to/train.py
 
-It runs `python -m engine train` with the settings of the exported run and writes the new model to
-./model (model.pt, labels.json, preprocessing.json). The data folder must be where it was.
-What the command line cannot repeat of the run:{differs}
+It runs `python -m engine train --spec spec.json --out model` and writes the new model to ./model.
+The run's seed and CPU threads are in the spec, so on the same kind of CPU it computes the same
+numbers. The data folder must be where it was (the built-in digits are made again if missing).
 """
 import subprocess
 import sys
+from pathlib import Path
 
-ARGS = [
-{chr(10).join(lines)}
-]
+SPEC = Path(__file__).resolve().with_name("spec.json")
 
 if __name__ == "__main__":
-    sys.exit(subprocess.run([sys.executable, "-m", "engine", *ARGS]).returncode)
+    sys.exit(subprocess.run([sys.executable, "-m", "engine", "train", "--spec", str(SPEC), "--out", "model"]).returncode)
 '''
 
 
@@ -352,15 +219,15 @@ run.json            the run's results, when Loupe recorded them
 predict.py          the script above
 """
     if has_train:
-        text += """train.py            trains the model again with Loupe's command line (from a Loupe checkout;
-                    read its docstring for what it cannot repeat)
+        text += """spec.json           the run's complete settings (data, augmentation, model, training, seed)
+train.py            trains the model again from spec.json with Loupe's command line (from a Loupe checkout)
 """
     return text
 
 
-def export_zip(run_dir: Path, dest: Path | None = None, train_argv: Sequence[str] | None = None,
-               notes: Sequence[str] = (), name: str | None = None) -> bytes:
-    """A zip of an exported run with predict.py, train.py (if `train_argv`) and a README, in a folder loupe-<name>/.
+def export_zip(run_dir: Path, dest: Path | None = None, spec: RunSpec | None = None, name: str | None = None) -> bytes:
+    """A zip of an exported run with predict.py, a README and, when the run's spec is known (its spec.json, or
+    `spec`), spec.json and a train.py that replays it; all in a folder loupe-<name>/.
 
     Returns the zip's bytes, and also writes them to `dest` if given.
     """
@@ -378,9 +245,12 @@ def export_zip(run_dir: Path, dest: Path | None = None, train_argv: Sequence[str
                 zf.write(run_dir / file, f"{folder}/{file}",
                          compress_type=zipfile.ZIP_STORED if file == MODEL_FILE else zipfile.ZIP_DEFLATED)
         zf.writestr(f"{folder}/predict.py", PREDICT_TEMPLATE.read_text())
-        if train_argv is not None:
-            zf.writestr(f"{folder}/train.py", train_script(list(train_argv), notes))
-        zf.writestr(f"{folder}/README.txt", _readme(folder, classes, prep, train_argv is not None))
+        if spec is None and (run_dir / SPEC_FILE).is_file():
+            spec = load_spec(run_dir / SPEC_FILE)
+        if spec is not None:
+            zf.writestr(f"{folder}/{SPEC_FILE}", spec.to_json())
+            zf.writestr(f"{folder}/train.py", TRAIN_SCRIPT)
+        zf.writestr(f"{folder}/README.txt", _readme(folder, classes, prep, spec is not None))
     data = buffer.getvalue()
     if dest is not None:
         Path(dest).write_bytes(data)

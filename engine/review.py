@@ -13,26 +13,14 @@ import pandas as pd
 import torch
 
 from engine.augment import AugSettings, normalize, resize_batch
-from engine.data import DataConfig, DataLoaders, PresizeCache, load_items
+from engine.data import DataLoaders, PresizeCache, load_items
 from engine.errors import UserError
 from engine.export import ExportedModel, load_run
 from engine.interpret import Predictions
-from engine.labels import LabelRule
 from engine.sources import scan_folder
-from engine.split import SplitRule
+from engine.spec import DataSpec, resolve
 
 EVAL_BS = 128  # items per forward pass when scoring a data set
-
-
-def config_from_dict(d: dict) -> DataConfig:
-    """The DataConfig a run recorded (as JSON) back as an object; unknown keys are ignored."""
-    def pick(cls, values: dict):
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in (values or {}).items() if k in names})
-
-    top = {k: v for k, v in d.items() if k in DataConfig.__dataclass_fields__ and k not in ("label", "split", "aug")}
-    return DataConfig(**top, label=pick(LabelRule, d.get("label")), split=pick(SplitRule, d.get("split")),
-                      aug=pick(AugSettings, d.get("aug")))
 
 
 def load_run_model(run: dict) -> ExportedModel:
@@ -47,7 +35,7 @@ class RunReview:
     """A run's model, its data loaders (no augmentation) and its predictions on the validation images."""
 
     run_id: int
-    config: DataConfig
+    config: DataSpec  # the run's data part, resolved
     dls: DataLoaders
     exported: ExportedModel
     preds: Predictions  # validation items, in dls.valid_idx order
@@ -96,7 +84,7 @@ def score_items(exported: ExportedModel, dls: DataLoaders, pos: torch.Tensor) ->
 def review_run(run: dict, cache: PresizeCache) -> RunReview:
     """Load a run's model and its data (as it is on disk now) and predict every validation image."""
     exported = load_run_model(run)
-    config = config_from_dict(run["data"])
+    config = resolve(run["spec"]).data
     prep = exported.preprocessing
     items = load_items(config)
     images = cache.get(items.scanned_paths, prep["presize"], prep["method"])
@@ -130,7 +118,7 @@ def loss_table(review: RunReview, split: str | None = None, label: str | None = 
     return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def data_fingerprint(config: DataConfig) -> str:
+def data_fingerprint(config: DataSpec) -> str:
     """Changes whenever an image of the data set is added, removed, renamed or rewritten, or the label CSV changes."""
     scan = scan_folder(config.root)
     paths = list(scan.images)

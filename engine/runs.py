@@ -1,7 +1,9 @@
-"""Run history in SQLite (LOUPE_HOME/runs.sqlite): settings, per-batch and per-epoch rows, status, weights.
+"""Run history in SQLite (LOUPE_HOME/runs.sqlite): each run's spec, per-batch and per-epoch rows, status, weights.
 
 Rows are committed as the run goes, so a crash loses at most the batch in progress. A run left
 'running' by a process that is gone shows as 'interrupted' the next time the store is opened.
+The app, the command line (and torchrun) write to the same database, so the Runs page lists them all.
+Databases made by older versions are migrated in place (columns are added, never dropped).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.home import home_subdir, loupe_home
+from engine.spec import RunSpec, legacy_spec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -23,13 +26,13 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL,
     kind TEXT NOT NULL DEFAULT 'train',
     name TEXT NOT NULL,
-    data TEXT NOT NULL,        -- JSON: the data configuration
-    model TEXT NOT NULL,       -- JSON: arch, pretrained, classes
-    train TEXT NOT NULL,       -- JSON: method, epochs, lr, …
+    data TEXT NOT NULL,        -- JSON: the spec's data part (kept for older readers)
+    model TEXT NOT NULL,       -- JSON: arch, pretrained (as trained), classes
+    train TEXT NOT NULL,       -- JSON: the spec's train part (kept for older readers)
     status TEXT NOT NULL,      -- running, paused, done, cancelled, failed, interrupted
     owner TEXT NOT NULL,       -- process that writes it (to detect interrupted runs)
     started REAL, finished REAL, seconds REAL,
-    best_accuracy REAL, best_epoch INTEGER,
+    best_accuracy REAL, best_epoch INTEGER,  -- old names: the kept model's accuracy and epoch
     weights_path TEXT, error TEXT
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -45,7 +48,19 @@ CREATE TABLE IF NOT EXISTS epochs (
     PRIMARY KEY (run_id, epoch)
 );
 """
+# columns added since the first version: (name, declaration); older databases get them on open
+MIGRATIONS = (
+    ("spec", "TEXT"),  # JSON: the run's whole RunSpec, resolved and seeded
+    ("source", "TEXT NOT NULL DEFAULT 'app'"),  # app | cli | torchrun
+    ("kept_epoch", "INTEGER"),  # the epoch whose weights the saved model has
+    ("accuracy", "REAL"),  # validation accuracy of the saved model (of the latest epoch while running)
+    ("valid_loss", "REAL"),  # likewise, its validation loss
+    ("folder", "TEXT"),  # the run folder: spec.json from the start, the model once an epoch is done
+)
 ACTIVE = ("running", "paused", "stopping")
+RUN_COLUMNS = ("id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
+               "status", "seconds", "weights_path", "error")
+SOURCES = ("app", "cli", "torchrun")
 
 
 def _owner() -> str:
@@ -85,7 +100,26 @@ class RunStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for name, decl in MIGRATIONS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+        self._backfill_kept_epochs()
         self.mark_interrupted()
+
+    def _backfill_kept_epochs(self) -> None:
+        """Runs recorded before kept_epoch existed: the epoch their model kept (lowest validation loss with
+        save_best, else the last), and its accuracy — never the max-accuracy epoch older versions called best."""
+        rows = self._exec("SELECT id, train FROM runs WHERE spec IS NULL AND kept_epoch IS NULL").fetchall()
+        for r in rows:
+            epochs = self._exec("SELECT epoch, accuracy, valid_loss FROM epochs WHERE run_id = ? ORDER BY epoch",
+                                (r["id"],)).fetchall()
+            if not epochs:
+                continue
+            keep_best = json.loads(r["train"]).get("save_best", False)
+            kept = min(epochs, key=lambda e: (e["valid_loss"], e["epoch"])) if keep_best else epochs[-1]
+            self._exec("UPDATE runs SET kept_epoch = ?, accuracy = ?, valid_loss = ? WHERE id = ?",
+                       (kept["epoch"], kept["accuracy"], kept["valid_loss"], r["id"]))
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -97,10 +131,16 @@ class RunStore:
 
     # ---- writing, from the worker
 
-    def create_run(self, name: str, data: dict, model: dict, train: dict, kind: str = "train") -> int:
+    def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train") -> int:
+        """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes)."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown run source {source!r}")
+        d = spec.to_dict()
         cur = self._exec(
-            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started) VALUES (?,?,?,?,?,?,?,?,?)",
-            (time.time(), kind, name, json.dumps(data), json.dumps(model), json.dumps(train), "running", _owner(), time.time()),
+            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (time.time(), kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
+             "running", _owner(), time.time(), json.dumps(d), source),
         )
         return int(cur.lastrowid)
 
@@ -112,17 +152,23 @@ class RunStore:
         self._exec("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?,?)",
                    (run_id, row["epoch"], row.get("phase"), row["train_loss"], row["valid_loss"], row["error_rate"],
                     row["accuracy"], row["time"], row.get("last_iter")))
-        self._exec("UPDATE runs SET best_accuracy = (SELECT MAX(accuracy) FROM epochs WHERE run_id = ?), "
-                   "best_epoch = (SELECT epoch FROM epochs WHERE run_id = ? ORDER BY accuracy DESC, epoch LIMIT 1) "
-                   "WHERE id = ?", (run_id, run_id, run_id))
+        self._exec("UPDATE runs SET accuracy = ?, valid_loss = ? WHERE id = ?", (row["accuracy"], row["valid_loss"], run_id))
+
+    def set_folder(self, run_id: int, folder: str) -> None:
+        self._exec("UPDATE runs SET folder = ? WHERE id = ?", (folder, run_id))
 
     def set_status(self, run_id: int, status: str) -> None:
         self._exec("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
 
-    def finish(self, run_id: int, status: str, weights_path: str | None = None, error: str | None = None) -> None:
+    def finish(self, run_id: int, status: str, weights_path: str | None = None, error: str | None = None,
+               kept_epoch: int | None = None, accuracy: float | None = None, valid_loss: float | None = None) -> None:
+        """Close a run: its status, where its model went, and the kept model's epoch and metrics."""
         now = time.time()
-        self._exec("UPDATE runs SET status = ?, finished = ?, seconds = ? - started, weights_path = ?, error = ? WHERE id = ?",
-                   (status, now, now, weights_path, error, run_id))
+        self._exec("UPDATE runs SET status = ?, finished = ?, seconds = ? - started, weights_path = ?, error = ?, "
+                   "kept_epoch = COALESCE(?, kept_epoch), accuracy = COALESCE(?, accuracy), "
+                   "valid_loss = COALESCE(?, valid_loss), best_epoch = COALESCE(?, best_epoch), "
+                   "best_accuracy = COALESCE(?, best_accuracy) WHERE id = ?",
+                   (status, now, now, weights_path, error, kept_epoch, accuracy, valid_loss, kept_epoch, accuracy, run_id))
 
     def mark_interrupted(self) -> int:
         """Runs still marked active whose process is gone become 'interrupted'; returns how many."""
@@ -136,30 +182,39 @@ class RunStore:
     # ---- reading, from the pages
 
     def runs(self, kind: str | None = "train") -> pd.DataFrame:
-        """One row per run, newest first."""
-        sql = ("SELECT id, created, name, model, train, status, seconds, best_accuracy, best_epoch, weights_path, error, "
+        """One row per run, newest first: id, date, source, data, arch, pretrained, schedule, epochs, accuracy,
+        kept_epoch, status, seconds, weights_path, error."""
+        self.mark_interrupted()  # another process's run may have died since
+        sql = ("SELECT id, created, source, name, model, train, status, seconds, accuracy, kept_epoch, "
+               "weights_path, error, "
                "(SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs FROM runs")
         rows = self._exec(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC", (kind,) if kind else ()).fetchall()
         records = []
         for r in rows:
             model, train = json.loads(r["model"]), json.loads(r["train"])
+            accuracy = r["accuracy"]
+            kept = r["kept_epoch"]
             records.append({
                 "id": r["id"], "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s"),
-                "data": r["name"], "arch": model.get("arch"), "pretrained": model.get("pretrained"),
-                "method": train.get("method"), "epochs": r["epochs"], "best_accuracy": r["best_accuracy"],
-                "status": r["status"], "seconds": r["seconds"], "weights_path": r["weights_path"], "error": r["error"],
+                "source": r["source"] or "app", "data": r["name"], "arch": model.get("arch"),
+                "pretrained": model.get("pretrained"), "schedule": train.get("schedule", train.get("method")),
+                "epochs": r["epochs"], "accuracy": accuracy, "kept_epoch": kept, "status": r["status"],
+                "seconds": r["seconds"], "weights_path": r["weights_path"], "error": r["error"],
             })
-        return pd.DataFrame.from_records(records, columns=[
-            "id", "date", "data", "arch", "pretrained", "method", "epochs", "best_accuracy", "status", "seconds",
-            "weights_path", "error"])
+        frame = pd.DataFrame.from_records(records, columns=list(RUN_COLUMNS))
+        frame["kept_epoch"] = frame["kept_epoch"].astype("Int64")
+        return frame
 
     def run(self, run_id: int) -> dict | None:
+        """One run's row, with `data`, `model`, `train` and `spec` (a RunSpec, rebuilt for runs older than specs)."""
         row = self._exec("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         out = dict(row)
         for key in ("data", "model", "train"):
             out[key] = json.loads(out[key])
+        out["spec"] = (RunSpec.from_dict(json.loads(out["spec"])) if out.get("spec")
+                       else legacy_spec(out["data"], out["model"], out["train"]))
         return out
 
     def batches(self, run_id: int) -> pd.DataFrame:

@@ -1,141 +1,235 @@
-"""Training and LR-finder runs as background jobs: data + model + learner, wired to a Job and the run history."""
+"""Training and LR-finder runs from a run spec: the one path that the app's jobs and the command line share.
+
+    result = train_run(spec, cache, store, source="cli")
+
+resolves and seeds the spec, builds the data, model and learner, records every batch and epoch in the
+runs database, trains with the spec's schedule, and writes the model and `spec.json` to the run folder.
+"""
 from __future__ import annotations
 
-import dataclasses
 import math
+import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
-from engine.data import DataConfig, DataLoaders, PresizeCache, load_items
-from engine.device import background_threads, default_device
+from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
+from engine.device import default_device
 from engine.export import export_run
 from engine.jobs import Job
-from engine.learner import EarlyStopping, FunctionCallback, Learner, SaveBest
+from engine.learner import Callback, EarlyStopping, Learner, SaveBest
 from engine.models import ModelInfo, create_model
 from engine.runs import RunStore, run_dir
+from engine.spec import RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
+
+Progress = Callable[[int, int | None], None]
+HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """What the Train page sets: fastai's defaults."""
+@dataclass
+class Prepared:
+    """A run ready to train: its spec (resolved, seeded, threads recorded), data and learner."""
 
-    arch: str = "small"
-    pretrained: bool = True  # used only where weights can be had; else from scratch, said plainly
-    method: str = "fine_tune"  # or "one_cycle"
-    epochs: int = 3
-    lr: float = 2e-3  # fine_tune's base_lr, or one_cycle's lr_max
-    lr_mult: float = 100  # fine_tune: the earliest layers train at lr / lr_mult once unfrozen
-    freeze_epochs: int = 1
-    patience: int = 0  # early stopping on validation loss; 0 = off
-    save_best: bool = True
-    seed: int | None = None
+    spec: RunSpec
+    items: LabelledItems
+    learn: Learner
+    info: ModelInfo
 
 
-def build_learner(config: DataConfig, settings: TrainSettings, cache: PresizeCache, job: Job | None = None,
-                  device: torch.device | None = None, cpu_threads: int | None = background_threads()
-                  ) -> tuple[Learner, ModelInfo]:
-    """Load the data (from the shared pixel cache), create the model and the learner for a run."""
-    items = load_items(config)
-    if job is not None:
-        job.emit("stage", text="Decoding images (first time only)…")
-    images = cache.get(items.scanned_paths, config.presize, config.method,
-                       progress=(lambda d, t: job.emit("presize", done=d, total=t)) if job else None)
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
-    dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=config.aug,
-                      device=device or default_device(), seed=settings.seed)
-    progress = (lambda d, t: job.emit("weights", done=d, total=t)) if job else None
-    want = settings.pretrained and settings.arch != "small"
-    model, info = create_model(settings.arch, len(dls.classes), pretrained=want, progress=progress)
-    learn = Learner(model, dls, pretrained=info.pretrained, cpu_threads=cpu_threads)
+def ready_spec(spec: RunSpec, default_threads: int | None = None, progress: Progress | None = None) -> RunSpec:
+    """The spec a run records: its data folder made ready, every automatic setting filled, a seed drawn, the
+    CPU threads fixed (so a replay on the same machine computes the same numbers)."""
+    prepare_source(spec, progress=progress)
+    spec = with_seed(resolve(spec))
+    validate(spec)
+    threads = spec.device.threads or default_threads or torch.get_num_threads()
+    return replace(spec, device=replace(spec.device, threads=threads))
+
+
+def device_of(spec: RunSpec) -> torch.device:
+    return default_device() if spec.device.device == "auto" else torch.device(spec.device.device)
+
+
+def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None) -> Prepared:
+    """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first."""
+    emit = job.emit if job is not None else None
+    spec = ready_spec(spec, default_threads,
+                      progress=(lambda d, t: emit("download", done=d, total=t)) if emit else None)
+    items = load_items(spec.data)
+    if emit:
+        emit("stage", text="Decoding images (first time only)…")
+    images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method,
+                       progress=(lambda d, t: emit("presize", done=d, total=t)) if emit else None)
+    device = device_of(spec)
+    seed = spec.train.seed
+    dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=device, seed=seed)
+    torch.manual_seed(seed)  # the model's initial weights and dropout follow the seed
+    want = spec.model.pretrained and spec.model.arch != "small"
+    model, info = create_model(spec.model.arch, len(dls.classes), pretrained=want,
+                               progress=(lambda d, t: emit("weights", done=d, total=t)) if emit else None)
+    learn = Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
+                    cpu_threads=spec.device.threads if device.type == "cpu" else None)
     if job is not None:
         learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
-    return learn, info
+    return Prepared(spec=spec, items=items, learn=learn, info=info)
 
 
-def total_epochs(settings: TrainSettings) -> int:
-    return settings.epochs + (settings.freeze_epochs if settings.method == "fine_tune" else 0)
+def fit(learn: Learner, train: TrainSpec) -> dict:
+    """Train with the spec's schedule: fine_tune, fit_one_cycle, or unfreeze + fit_one_cycle with a slice of LRs."""
+    if train.schedule == "fine_tune":
+        return learn.fine_tune(train.epochs, base_lr=train.lr, freeze_epochs=train.freeze_epochs, lr_mult=train.lr_mult)
+    learn.unfreeze()
+    lr = slice(*train.lr_slice) if train.lr_slice else train.lr
+    return learn.fit_one_cycle(train.epochs, lr)
 
 
-def add_stopping_callbacks(learn: Learner, settings: TrainSettings) -> SaveBest | None:
-    """Early stopping and keep-the-best-epoch, as the settings ask; returns the SaveBest callback if any."""
-    if settings.patience:
-        learn.callbacks.append(EarlyStopping(patience=settings.patience))
-    best = SaveBest() if settings.save_best else None
-    if best:
-        learn.callbacks.append(best)
-    return best
+def batches_per_epoch(n_train: int, bs: int) -> int:
+    return max(1, n_train // bs)
 
 
-def fit(learn: Learner, settings: TrainSettings) -> dict:
-    """Run the chosen method on a learner."""
-    if settings.method == "fine_tune":
-        return learn.fine_tune(settings.epochs, base_lr=settings.lr, freeze_epochs=settings.freeze_epochs,
-                               lr_mult=settings.lr_mult)
-    return learn.fit_one_cycle(settings.epochs, settings.lr)
+class RunRecorder(Callback):
+    """Writes every batch and epoch of a run to the runs database as it goes."""
+
+    def __init__(self, store: RunStore, run_id: int) -> None:
+        self.store, self.run_id = store, run_id
+
+    def after_batch(self, learn, logs):
+        self.store.add_batch(self.run_id, {k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")})
+
+    def after_epoch(self, learn, logs):
+        row = {k: logs[k] for k in ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")}
+        self.store.add_epoch(self.run_id, {**row, "last_iter": logs["iter"]})
 
 
-def train_target(config: DataConfig, settings: TrainSettings, cache: PresizeCache, store: RunStore):
-    """A job target that trains, records every batch and epoch, and exports the model."""
+class JobEvents(Callback):
+    """Reports a run to its job: progress, a 'batch' and an 'epoch' event each, and notes."""
+
+    def __init__(self, job: Job, n_total: int) -> None:
+        self.job, self.n_total, self.done = job, n_total, 0
+
+    def after_batch(self, learn, logs):
+        self.done += 1
+        self.job.set_progress(self.done, self.n_total)
+        self.job.emit("batch", **{k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")})
+
+    def after_epoch(self, learn, logs):
+        row = {k: logs[k] for k in ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")}
+        self.job.emit("epoch", **row, last_iter=logs["iter"])
+
+    def after_fit(self, learn, logs):
+        if logs.get("note"):
+            self.job.emit("note", text=logs["note"])
+
+
+class Hold(Callback):
+    """A test hook: after batch `at`, wait until `path` exists (or the run is stopped).
+
+    Browser tests set LOUPE_HOLD_AT_BATCH and LOUPE_HOLD_FILE so they can look at a run in progress
+    however fast the machine is, then let it go on by creating the file.
+    """
+
+    def __init__(self, at: int, path: Path) -> None:
+        self.at, self.path = at, Path(path)
+
+    def after_batch(self, learn, logs):
+        if logs["iter"] != self.at:
+            return
+        while not self.path.exists() and not learn.stop_event.is_set():
+            time.sleep(0.05)
+
+
+def hold_from_env() -> list[Callback]:
+    """The Hold hook when the environment asks for it (tests only), else nothing."""
+    at, path = os.environ.get(HOLD_BATCH_ENV), os.environ.get(HOLD_FILE_ENV)
+    return [Hold(int(at), Path(path))] if at and path else []
+
+
+def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
+              out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
+              default_threads: int | None = None, stop_event: threading.Event | None = None) -> dict:
+    """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
+
+    The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
+    run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
+    """
+    prepared = prepare(spec, cache, job, default_threads)
+    spec, learn, info = prepared.spec, prepared.learn, prepared.info
+    if stop_event is not None:
+        learn.stop_event = stop_event
+    if info.message and job is not None:
+        job.emit("note", text=info.message)
+    classes = learn.dls.classes
+    run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
+                              source=source) if store is not None else None
+    if job is not None and run_id is not None:
+        job.emit("run", run_id=run_id)
+    folder = Path(out_dir) if out_dir is not None else (run_dir(run_id) if run_id is not None else None)
+    if folder is not None:
+        save_spec(spec, folder)
+        if store is not None:
+            store.set_folder(run_id, str(folder))
+    n_total = total_epochs(spec) * batches_per_epoch(learn.dls.n_train, learn.dls.bs)
+    if store is not None:
+        learn.callbacks.append(RunRecorder(store, run_id))
+    if job is not None:
+        learn.callbacks.append(JobEvents(job, n_total))
+        job.emit("stage", text="Training")
+    if spec.train.patience:
+        learn.callbacks.append(EarlyStopping(patience=spec.train.patience))
+    best = SaveBest() if spec.train.keep_best else None
+    learn.callbacks.extend([*([best] if best else []), *callbacks, *hold_from_env()])
+    start = time.perf_counter()
+    try:
+        logs = fit(learn, spec.train)
+    except BaseException as e:
+        if store is not None:
+            store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    seconds = time.perf_counter() - start
+    status = "cancelled" if learn.stop_event.is_set() else "done"
+    epochs = learn.recorder.epochs
+    result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
+              "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
+              "epochs": len(epochs), "seconds": round(seconds, 2), "images_per_s": round(learn.recorder.images_per_s, 1),
+              "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None}
+    if epochs:  # something worth keeping
+        kept = best.best_epoch if best is not None and best.best_epoch is not None else epochs[-1]["epoch"]
+        final = learn.validate()  # the weights the run ends with: the kept epoch's
+        result.update(kept_epoch=kept, accuracy=final["accuracy"], valid_loss=final["valid_loss"],
+                      error_rate=final["error_rate"])
+        if folder is not None:
+            export_run(folder, learn.model, spec.model.arch, classes, spec.data,
+                       extra={**result, "epochs_table": epochs})
+            result["out"] = str(folder)
+    if store is not None:
+        store.finish(run_id, status, weights_path=result["out"], kept_epoch=result["kept_epoch"],
+                     accuracy=result["accuracy"], valid_loss=result["valid_loss"])
+    result["fit_status"] = logs.get("status")
+    return result
+
+
+def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_threads: int | None = None):
+    """A job target that trains a spec (see `train_run`), leaving the UI a core on a CPU."""
 
     def target(job: Job) -> dict:
-        learn, info = build_learner(config, settings, cache, job)
-        if info.message:
-            job.emit("note", text=info.message)
-        run_id = store.create_run(
-            config.name, data=_jsonable(config), model={"arch": settings.arch, "pretrained": info.pretrained,
-                                                        "classes": learn.dls.classes},
-            train=dataclasses.asdict(settings))
-        job.emit("run", run_id=run_id)
-        n_total = total_epochs(settings) * max(1, learn.dls.n_train // learn.dls.bs)
-        state = {"done": 0}
-
-        def on_event(event: str, logs: dict) -> None:
-            if event == "after_batch":
-                state["done"] += 1
-                row = {k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")}
-                store.add_batch(run_id, row)
-                job.set_progress(state["done"], n_total)
-                job.emit("batch", **row)
-            elif event == "after_epoch":
-                row = {k: logs[k] for k in ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")}
-                row["last_iter"] = logs["iter"]
-                store.add_epoch(run_id, row)
-                job.emit("epoch", **row)
-            elif event == "after_fit" and logs.get("note"):
-                job.emit("note", text=logs["note"])
-
-        learn.callbacks.append(FunctionCallback(on_event))
-        best = add_stopping_callbacks(learn, settings)
-        job.emit("stage", text="Training")
-        try:
-            logs = fit(learn, settings)
-        except BaseException as e:
-            store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
-            raise
-        status = "cancelled" if job.stop_event.is_set() else "done"
-        weights = None
-        if learn.recorder.epochs:  # something worth keeping
-            weights = str(export_run(run_dir(run_id), learn.model, settings.arch, learn.dls.classes, config,
-                                     extra={"run_id": run_id, "epochs": learn.recorder.epochs}))
-        store.finish(run_id, status, weights_path=weights)
-        final = learn.recorder.epochs[-1] if learn.recorder.epochs else {}
-        return {"run_id": run_id, "status": status, "best_epoch": best.best_epoch if best else None,
-                "final": final, "images_per_s": learn.recorder.images_per_s, "status_logs": logs.get("status")}
+        return train_run(spec, cache, store, source="app", job=job, default_threads=default_threads)
 
     return target
 
 
-def lr_find_target(config: DataConfig, settings: TrainSettings, cache: PresizeCache, num_it: int = 100):
-    """A job target that runs the LR finder (on the learner as fine_tune would start it) and returns its result."""
+def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, default_threads: int | None = None):
+    """A job target that runs the LR finder on the learner as the spec's schedule would start it."""
 
     def target(job: Job):
-        learn, info = build_learner(config, settings, cache, job)
-        if info.message:
-            job.emit("note", text=info.message)
-        if learn.pretrained and settings.method == "fine_tune":
+        prepared = prepare(spec, cache, job, default_threads)
+        learn = prepared.learn
+        if prepared.info.message:
+            job.emit("note", text=prepared.info.message)
+        if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
             learn.freeze()
         job.emit("stage", text="Finding a learning rate")
 
@@ -148,9 +242,25 @@ def lr_find_target(config: DataConfig, settings: TrainSettings, cache: PresizeCa
     return target
 
 
-def estimate_seconds(config: DataConfig, settings: TrainSettings, cache: PresizeCache, steps: int = 3) -> float:
+def planned_batches(spec: RunSpec, n_train: int, n_valid: int) -> tuple[int, int]:
+    """(training steps, validation batches) a run will do: the work a time estimate multiplies out."""
+    epochs = total_epochs(spec)
+    return epochs * batches_per_epoch(n_train, spec.data.bs), epochs * math.ceil(n_valid / spec.data.bs)
+
+
+def estimate_from_step(step_seconds: float, spec: RunSpec, n_train: int, n_valid: int) -> float:
+    """Seconds a run takes from the measured seconds of one training step (a validation batch costs about a third)."""
+    steps, valid = planned_batches(spec, n_train, n_valid)
+    return step_seconds * steps + step_seconds / 3 * valid
+
+
+def estimate_seconds(spec: RunSpec, cache: PresizeCache, steps: int = 3, default_threads: int | None = None) -> float:
     """How long a run would take here, from a few timed training steps on a throwaway learner."""
-    learn, _ = build_learner(config, dataclasses.replace(settings, pretrained=False), cache)
+    spec = replace(spec, model=replace(spec.model, pretrained=False), train=replace(spec.train, seed=0))
+    prepared = prepare(spec, cache, default_threads=default_threads)
+    learn = prepared.learn
+    if learn.cpu_threads:
+        torch.set_num_threads(learn.cpu_threads)
     batches = iter(learn.dls.train())
     x, y = next(batches)
     learn.train_step(x, y)  # warm-up
@@ -159,18 +269,4 @@ def estimate_seconds(config: DataConfig, settings: TrainSettings, cache: Presize
         x, y = next(batches, (x, y))
         learn.train_step(x, y)
     per_step = (time.perf_counter() - start) / steps
-    n_batches = total_epochs(settings) * max(1, learn.dls.n_train // learn.dls.bs)
-    valid_batches = math.ceil(learn.dls.n_valid / learn.dls.bs) * total_epochs(settings)
-    return per_step * n_batches + per_step / 3 * valid_batches  # a validation batch costs about a third of a step
-
-
-def _jsonable(config: DataConfig) -> dict:
-    return json_safe(dataclasses.asdict(config))
-
-
-def json_safe(value):
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    return estimate_from_step(per_step, prepared.spec, learn.dls.n_train, learn.dls.n_valid)

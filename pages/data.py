@@ -1,67 +1,89 @@
 """Data: choose images, a label rule and a split; check the data's health; look at augmented batches."""
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import streamlit as st
 
-from engine.builtin import BUILTINS
-from engine.data import DataConfig, DataLoaders, health_report, label_items, presize_bytes, suggest_rules
+from engine.data import DataLoaders, health_report, label_items, presize_bytes
 from engine.device import default_device
 from engine.errors import UserError
 from engine.labels import LabelRule, read_label_csv
 from engine.sources import scan_folder
-from engine.split import SplitRule
-from engine.augment import AugSettings
-from ui.aug_controls import aug_controls, set_aug_widgets
+from engine.spec import NAME_PATTERN, resolve
+from ui.aug_controls import aug_controls
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
 from ui.gallery import image_grid
 from ui.source_picker import pick_source
-from ui.state import DataSummary, presize_cache, set_current_data
+from ui.state import VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
 
 require_app_frame("pages/data.py")
 
-KEEP = dict(persist_state="session")
 LABEL_KINDS = {"name": "Regex on the file name", "path": "Regex on the relative path", "folder": "Parent folder", "csv": "CSV column"}
 SPLIT_KINDS = {"random": "Random", "folder": "By folder", "csv": "CSV column"}
 VIEWS = {"train": "Training batch", "unique": "One image, many augmentations", "valid": "Validation batch"}
 
 
-def reset_rules(source_id: str, label: LabelRule, split: SplitRule, aug: AugSettings, small: bool) -> None:
-    """Give the rule and augmentation widgets the new source's suggested values (only when the source changes)."""
-    if st.session_state.get("data.source_id") == source_id:
-        return
-    st.session_state["data.source_id"] = source_id
-    st.session_state.update({
-        "data.label_kind": label.on if label.kind == "regex" else label.kind,
-        "data.pattern": label.pattern, "data.split_kind": split.kind, "data.valid_pct": split.valid_pct,
-        "data.seed": split.seed, "data.stratify": split.stratify, "data.train_name": split.train_name,
-        "data.valid_name": split.valid_name, "data.size": 28 if small else 224, "data.presize": 32 if small else 320,
-    })
-    set_aug_widgets(aug)
+def csv_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv"))
 
 
-def pick_csv(root, key: str, second_label: str, second_default: int) -> tuple[str, str, str] | None:
-    """A CSV in the data folder and two of its columns: the file column and one more."""
-    csvs = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv"))
+def relative(path: str, root: Path) -> str | None:
+    """`path` relative to `root` (posix), or None when it is elsewhere."""
+    return Path(path).relative_to(root).as_posix() if path and Path(path).is_relative_to(root) else None
+
+
+def label_kind(rule: LabelRule) -> str:
+    return rule.on if rule.kind == "regex" else rule.kind
+
+
+def label_rule_for(kind: str, root: Path) -> LabelRule:
+    """The rule a new choice of label kind starts from (the pattern typed so far is kept)."""
+    current = view_spec().data.label
+    if kind in ("name", "path"):
+        pattern = current.pattern if current is not None and current.kind == "regex" else NAME_PATTERN
+        return LabelRule(kind="regex", pattern=pattern, on=kind)
+    if kind == "csv":
+        csvs = csv_files(root)
+        return LabelRule(kind="csv", csv_path=str(root / csvs[0]) if csvs else "")
+    return LabelRule(kind="folder")
+
+
+def pick_csv(root: Path, rule: str, second: str, second_label: str) -> bool:
+    """A CSV of the data folder and two of its columns, bound to the draft's `rule` (data.label or data.split)."""
+    csvs = csv_files(root)
     if not csvs:
         st.error("There is no CSV file in this folder. Choose another option.")
-        return None
-    csv_rel = st.selectbox("CSV file", csvs, key=f"{key}.csv", **KEEP)
+        return False
+    current = getattr(view_spec().data, rule.split(".")[1])
+    if relative(current.csv_path, root) not in csvs:
+        update_draft({f"{rule}.csv_path": str(root / csvs[0])})
+    st.selectbox("CSV file", csvs, **bind(f"{rule}.csv_path", lambda p: Path(p).relative_to(root).as_posix(),
+                                          lambda rel: str(root / rel)))
+    current = getattr(view_spec().data, rule.split(".")[1])
     try:
-        columns = list(read_label_csv(root / csv_rel).columns)
+        columns = list(read_label_csv(current.csv_path).columns)
     except UserError as e:
         st.error(str(e))
-        return None
+        return False
+    fixes = {}  # columns another CSV had: start from this one's
+    if current.file_col not in columns:
+        fixes[f"{rule}.file_col"] = columns[0]
+    if getattr(current, second) not in columns:
+        fixes[f"{rule}.{second}"] = columns[min(1, len(columns) - 1)] if rule == "data.label" else columns[-1]
+    if fixes:
+        update_draft(fixes)
     c1, c2 = st.columns(2)
-    file_col = c1.selectbox("Column with the file name or path", columns, key=f"{key}.file_col", **KEEP)
-    other = c2.selectbox(second_label, columns, index=min(second_default, len(columns) - 1), key=f"{key}.col", **KEEP)
-    return str(root / csv_rel), file_col, other
+    c1.selectbox("Column with the file name or path", columns, **bind(f"{rule}.file_col"))
+    c2.selectbox(second_label, columns, **bind(f"{rule}.{second}"))
+    return True
 
 
-st.session_state.setdefault("data.bs", 64)
-st.session_state.setdefault("data.method", "crop")
+KEEP = dict(persist_state="session")  # view choices that are not run settings: kept across pages
+VIEW_MODE.setdefault("train")
+VIEW_ROWS.setdefault(3)
+VIEW_COLS.setdefault(3)
 st.title("Data")
 st.caption("Choose images, tell Loupe how to read their labels, and look at what the model will see.")
 
@@ -75,59 +97,47 @@ try:
 except UserError as e:
     st.error(str(e))
     st.stop()
-if source.kind == "builtin":
-    key = source.source_id.split(":", 1)[1]
-    suggested = (BUILTINS[key].label_rule, BUILTINS[key].split_rule, BUILTINS[key].aug)
-else:
-    suggested = (*suggest_rules(scan), AugSettings())
-reset_rules(source.source_id, *suggested, small=source.kind == "builtin")
+if draft().data.label is None or draft().data.split is None:  # a new source: its rules, as guessed, into the draft
+    guessed = resolve(draft(), scan).data
+    update_draft({"data.label": draft().data.label or guessed.label, "data.split": draft().data.split or guessed.split})
 st.caption(f"{len(scan.images):,} images in {scan.root}"
            + (f" · {scan.skipped:,} other files ignored (e.g. {', '.join(scan.skipped_examples[:3])})" if scan.skipped else ""))
 
 # ---- labels
 st.header("2 · Labels", divider="orange")
-label_kind = st.segmented_control("How is each image's class given?", list(LABEL_KINDS), format_func=LABEL_KINDS.get,
-                                  key="data.label_kind", required=True, **KEEP)
+st.segmented_control("How is each image's class given?", list(LABEL_KINDS), format_func=LABEL_KINDS.get, required=True,
+                     **bind("data.label", label_kind, lambda kind: label_rule_for(kind, scan.root)))
 rule_column, tester = st.columns([3, 2], gap="large")
-if label_kind in ("name", "path"):
-    pattern = rule_column.text_input("Pattern (regular expression; the part in ( ) is the label)", key="data.pattern",
-                            help="e.g. ^(.+)_\\d+\\.jpg$ turns 'great_pyrenees_12.jpg' into 'great_pyrenees'. "
-                                 "A group named (?P<label>…) is used if present.", **KEEP)
-    label = LabelRule(kind="regex", pattern=pattern, on=label_kind)
-elif label_kind == "folder":
-    label = LabelRule(kind="folder")
-else:
+kind = label_kind(view_spec().data.label)
+if kind in ("name", "path"):
+    rule_column.text_input("Pattern (regular expression; the part in ( ) is the label)",
+                           help="e.g. ^(.+)_\\d+\\.jpg$ turns 'great_pyrenees_12.jpg' into 'great_pyrenees'. "
+                                "A group named (?P<label>…) is used if present.", **bind("data.label.pattern"))
+elif kind == "csv":
     with rule_column:
-        picked = pick_csv(scan.root, "data.label_csv", "Column with the label", 1)
-    if picked is None:
-        st.stop()
-    csv_path, file_col, label_col = picked
-    label = LabelRule(kind="csv", csv_path=csv_path, file_col=file_col, label_col=label_col)
+        if not pick_csv(scan.root, "data.label", "label_col", "Column with the label"):
+            st.stop()
 
 # ---- split
 st.header("3 · Validation split", divider="orange")
-split_kind = st.segmented_control("Which images check the model (validation)?", list(SPLIT_KINDS),
-                                  format_func=SPLIT_KINDS.get, key="data.split_kind", required=True, **KEEP)
+st.segmented_control("Which images check the model (validation)?", list(SPLIT_KINDS), format_func=SPLIT_KINDS.get,
+                     required=True, **bind("data.split.kind"))
+split_kind = view_spec().data.split.kind
 if split_kind == "random":
     c1, c2, c3 = st.columns(3)
-    valid_pct = c1.slider("Validation share", 0.05, 0.5, step=0.05, key="data.valid_pct", **KEEP)
-    seed = c2.number_input("Seed", 0, 2**31 - 1, step=1, key="data.seed", help="The same seed picks the same images.", **KEEP)
-    stratify = c3.checkbox("Stratified (same share per class)", key="data.stratify", **KEEP)
-    split = SplitRule(kind="random", valid_pct=valid_pct, seed=int(seed), stratify=stratify)
+    c1.slider("Validation share", 0.05, 0.5, step=0.05, **bind("data.split.valid_pct"))
+    c2.number_input("Seed", 0, 2**31 - 1, step=1, help="The same seed picks the same images.", **bind("data.split.seed"))
+    c3.checkbox("Stratified (same share per class)", **bind("data.split.stratify"))
 elif split_kind == "folder":
     c1, c2 = st.columns(2)
-    train_name = c1.text_input("Training folder name", key="data.train_name", **KEEP)
-    valid_name = c2.text_input("Validation folder name", key="data.valid_name", **KEEP)
-    split = SplitRule(kind="folder", train_name=train_name, valid_name=valid_name)
-else:
-    picked = pick_csv(scan.root, "data.split_csv", "Column that is true for validation images", 99)
-    if picked is None:
-        st.stop()
-    csv_path, file_col, valid_col = picked
-    split = SplitRule(kind="csv", csv_path=csv_path, file_col=file_col, valid_col=valid_col)
+    c1.text_input("Training folder name", **bind("data.split.train_name"))
+    c2.text_input("Validation folder name", **bind("data.split.valid_name"))
+elif not pick_csv(scan.root, "data.split", "valid_col", "Column that is true for validation images"):
+    st.stop()
 
+spec = view_spec()
 try:
-    items = label_items(scan, label, split)
+    items = label_items(scan, spec.data.label, spec.data.split)
 except UserError as e:
     tester.error(str(e))
     st.error(str(e))
@@ -154,13 +164,16 @@ for warning in items.warnings():
 # ---- presizing
 st.header("4 · Image size", divider="orange")
 c1, c2, c3, c4 = st.columns(4)
-size = c1.number_input("Size the model sees (px)", 16, 1024, step=8, key="data.size", **KEEP)
-presize = c2.number_input("Presize (px)", 16, 2048, step=8, key="data.presize",
-                          help="Each image is decoded once to this size and kept in memory; augmentation then crops "
-                               "and resizes whole batches to the model size. fastai's rule of thumb: about twice the size.", **KEEP)
-method = c3.selectbox("Presize by", ["crop", "squish"], key="data.method", help="crop: centre square. squish: whole image, stretched.", **KEEP)
-bs = c4.number_input("Batch size", 1, 1024, step=8, key="data.bs", **KEEP)
-st.caption(f"Presized images take {presize_bytes(len(scan.images), int(presize)) / 1024**2:,.0f} MB of memory.")
+c1.number_input("Size the model sees (px)", 16, 1024, step=8, **bind("data.size"))
+c2.number_input("Presize (px)", 16, 2048, step=8, **bind("data.presize"),
+                help="Each image is decoded once to this size and kept in memory; augmentation then crops and resizes "
+                     "whole batches to the model size. It follows the size by fastai's ratio (460 px for 224) until "
+                     "you change it.")
+c3.selectbox("Presize by", ["crop", "squish"], help="crop: centre square. squish: whole image, stretched.",
+             **bind("data.presize_method"))
+c4.number_input("Batch size", 1, 1024, step=8, **bind("data.bs"))
+spec = view_spec()
+st.caption(f"Presized images take {presize_bytes(len(scan.images), spec.data.presize) / 1024**2:,.0f} MB of memory.")
 bar = st.empty()
 
 
@@ -169,7 +182,7 @@ def show_progress(done: int, total: int) -> None:
 
 
 try:
-    images = presize_cache().get(items.scanned_paths, int(presize), method, progress=show_progress)
+    images = presize_cache().get(items.scanned_paths, spec.data.presize, spec.data.presize_method, progress=show_progress)
 except UserError as e:
     st.error(str(e))
     st.stop()
@@ -199,30 +212,27 @@ with tab_sizes:
 
 
 @st.fragment
-def show_batch_section(base: DataConfig, items, images) -> None:
+def show_batch_section(items, images) -> None:
     """Augmentation sliders and the grid: changing them reruns only this part of the page."""
     with st.expander("Augmentation (fastai's aug_transforms)", expanded=False):
-        aug = aug_controls()
-    config = dataclasses.replace(base, aug=aug)
-    view = st.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key="view.mode", default="train",
-                                required=True, **KEEP)
+        aug_controls()
+    spec = view_spec()
+    view = st.segmented_control("Show", list(VIEWS), format_func=VIEWS.get, key=VIEW_MODE.key, required=True, **KEEP)
     c2, c3, c4 = st.columns([1, 1, 4], vertical_alignment="bottom")
-    rows = c2.selectbox("Rows", [1, 2, 3, 4, 5, 6], index=2, key="view.rows", **KEEP)
-    cols = c3.selectbox("Columns", [2, 3, 4, 5, 6, 8], index=1, key="view.cols", **KEEP)
+    rows = c2.selectbox("Rows", [1, 2, 3, 4, 5, 6], key=VIEW_ROWS.key, **KEEP)
+    cols = c3.selectbox("Columns", [2, 3, 4, 5, 6, 8], key=VIEW_COLS.key, **KEEP)
     if c4.button("New batch", key="view.shuffle", help="Other images (the augmentation settings stay)."):
-        st.session_state["view.seed"] = st.session_state.get("view.seed", 0) + 1
+        VIEW_SEED.set(VIEW_SEED.get() + 1)
     try:
-        dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=aug, device=default_device(),
-                          seed=st.session_state.get("view.seed", 0))
+        dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=default_device(),
+                          seed=VIEW_SEED.get())
     except UserError as e:
         st.error(str(e))
         return
     x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
     image_grid(x, titles, cols, key="show_batch")
-    set_current_data(config, DataSummary(name=config.name, root=config.root, classes=tuple(items.classes),
-                                         n_train=dls.n_train, n_valid=dls.n_valid))
+    remember_data(spec, items, dls.n_train, dls.n_valid)
 
 
 st.header("6 · show_batch", divider="orange")
-show_batch_section(DataConfig(root=str(scan.root), name=source.name, label=label, split=split, size=int(size),
-                              presize=int(presize), method=method, bs=int(bs)), items, images)
+show_batch_section(items, images)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.device import background_threads
 from engine.jobs import DONE, FAILED, Job
-from engine.training import TrainSettings, lr_find_target
+from engine.training import lr_find_target
 from ui.charts_train import lr_finder_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
-from ui.state import current_data, job_manager, presize_cache
+from ui.state import LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_summary, job_manager, presize_cache, run_spec, update_draft
 
 require_app_frame("pages/lr_find.py")
 
@@ -16,22 +17,22 @@ st.title("Learning rate finder")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
            "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
 
-config, summary = current_data()
+spec, summary = run_spec(), data_summary()
 manager = job_manager()
 running = manager.latest("lr_find")
-if config is None and not (running and running.active):
+if spec is None and not (running and running.active):
     st.info("Choose a data set on the Data page first.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
     st.stop()
 
 arch, pretrained = model_choice()
-if config is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
-    settings = TrainSettings(arch=arch, pretrained=pretrained, method=st.session_state.get("train.method", "fine_tune"))
-    job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}", lr_find_target(config, settings, presize_cache())))
-    st.session_state["lrf.job_id"] = job.id
-    st.session_state.pop("lrf.chosen", None)
+if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
+    job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
+                             lr_find_target(run_spec(), presize_cache(), default_threads=background_threads())))
+    LRF_JOB.set(job.id)
+    LRF_CHOSEN.clear()
 
-job = manager.get(st.session_state.get("lrf.job_id", "")) or manager.latest("lr_find")
+job = manager.get(LRF_JOB.get()) or manager.latest("lr_find")
 
 
 @st.fragment(run_every=0.5)
@@ -67,14 +68,15 @@ if job.state != DONE or not job.result.lrs:
 result = job.result
 if not result.suggestions:
     st.warning("The curve is too short for suggestions (the loss blew up at once, or there are very few batches).")
-chosen = st.session_state.get("lrf.chosen")
+chosen = LRF_CHOSEN.get()
 event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen), key="lrf.chart",
                         on_select="rerun", selection_mode="points")
 points = event.selection.points if event and event.selection else []
 if points:
     picked = float(points[0]["x"])
     if picked != chosen:
-        st.session_state["lrf.chosen"] = chosen = picked
+        LRF_CHOSEN.set(picked)
+        chosen = picked
         st.rerun()
 
 st.subheader("Suggestions")
@@ -82,15 +84,16 @@ cols = st.columns(max(1, len(result.suggestions)))
 for col, (name, s) in zip(cols, result.suggestions.items()):
     with col:
         if st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch"):
-            st.session_state["lrf.chosen"] = chosen = s.lr
+            LRF_CHOSEN.set(s.lr)
+            chosen = s.lr
             st.rerun()
         st.caption(s.explanation)
 
 if chosen:
     st.success(f"Chosen learning rate: **{chosen:.2e}** (click another point or suggestion to change it).")
     if st.button("Use this LR", type="primary", key="lrf.use"):
-        st.session_state["train.lr"] = float(f"{chosen:.2e}")
-        st.session_state["train.lr_source"] = f"from the LR finder ({chosen:.1e})"
+        update_draft({"train.lr": float(f"{chosen:.2e}")})
+        LR_SOURCE.set(f"from the LR finder ({chosen:.1e})")
         st.switch_page("pages/train.py")
 else:
     st.info("Click a point on the curve, or a suggestion, to choose a learning rate.")

@@ -5,13 +5,15 @@ import streamlit as st
 
 from ui.charts_train import compare_figure
 from ui.frame import require_app_frame
-from ui.state import run_store
-from ui.train_view import epoch_table, format_seconds
+from ui.spec_view import replay_command, settings_table, spec_path
+from ui.state import RUNS_CONFIRM, run_store
+from ui.train_view import epoch_table, format_seconds, kept_model_caption
 
 require_app_frame("pages/runs.py")
 
 st.title("Runs")
-st.caption("Every training run is recorded as it goes. Select runs to compare their curves.")
+st.caption("Every training run is recorded as it goes, from this app or from the command line. "
+           "Select runs to compare their curves.")
 store = run_store()
 runs = store.runs()
 if runs.empty:
@@ -21,11 +23,15 @@ if runs.empty:
 
 latest = runs.iloc[0]
 st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {latest['data']} · {latest['arch']} · {latest['status']}")
-view = runs[["id", "date", "data", "arch", "pretrained", "method", "epochs", "best_accuracy", "status", "seconds"]].copy()
+view = runs[["id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
+             "status", "seconds"]].copy()
 view["seconds"] = view["seconds"].map(lambda s: format_seconds(s) if s == s and s is not None else "")
 picked = st.dataframe(
     view, hide_index=True, key="runs.table", on_select="rerun", selection_mode="multi-row",
-    column_config={"best_accuracy": st.column_config.ProgressColumn("best accuracy", format="percent", min_value=0, max_value=1),
+    column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1,
+                                                               help="Validation accuracy of the model the run kept"),
+                   "kept_epoch": st.column_config.NumberColumn("model from epoch", help="The epoch whose weights the "
+                                                               "saved model has (lowest validation loss, or the last)"),
                    "seconds": st.column_config.TextColumn("time"), "date": st.column_config.DatetimeColumn("date (UTC)")},
 )
 rows = picked.selection.rows if picked and picked.selection else []
@@ -41,14 +47,21 @@ for run_id in selected:
     with st.expander(f"Run #{run_id} · {run['name']} · {run['model'].get('arch')} · {run['status']}"):
         if run.get("error"):
             st.error(run["error"])
-        st.json({"training": run["train"], "model": run["model"]}, expanded=False)
+        st.caption(kept_model_caption(run) + f" Started from the {run.get('source') or 'app'}.")
+        st.markdown("**Settings** (grey: Loupe's defaults)")
+        st.dataframe(settings_table(run["spec"]), hide_index=True, key=f"runs.settings.{run_id}")
+        st.markdown("**Replay this run** (the same numbers on the same computer):")
+        st.code(replay_command(run), language="bash")
+        if spec_path(run) is None:  # recorded before runs kept their spec.json
+            st.download_button("Download its spec.json", run["spec"].to_json(), file_name=f"run-{run_id}-spec.json",
+                               mime="application/json", key=f"runs.spec.{run_id}", on_click="ignore")
         epochs = store.epochs(run_id)
         if len(epochs):
             st.dataframe(epoch_table(epochs), hide_index=True)
 
-if st.session_state.get("runs.confirm") != selected:
+if RUNS_CONFIRM.get() != selected:
     if st.button(f"Delete {len(selected)} selected run(s)…", key="runs.delete", icon=":material/delete:"):
-        st.session_state["runs.confirm"] = selected
+        RUNS_CONFIRM.set(selected)
         st.rerun()
 else:
     st.warning(f"Delete run(s) {', '.join(f'#{r}' for r in selected)}? Their saved models move to Loupe's trash folder.")
@@ -60,11 +73,11 @@ else:
                 store.delete_run(run_id)
             except ValueError as e:
                 errors.append(f"#{run_id}: {e}")
-        st.session_state.pop("runs.confirm", None)
+        RUNS_CONFIRM.clear()
         for message in errors:
             st.error(message)
         if not errors:
             st.rerun()
     if c2.button("Cancel", key="runs.delete_no"):
-        st.session_state.pop("runs.confirm", None)
+        RUNS_CONFIRM.clear()
         st.rerun()

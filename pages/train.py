@@ -1,79 +1,104 @@
-"""Train: settings, a time estimate, then live curves from the background run; pause, resume, stop."""
+"""Train: the draft spec's training settings, a time estimate, then live curves from the background run."""
 from __future__ import annotations
 
 import streamlit as st
 
+from engine.device import background_threads
 from engine.errors import UserError
-from engine.jobs import CANCELLED, DONE, FAILED, PAUSED, Job
-from engine.training import TrainSettings, estimate_seconds, total_epochs, train_target
+from engine.jobs import CANCELLED, FAILED, PAUSED, Job
+from engine.spec import total_epochs
+from engine.training import batches_per_epoch, estimate_seconds, train_target
 from ui.charts_train import training_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
-from ui.state import current_data, job_manager, presize_cache, run_store
-from ui.train_view import epoch_table, final_metrics, format_seconds
+from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_summary, draft,
+                      job_manager, presize_cache, run_spec, run_store, update_draft, view_spec)
+from ui.train_view import epoch_table, format_seconds, kept_model_caption, final_metrics
 
 require_app_frame("pages/train.py")
 
-KEEP = dict(persist_state="session")
-METHODS = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle": "fit_one_cycle (all layers)"}
+SCHEDULES = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle": "fit_one_cycle (all layers)"}
 
 st.title("Train")
-config, summary = current_data()
+spec, summary = run_spec(), data_summary()
 manager, store = job_manager(), run_store()
-job = manager.get(st.session_state.get("train.job_id", "")) or manager.latest("train")  # re-attach after a reload
+job = manager.get(TRAIN_JOB.get()) or manager.latest("train")  # re-attach after a reload
 
 
-def settings_form() -> TrainSettings:
-    """The training settings, with fastai's defaults and a word on each."""
-    for key, value in {"train.method": "fine_tune", "train.epochs": 3, "train.freeze_epochs": 1, "train.lr": 2e-3,
-                       "train.lr_mult": 100.0, "train.patience": 0, "train.save_best": True}.items():
-        st.session_state.setdefault(key, value)
+def lr_slice_toggled() -> None:
+    lr = view_spec().train.lr
+    update_draft({"train.lr_slice": (lr / 100, lr) if LR_SLICE_ON.get() else None})
+
+
+def settings_form() -> None:
+    """The training settings of the draft spec, with fastai's defaults and a word on each."""
     arch, pretrained = model_choice()
-    method = st.segmented_control("Method", list(METHODS), format_func=METHODS.get, key="train.method", required=True, **KEEP)
+    st.segmented_control("Schedule", list(SCHEDULES), format_func=SCHEDULES.get, required=True,
+                         **bind("train.schedule"))
+    train = view_spec().train
     c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input("Epochs", 1, 500, key="train.epochs", help="Passes over the training images.", **KEEP)
-    lr = c2.number_input("Learning rate", 1e-7, 10.0, key="train.lr", format="%.1e", step=1e-4,
-                         help=st.session_state.get("train.lr_source", "fastai's default; the LR finder can suggest one."), **KEEP)
-    if method == "fine_tune":
-        freeze_epochs = c3.number_input("Head-only epochs first", 0, 50, key="train.freeze_epochs",
-                                        help="With pretrained weights, the new head trains alone first.", **KEEP)
-        lr_mult = c3.number_input("Layer LR spread (lr_mult)", 1.0, 1000.0, key="train.lr_mult", **KEEP)
+    c1.number_input("Epochs", 1, 500, help="Passes over the training images.", **bind("train.epochs"))
+    c2.number_input("Learning rate", 1e-7, 10.0, format="%.1e", step=1e-4,
+                    help=LR_SOURCE.get() or "fastai's default; the LR finder can suggest one.", **bind("train.lr"))
+    lr = train.lr
+    if train.schedule == "fine_tune":
+        c3.number_input("Head-only epochs first", 0, 50, help="With pretrained weights, the new head trains alone first.",
+                        **bind("train.freeze_epochs"))
+        c3.number_input("Layer LR spread (lr_mult)", 1.0, 1000.0, **bind("train.lr_mult"))
         if pretrained:
-            st.caption(f"Head only for {freeze_epochs} epoch(s) at {lr:.1e}; then every layer, from {lr / 2 / lr_mult:.1e} "
-                       f"(earliest layers) to {lr / 2:.1e} (head), as fastai's fine_tune.")
+            st.caption(f"Head only for {train.freeze_epochs} epoch(s) at {lr:.1e}; then every layer, from "
+                       f"{lr / 2 / train.lr_mult:.1e} (earliest layers) to {lr / 2:.1e} (head), as fastai's fine_tune.")
         else:
             st.caption(f"From scratch there is nothing to keep frozen: every layer trains at {lr:.1e} for "
-                       f"{freeze_epochs + epochs} epochs of one cycle.")
+                       f"{train.freeze_epochs + train.epochs} epochs of one cycle.")
     else:
-        freeze_epochs, lr_mult = 0, 100.0
-        st.caption(f"Every layer trains with one cycle: the LR warms up to {lr:.1e}, then anneals.")
+        LR_SLICE_ON.set(train.lr_slice is not None)
+        c3.toggle("Discriminative learning rates", key=LR_SLICE_ON.key, on_change=lr_slice_toggled,
+                  help="fastai's unfreeze() then fit_one_cycle(n, slice(low, high)): the earliest layers learn slowest.")
+        if train.lr_slice is not None:
+            low, high = st.columns(2)
+            low.number_input("Lowest LR (earliest layers)", 1e-8, 10.0, format="%.1e",
+                             **bind("train.lr_slice", lambda s: s[0], lambda v: (v, view_spec().train.lr_slice[1])))
+            high.number_input("Highest LR (head)", 1e-8, 10.0, format="%.1e",
+                              **bind("train.lr_slice", lambda s: s[1], lambda v: (view_spec().train.lr_slice[0], v)))
+            st.caption(f"Every layer unfrozen, with learning rates spread from {train.lr_slice[0]:.1e} (earliest "
+                       f"layers) to {train.lr_slice[1]:.1e} (head), one cycle.")
+        else:
+            st.caption(f"Every layer trains with one cycle: the LR warms up to {lr:.1e}, then anneals.")
     c1, c2 = st.columns(2)
-    patience = c1.number_input("Early stopping patience (0 = off)", 0, 100, key="train.patience",
-                               help="Stop when the validation loss has not improved for this many epochs.", **KEEP)
-    save_best = c2.toggle("Keep the best epoch's weights", key="train.save_best",
-                          help="At the end, go back to the epoch with the lowest validation loss.", **KEEP)
-    return TrainSettings(arch=arch, pretrained=pretrained, method=method, epochs=int(epochs), lr=float(lr),
-                         lr_mult=float(lr_mult), freeze_epochs=int(freeze_epochs), patience=int(patience), save_best=save_best)
+    c1.number_input("Early stopping patience (0 = off)", 0, 100,
+                    help="Stop when the validation loss has not improved for this many epochs.", **bind("train.patience"))
+    c2.toggle("Keep the epoch with the lowest validation loss",
+              help="At the end, go back to the weights of the epoch with the lowest validation loss (fastai's "
+                   "SaveModelCallback); off: keep the last epoch's.", **bind("train.keep_best"))
+    with st.expander("More settings"):
+        c1, c2 = st.columns(2)
+        c1.number_input("Weight decay", 0.0, 1.0, format="%.3f", step=0.01,
+                        help="fastai's decoupled weight decay; never on BatchNorm and bias parameters.", **bind("train.wd"))
+        c2.number_input("Seed (0 = draw one)", 0, 2**31 - 1, step=1,
+                        help="The same seed trains the same model again. Left at 0, each run draws one and records it.",
+                        **bind("train.seed", lambda s: s or 0, lambda v: int(v) or None))
 
 
 def launch_panel() -> None:
     """Settings, the time estimate and the Train button."""
-    settings = settings_form()
+    settings_form()
     c1, c2, _ = st.columns([1, 1, 3])
     if c2.button("Estimate time", key="train.estimate_button", help="Times a few training steps on this computer."):
         try:
             with st.spinner("Timing a few steps…"):
-                seconds = estimate_seconds(config, settings, presize_cache())
-            st.session_state["train.estimate"] = f"About {format_seconds(seconds)} for {total_epochs(settings)} epoch(s) on this computer."
+                seconds = estimate_seconds(run_spec(), presize_cache(), default_threads=background_threads())
+            TRAIN_ESTIMATE.set(f"About {format_seconds(seconds)} for {total_epochs(run_spec())} epoch(s) on this computer.")
         except UserError as e:
             st.error(str(e))
-    if "train.estimate" in st.session_state:
-        st.caption(st.session_state["train.estimate"])
+    if TRAIN_ESTIMATE.get():
+        st.caption(TRAIN_ESTIMATE.get())
     if c1.button("Train", type="primary", key="train.start", icon=":material/model_training:"):
-        title = f"{summary.name} · {settings.arch} · {total_epochs(settings)} epochs"
-        job = manager.submit(Job("train", title, train_target(config, settings, presize_cache(), store),
-                                 meta={"settings": settings, "n_train": summary.n_train, "bs": config.bs}))
-        st.session_state["train.job_id"] = job.id
+        ready = run_spec()
+        title = f"{summary.name} · {ready.model.arch} · {total_epochs(ready)} epochs"
+        job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads()),
+                                 meta={"spec": ready, "n_train": summary.n_train}))
+        TRAIN_JOB.set(job.id)
         st.rerun()
 
 
@@ -98,7 +123,8 @@ def live(job_id: str) -> None:
         job.stop()
     if run_id is not None:
         batches, epochs = store.batches(run_id), store.epochs(run_id)
-        n_batches = total_epochs(job.meta["settings"]) * max(1, job.meta["n_train"] // job.meta["bs"])
+        ready = job.meta["spec"]
+        n_batches = total_epochs(ready) * batches_per_epoch(job.meta["n_train"], ready.data.bs)
         st.plotly_chart(training_figure(batches, epochs, n_batches), key="train.live_chart")
         st.table(epoch_table(epochs), hide_index=True)
 
@@ -111,7 +137,7 @@ if job is not None and job.active:
     st.subheader(job.title)
     live(job.id)
     st.stop()
-if config is None:
+if spec is None:
     st.info("Choose a data set on the Data page first.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
 else:
@@ -131,15 +157,15 @@ if run_id is None:
     st.stop()
 run = store.run(run_id)
 batches, epochs = store.batches(run_id), store.epochs(run_id)
-best_epoch = job.result.get("best_epoch") if job.state in (DONE, CANCELLED) and job.result else None
-final_metrics(epochs, best_epoch)
-st.plotly_chart(training_figure(batches, epochs, best_epoch=best_epoch), key="train.final_chart")
+kept = run.get("kept_epoch") if run else None
+final_metrics(run, epochs)
+st.plotly_chart(training_figure(batches, epochs, kept_epoch=kept), key="train.final_chart")
 st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):
-    st.caption(f"Model saved in {run['weights_path']}")
-if run and run.get("weights_path"):
-    if st.session_state.get("train.linked_run") != run_id:  # the Interpret, Clean and Predict pages open on a new run
-        st.session_state["train.linked_run"] = st.session_state["review.run_id"] = run_id
+    st.caption(f"{kept_model_caption(run)} Saved in {run['weights_path']}.")
+    if TRAIN_LINKED_RUN.get() != run_id:  # the Interpret, Clean and Predict pages open on a new run
+        TRAIN_LINKED_RUN.set(run_id)
+        REVIEW_RUN.set(run_id)
     c1, c2, c3 = st.columns(3)
     c1.page_link("pages/interpret.py", label="Interpret this model: top losses, confusion", icon=":material/troubleshoot:")
     c2.page_link("pages/clean.py", label="Clean the data with it", icon=":material/cleaning_services:")

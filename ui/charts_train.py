@@ -33,7 +33,7 @@ def lr_finder_figure(lrs: list[float], losses: list[float], suggestions: dict[st
 
 
 def training_figure(batches: pd.DataFrame, epochs: pd.DataFrame, n_batches: int | None = None,
-                    best_epoch: int | None = None) -> go.Figure:
+                    kept_epoch: int | None = None) -> go.Figure:
     """Smoothed training loss per batch and validation loss per epoch; below, the LR and momentum."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.06,
                         specs=[[{}], [{"secondary_y": True}]])
@@ -44,10 +44,11 @@ def training_figure(batches: pd.DataFrame, epochs: pd.DataFrame, n_batches: int 
                         line=dict(color="#4c78a8"), marker=dict(size=8), row=1, col=1)
         for x in epochs["last_iter"]:
             fig.add_vline(x=x + 0.5, line_width=1, line_dash="dot", line_color="#bbb")
-        if best_epoch is not None and best_epoch in set(epochs["epoch"]):
-            best = epochs[epochs["epoch"] == best_epoch].iloc[0]
-            fig.add_scatter(x=[best["last_iter"]], y=[best["valid_loss"]], mode="markers", name=f"best (epoch {best_epoch})",
-                            marker=dict(size=16, symbol="star", color="#54a24b"), row=1, col=1)
+        if kept_epoch is not None and kept_epoch in set(epochs["epoch"]):
+            kept = epochs[epochs["epoch"] == kept_epoch].iloc[0]
+            fig.add_scatter(x=[kept["last_iter"]], y=[kept["valid_loss"]], mode="markers",
+                            name=f"model from epoch {kept_epoch}", marker=dict(size=16, symbol="star", color="#54a24b"),
+                            row=1, col=1)
     fig.add_scatter(x=batches["iter"], y=batches["lr"], name="learning rate", mode="lines", line=dict(color="#54a24b"),
                     row=2, col=1)
     fig.add_scatter(x=batches["iter"], y=batches["mom"], name="momentum", mode="lines",

@@ -13,9 +13,9 @@ from pathlib import Path
 import streamlit as st
 
 from ui.sidebar import render_sidebar
+from ui.state import FRAMED, INTENDED_PAGE, window_id
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMED, INTENDED = "loupe.framed", "loupe.intended_page"
 
 
 def app_frame():
@@ -31,10 +31,11 @@ def app_frame():
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
     ])
-    st.session_state[FRAMED] = True
-    intended = st.session_state.pop(INTENDED, None)
+    FRAMED.set(True)
+    window_id()  # this window's draft: its id goes into the page address
+    intended = INTENDED_PAGE.pop()
     if intended is not None:  # a page opened by its address came through here: open it now
-        st.switch_page(intended)
+        st.switch_page(intended, query_params={"draft": window_id()})
     with st.sidebar:
         st.logo(str(ROOT / "assets/loupe.svg"))
     render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
@@ -43,7 +44,8 @@ def app_frame():
 
 def require_app_frame(page_file: str) -> None:
     """Called first by each page (`page_file` relative to app.py): a session new to app.py goes through it."""
-    if st.session_state.get(FRAMED):
+    if FRAMED.get():
         return
-    st.session_state[INTENDED] = page_file
-    st.switch_page("app.py")
+    INTENDED_PAGE.set(page_file)
+    window_id()  # read the draft id from this address before the switch leaves it behind
+    st.switch_page("app.py", query_params={"draft": window_id()})

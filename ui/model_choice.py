@@ -1,22 +1,21 @@
-"""The model choice shared by the LR finder and Train pages (same session keys on both)."""
+"""The model choice shared by the LR finder and Train pages (both bound to the draft's model settings)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from engine.models import ARCHS, weights_file
-
-KEEP = dict(persist_state="session")
+from ui.state import bind, draft
 
 
 def model_choice() -> tuple[str, bool]:
     """Architecture and whether to start from ImageNet weights, with a plain note on what will happen."""
-    st.session_state.setdefault("train.arch", "small")
-    st.session_state.setdefault("train.pretrained", True)
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    arch = c1.selectbox("Model", list(ARCHS), key="train.arch", format_func=lambda a: f"{a} — {ARCHS[a]}", **KEEP)
+    arch = c1.selectbox("Model", list(ARCHS), format_func=lambda a: f"{a} — {ARCHS[a]}", **bind("model.arch"))
     has_weights = arch != "small"
-    pretrained = c2.toggle("Start from ImageNet weights", key="train.pretrained", disabled=not has_weights,
-                           help="Pretrained models learn much faster. The small model has no pretrained weights.", **KEEP)
+    c2.toggle("Start from ImageNet weights", disabled=not has_weights,
+              help="Pretrained models learn much faster. The small model has no pretrained weights.",
+              **bind("model.pretrained"))
+    pretrained = draft().model.pretrained
     if not has_weights:
         st.caption("The small model always trains from scratch, every layer.")
         return arch, False

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from engine.jobs import PAUSED
-from ui.state import current_data, job_manager
+from ui.state import data_summary, job_manager, view_spec
 
 
 def render_sidebar() -> None:
@@ -14,16 +14,17 @@ def render_sidebar() -> None:
 def sidebar_content() -> None:
     """The running job and the chosen data set, refreshed every two seconds."""
     job_status()
-    config, summary = current_data()
     st.subheader("Data set")
+    summary = data_summary()
     if summary is None:
         st.caption("None chosen yet: start on the Data page.")
         return
+    data = view_spec().data
     st.markdown(f"**{summary.name}**")
     st.caption(f"{len(summary.classes)} classes · {summary.n_train:,} train · {summary.n_valid:,} valid")
     shown = ", ".join(summary.classes[:12]) + (" …" if len(summary.classes) > 12 else "")
     st.caption(f"Classes: {shown}")
-    st.caption(f"Images: {config.size} px (presized {config.presize} px) · batch size {config.bs}")
+    st.caption(f"Images: {data.size} px (presized {data.presize} px) · batch size {data.bs}")
 
 
 def job_status() -> None:

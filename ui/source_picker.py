@@ -1,4 +1,4 @@
-"""The Data page's source picker: built-in, a folder, an uploaded zip, or a fastai download."""
+"""The Data page's source picker: built-in, a folder, an uploaded zip, or a fastai download (the draft's data.source)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +10,8 @@ from engine.builtin import BUILTINS, ensure_builtin
 from engine.errors import UserError
 from engine.home import home_subdir
 from engine.sources import FASTAI_DATASETS, dataset_path, download_dataset, extract_zip, is_downloaded
+from engine.spec import DataSpec
+from ui.state import FOLDER_TEXT, SOURCE_KIND, ZIP_VERDICTS, bind, draft, update_draft
 
 KINDS = {
     "builtin": "Built-in (offline)",
@@ -23,14 +25,47 @@ KINDS = {
 class ChosenSource:
     root: Path
     name: str
-    source_id: str  # changes when the user picks another data set (resets the label and split rules)
+    source: str  # the draft's data.source
     kind: str
+
+
+def _uploads() -> Path:
+    return home_subdir("uploads")
+
+
+def source_kind(data: DataSpec) -> str | None:
+    """Which picker a source belongs to (None while no source is chosen)."""
+    if not data.source:
+        return None
+    if data.kind == "builtin":
+        return "builtin"
+    if data.kind == "fastai":
+        return "download"
+    return "zip" if data.root.parent == _uploads() else "folder"
+
+
+def _first_source(kind: str) -> str:
+    """The source a picker starts from: the first built-in, the last folder typed, the newest upload, PETS."""
+    if kind == "builtin":
+        return f"builtin:{next(iter(BUILTINS))}"
+    if kind == "folder":
+        text = FOLDER_TEXT.get().strip()
+        return str(Path(text).expanduser().resolve()) if text else ""
+    if kind == "zip":
+        previous = _previous_uploads()
+        return str(_uploads() / previous[-1]) if previous else ""
+    return f"fastai:{next(iter(FASTAI_DATASETS))}"
+
+
+def _kind_changed() -> None:
+    update_draft({"data.source": _first_source(SOURCE_KIND.get())})
 
 
 def pick_source() -> ChosenSource | None:
     """Draw the source widgets; the chosen folder, or None while nothing usable is chosen."""
-    kind = st.segmented_control("Where are the images?", list(KINDS), format_func=KINDS.get, key="data.kind",
-                                default="builtin", required=True, persist_state="session")
+    SOURCE_KIND.set(source_kind(draft().data) or SOURCE_KIND.get() or "builtin")
+    kind = st.segmented_control("Where are the images?", list(KINDS), format_func=KINDS.get, key=SOURCE_KIND.key,
+                                required=True, on_change=_kind_changed)
     if kind == "builtin":
         return _builtin()
     if kind == "folder":
@@ -41,29 +76,42 @@ def pick_source() -> ChosenSource | None:
 
 
 def _builtin() -> ChosenSource:
+    if draft().data.kind != "builtin":
+        update_draft({"data.source": _first_source("builtin")})
     key = st.selectbox("Built-in data set", list(BUILTINS), format_func=lambda k: BUILTINS[k].title,
-                       key="data.builtin", persist_state="session")
+                       **bind("data.source", lambda s: s.split(":", 1)[1], lambda k: f"builtin:{k}"))
     st.caption(BUILTINS[key].description + " Made from scikit-learn's real handwritten digits; works offline.")
     with st.spinner("Writing the built-in images (first use only)…"):
         root = ensure_builtin(key)
     return ChosenSource(root, BUILTINS[key].title, f"builtin:{key}", "builtin")
 
 
+def _folder_typed() -> None:
+    text = FOLDER_TEXT.get().strip()
+    update_draft({"data.source": str(Path(text).expanduser().resolve()) if text else ""})
+
+
 def _folder() -> ChosenSource | None:
-    text = st.text_input("Folder path", key="data.folder", persist_state="session",
-                         placeholder="/home/me/Pictures/pets", help="Subfolders are scanned too; other files are ignored.")
-    if not text.strip():
+    data = draft().data
+    if source_kind(data) == "folder" and not FOLDER_TEXT.get():
+        FOLDER_TEXT.set(data.source)  # a reload or a restart: the draft remembers the folder
+    st.text_input("Folder path", key=FOLDER_TEXT.key, on_change=_folder_typed,
+                  placeholder="/home/me/Pictures/pets", help="Subfolders are scanned too; other files are ignored.")
+    if not data.source or source_kind(data) != "folder":
         st.info("Type the path of a folder that holds your images.")
         return None
-    root = Path(text.strip()).expanduser()
-    return ChosenSource(root, root.name or str(root), f"folder:{root}", "folder")
+    return ChosenSource(data.root, data.name, data.source, "folder")
+
+
+def _previous_uploads() -> list[str]:
+    return sorted(p.name for p in _uploads().iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _zip() -> ChosenSource | None:
-    uploads = home_subdir("uploads")
+    uploads = _uploads()
     upload = st.file_uploader("A zip of images", type=["zip"], key="data.zip_upload",
                               help="Extracted safely into Loupe's own folder; your zip is not changed.")
-    verdicts: dict[str, str] = st.session_state.setdefault("data.zip_verdicts", {})  # file_id -> message, checked once
+    verdicts = ZIP_VERDICTS.get()
     if upload is not None and upload.file_id not in verdicts:
         try:
             with st.spinner(f"Checking and extracting {upload.name}…"):
@@ -72,24 +120,30 @@ def _zip() -> ChosenSource | None:
             verdicts[upload.file_id] = f"error:{e}"
         else:
             verdicts[upload.file_id] = f"ok:Extracted {upload.name} into {folder}."
-            st.session_state["data.upload_choice"] = folder.name
+            update_draft({"data.source": str(folder)})
     if upload is not None:
         outcome, _, message = verdicts[upload.file_id].partition(":")
         if outcome == "error":
             st.error(message)
             return None
         st.success(message)
-    previous = sorted(p.name for p in uploads.iterdir() if p.is_dir() and not p.name.startswith("."))
+    previous = _previous_uploads()
     if not previous:
         st.info("Upload a zip whose images sit in one folder per class, or have the class in their file names.")
         return None
-    name = st.selectbox("Uploaded data set", previous, key="data.upload_choice", persist_state="session")
-    return ChosenSource(uploads / name, name, f"zip:{name}", "zip")
+    data = draft().data
+    if source_kind(data) != "zip" or data.root.name not in previous:
+        update_draft({"data.source": str(uploads / previous[-1])})
+    name = st.selectbox("Uploaded data set", previous,
+                        **bind("data.source", lambda s: Path(s).name, lambda n: str(uploads / n)))
+    return ChosenSource(uploads / name, name, str(uploads / name), "zip")
 
 
 def _download() -> ChosenSource | None:
+    if draft().data.kind != "fastai":
+        update_draft({"data.source": _first_source("download")})
     key = st.selectbox("fastai data set", list(FASTAI_DATASETS), format_func=lambda k: FASTAI_DATASETS[k].title,
-                       key="data.remote", persist_state="session")
+                       **bind("data.source", lambda s: s.split(":", 1)[1].upper(), lambda k: f"fastai:{k}"))
     remote = FASTAI_DATASETS[key]
     if not is_downloaded(key):
         st.caption(f"Not downloaded yet. It will be kept in {dataset_path(key).parent} and reused afterwards.")
@@ -112,4 +166,4 @@ def _download() -> ChosenSource | None:
             return None
         bar.progress(1.0, text="Downloaded and extracted.")
     root = dataset_path(key) / remote.image_subdir if remote.image_subdir else dataset_path(key)
-    return ChosenSource(root, remote.key, f"download:{key}", "download")
+    return ChosenSource(root, remote.key, f"fastai:{key}", "download")

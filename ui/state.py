@@ -1,18 +1,31 @@
-"""Objects shared across reruns, pages and sessions, and the current data choice in session state."""
+"""The app's state: shared objects, the window's draft run spec, and every session-state entry, typed.
+
+Pages never read or write `st.session_state` by a string of their own: they use the entries declared
+here (`TRAIN_JOB.get()`, `key=INTERPRET_K.key`) and the draft spec (`draft()`, `update_draft(...)`).
+"""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
 
 import streamlit as st
 
-from engine.data import DataConfig, PresizeCache
+from engine.data import LabelledItems, PresizeCache, load_items
+from engine.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.errors import UserError
 from engine.export import ExportedModel, load_run
-from engine.review import RunReview, config_from_dict, data_fingerprint, loss_table, review_run
 from engine.jobs import JobManager
+from engine.review import RunReview, data_fingerprint, loss_table, review_run
 from engine.runs import RunStore
+from engine.sources import is_downloaded
+from engine.spec import RunSpec, get, override, resolve
 
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- objects shared by every session
 
 @st.cache_resource
 def presize_cache() -> PresizeCache:
@@ -32,6 +45,180 @@ def run_store() -> RunStore:
     return RunStore()
 
 
+@st.cache_resource
+def draft_store() -> DraftStore:
+    return DraftStore()
+
+
+# ---------------------------------------------------------------- typed session entries
+
+class SessionKey(Generic[T]):
+    """One session-state entry, declared once with its default; widgets bound to it take its `key`."""
+
+    def __init__(self, key: str, default: T | None = None, factory: Callable[[], T] | None = None) -> None:
+        self.key, self.default, self.factory = key, default, factory
+
+    def get(self) -> T:
+        if self.key not in st.session_state and self.factory is not None:
+            st.session_state[self.key] = self.factory()
+        return st.session_state.get(self.key, self.default)
+
+    def set(self, value: T) -> None:
+        st.session_state[self.key] = value
+
+    def clear(self) -> None:
+        st.session_state.pop(self.key, None)
+
+    def pop(self) -> T | None:
+        return st.session_state.pop(self.key, None)
+
+    def is_set(self) -> bool:
+        return self.key in st.session_state
+
+    def setdefault(self, value: T) -> T:
+        """The entry's value, set to `value` first if it has none (a widget's starting value)."""
+        return st.session_state.setdefault(self.key, value)
+
+
+DRAFT_ID = SessionKey[str]("loupe.draft_id")
+DRAFT = SessionKey[RunSpec]("loupe.draft")  # this window's draft, as saved under its id
+SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)
+FRAMED = SessionKey[bool]("loupe.framed", False)
+INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
+DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # (data spec JSON, DataSummary)
+FOLDER_TEXT = SessionKey[str]("data.folder_text", "")  # the last folder typed, kept while another source is shown
+ZIP_VERDICTS = SessionKey[dict]("data.zip_verdicts", factory=dict)  # upload file_id -> message, checked once
+VIEW_SEED = SessionKey[int]("view.seed", 0)
+VIEW_MODE = SessionKey[str]("view.mode")
+VIEW_ROWS = SessionKey[int]("view.rows")
+VIEW_COLS = SessionKey[int]("view.cols")
+TRAIN_JOB = SessionKey[str]("train.job_id", "")
+TRAIN_ESTIMATE = SessionKey[str]("train.estimate")
+TRAIN_LINKED_RUN = SessionKey[int]("train.linked_run")
+LR_SLICE_ON = SessionKey[bool]("train.lr_slice_on")  # the Train page's discriminative-LR toggle
+LR_SOURCE = SessionKey[str]("train.lr_source")  # where the learning rate came from (the LR finder)
+LRF_JOB = SessionKey[str]("lrf.job_id", "")
+LRF_CHOSEN = SessionKey[float]("lrf.chosen")
+REVIEW_RUN = SessionKey[int]("review.run_id")
+RUNS_CONFIRM = SessionKey[list]("runs.confirm")
+INTERPRET_CAM = SessionKey[bool]("interpret.gradcam", False)
+INTERPRET_K = SessionKey[int]("interpret.k", 9)
+INTERPRET_NORMALISE = SessionKey[bool]("interpret.normalise", False)
+INTERPRET_CLICKED = SessionKey[tuple]("interpret.clicked")
+INTERPRET_ACTUAL = SessionKey[str]("interpret.actual")
+INTERPRET_PREDICTED = SessionKey[str]("interpret.predicted")
+INTERPRET_MIN_VAL = SessionKey[int]("interpret.min_val", 1)
+INTERPRET_UNSURE_K = SessionKey[int]("interpret.unsure_k", 9)
+CLEAN_MESSAGE = SessionKey[str]("clean.message")
+CLEAN_PENDING = SessionKey[dict]("clean.pending")  # {"root": data set folder, "choices": {rel path: action}}
+CLEAN_LABEL = SessionKey[str]("clean.label")
+CLEAN_SPLIT = SessionKey[str]("clean.split")
+CLEAN_PER_PAGE = SessionKey[int]("clean.per_page")
+CLEAN_PAGE = SessionKey[int]("clean.page", 1)
+CLEAN_CONFIRM_RESET = SessionKey[bool]("clean.confirm_reset", False)
+CLEAN_CHOICE_PREFIX = "clean.choice."  # one entry per image shown: clean_choice(rel)
+PREDICT_SOURCE = SessionKey[str]("predict.source")
+PREDICT_UPLOAD = SessionKey[list]("predict.upload")
+PREDICT_VALID_ITEMS = SessionKey[list]("predict.valid_items")
+
+
+def clean_choice(rel: str) -> SessionKey[str]:
+    """The Clean page's pending action for one image (keep, delete or a class to relabel it to)."""
+    return SessionKey[str](CLEAN_CHOICE_PREFIX + rel)
+
+
+# ---------------------------------------------------------------- the window's draft spec
+
+def window_id() -> str:
+    """This window's id: its draft's id, kept in the page address (`?draft=`) so reloads and restarts keep it.
+
+    A window opened without one starts a new draft from the latest saved one.
+    """
+    draft_id = DRAFT_ID.get()
+    if draft_id is None:
+        asked = st.query_params.get("draft")
+        store = draft_store()
+        if valid_draft_id(asked):
+            draft_id = asked
+            if store.load(draft_id) is None:
+                store.save(draft_id, store.latest() or RunSpec())
+        else:
+            draft_id = new_draft_id()
+            store.save(draft_id, store.latest() or RunSpec())
+        DRAFT_ID.set(draft_id)
+    if st.query_params.get("draft") != draft_id:
+        st.query_params["draft"] = draft_id
+    return draft_id
+
+
+def draft() -> RunSpec:
+    """The settings this window is working on (automatic ones still None)."""
+    spec = DRAFT.get()
+    if spec is None:
+        spec = draft_store().load(window_id()) or RunSpec()
+        DRAFT.set(spec)
+    return spec
+
+
+def set_draft(spec: RunSpec) -> None:
+    """Replace the draft (saved at once under LOUPE_HOME/drafts, so a reload or a restart comes back to it)."""
+    DRAFT.set(spec)
+    draft_store().save(window_id(), spec)
+
+
+def update_draft(changes: dict[str, Any]) -> RunSpec:
+    """Change settings of the draft by dotted name; a part still automatic (None) is filled in first."""
+    spec = draft()
+    for name in changes:
+        parts = name.split(".")
+        for depth in range(1, len(parts)):
+            parent = ".".join(parts[:depth])
+            if get(spec, parent) is None:
+                spec = override(spec, {parent: get(view_spec(spec), parent)})
+    spec = override(spec, changes)
+    set_draft(spec)
+    return spec
+
+
+def source_ready(spec: RunSpec) -> bool:
+    """Whether the draft's images can be read now (a folder exists, a fastai set is downloaded)."""
+    data = spec.data
+    if not data.source:
+        return False
+    if data.kind == "builtin":
+        return True
+    if data.kind == "fastai":
+        return is_downloaded(data.key.upper())
+    return data.root.is_dir()
+
+
+def view_spec(spec: RunSpec | None = None) -> RunSpec:
+    """The draft with its automatic settings filled in, as the widgets show them."""
+    spec = spec or draft()
+    if not source_ready(spec):
+        return spec
+    return _resolved(spec.to_json())
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _resolved(spec_json: str) -> RunSpec:
+    return resolve(RunSpec.from_json(spec_json))
+
+
+def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
+         from_widget: Callable[[Any], Any] = lambda v: v) -> dict:
+    """Keyword arguments that bind a widget to a draft setting: its value comes from the draft, changes go back to it."""
+    key = f"spec.{name}"
+    st.session_state[key] = to_widget(get(view_spec(), name))
+    return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
+
+
+def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> None:
+    update_draft({name: from_widget(st.session_state[key])})
+
+
+# ---------------------------------------------------------------- the chosen data set
+
 @dataclass(frozen=True)
 class DataSummary:
     """What the sidebar and later pages show of the chosen data set."""
@@ -43,14 +230,41 @@ class DataSummary:
     n_valid: int
 
 
-def set_current_data(config: DataConfig, summary: DataSummary) -> None:
-    st.session_state["data_config"] = config
-    st.session_state["data_summary"] = summary
+def remember_data(spec: RunSpec, items: LabelledItems, n_train: int, n_valid: int) -> None:
+    """The Data page tells the others what it found (usable images per split, after unreadable files)."""
+    summary = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
+                          n_train=n_train, n_valid=n_valid)
+    DATA_SUMMARY.set((json.dumps(spec.to_dict()["data"]), summary))
 
 
-def current_data() -> tuple[DataConfig | None, DataSummary | None]:
-    return st.session_state.get("data_config"), st.session_state.get("data_summary")
+def data_summary() -> DataSummary | None:
+    """The summary of the draft's data set: the Data page's, or computed now (after a reload or a restart)."""
+    spec = view_spec()
+    if not source_ready(spec) or spec.data.label is None:
+        return None
+    key = json.dumps(spec.to_dict()["data"])
+    known = DATA_SUMMARY.get()
+    if known and known[0] == key:
+        return known[1]
+    try:
+        items = load_items(spec.data)
+    except (UserError, OSError, ValueError):
+        return None
+    summary = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
+                          n_train=int((items.split == "train").sum()), n_valid=int((items.split == "valid").sum()))
+    DATA_SUMMARY.set((key, summary))
+    return summary
 
+
+def run_spec() -> RunSpec | None:
+    """The draft, resolved, if its data set can be used (else None: the pages send the user to the Data page)."""
+    spec = view_spec()
+    if data_summary() is None:
+        return None
+    return spec
+
+
+# ---------------------------------------------------------------- a run's model, reviewed
 
 @st.cache_resource(max_entries=4, show_spinner="Predicting the validation images…")
 def _review(run_id: int, weights_mtime: float, fingerprint: str) -> RunReview:
@@ -67,7 +281,7 @@ def _weights_mtime(run: dict) -> float:
 
 def _review_key(run: dict) -> tuple[int, float, str]:
     """What a review depends on: the run, its model file and its data (files, sizes, times)."""
-    return int(run["id"]), _weights_mtime(run), data_fingerprint(config_from_dict(run["data"]))
+    return int(run["id"]), _weights_mtime(run), data_fingerprint(resolve(run["spec"]).data)
 
 
 def run_review(run: dict) -> RunReview:

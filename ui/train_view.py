@@ -22,15 +22,25 @@ def epoch_table(epochs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def final_metrics(epochs: pd.DataFrame, best_epoch: int | None) -> None:
-    """The metrics the run ends with: the best epoch's if its weights were kept, else the last one's."""
-    if not len(epochs):
+def kept_model_caption(run: dict) -> str:
+    """'Model from epoch N (lowest validation loss).' — the one meaning of the epoch a run keeps."""
+    kept = run.get("kept_epoch")
+    if kept is None:
+        return "No model was kept (the run ended before its first epoch)."
+    keep_best = run["spec"].train.keep_best
+    return f"Model from epoch {kept} ({'lowest validation loss' if keep_best else 'the last epoch'})."
+
+
+def final_metrics(run: dict | None, epochs: pd.DataFrame) -> None:
+    """The metrics of the model the run keeps (its kept epoch's), with a word on which epoch that is."""
+    if run is None or not len(epochs):
         return
-    row = epochs[epochs["epoch"] == best_epoch].iloc[0] if best_epoch is not None else epochs.iloc[-1]
+    kept = run.get("kept_epoch")
+    rows = epochs[epochs["epoch"] == kept] if kept is not None else epochs.iloc[0:0]
+    row = rows.iloc[0] if len(rows) else epochs.iloc[-1]
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Accuracy", f"{row['accuracy']:.1%}")
     c2.metric("Error rate", f"{row['error_rate']:.1%}")
     c3.metric("Validation loss", f"{row['valid_loss']:.4f}")
-    c4.metric("Epochs", len(epochs), help=f"Best epoch: {best_epoch}" if best_epoch is not None else None)
-    if best_epoch is not None:
-        st.caption(f"The model keeps the weights of epoch {best_epoch}, the one with the lowest validation loss (★ on the chart).")
+    c4.metric("Epochs", len(epochs))
+    st.caption(kept_model_caption(run) + (" (★ on the chart)" if kept is not None else ""))
