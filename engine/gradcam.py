@@ -30,7 +30,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
 
     handle = layer.register_forward_hook(swap_output)
     try:
-        with eval_mode(model), torch.enable_grad():  # eval as for predictions: BatchNorm's running statistics, no dropout
+        with eval_mode(model), torch.enable_grad():  # as for predictions: BatchNorm's running statistics, no dropout
             logits = model(x.to(device))
             if target is None:
                 target = logits.argmax(dim=1)

@@ -61,7 +61,7 @@ class Predictions:
 
 
 def get_preds(model: nn.Module, dls: DataLoaders) -> Predictions:
-    """Predictions of `model` on the validation items, in `dls.valid_idx` order; its train/eval modes are left as found."""
+    """Predictions of `model` on the validation items, in `dls.valid_idx` order; its modes are left as found."""
     pos = dls.valid_idx
     logits = score(model, pos, partial(item_inputs, dls), bs=dls.bs)  # the batches of dls.valid()
     items = [dls.items.rel_paths[i] for i in pos.tolist()]
@@ -69,7 +69,7 @@ def get_preds(model: nn.Module, dls: DataLoaders) -> Predictions:
 
 
 def _table(p: Predictions, idx: torch.Tensor) -> pd.DataFrame:
-    """item, actual, predicted, loss, probability (of the prediction), index (into `p`) and pos (in the dls) of items `idx`."""
+    """item, actual, predicted, loss, probability (of the prediction), index (into `p`), pos (in the dls) of `idx`."""
     idx = idx.long()
     preds = p.preds[idx]
     return pd.DataFrame({

@@ -27,7 +27,7 @@ def model_device(model: nn.Module) -> torch.device:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode inside the block; every module's own train/eval mode is restored after."""
-    modes = [(m, m.training) for m in model.modules()]  # per module: a frozen body may sit in eval inside a training model
+    modes = [(m, m.training) for m in model.modules()]  # a frozen body may sit in eval inside a training model
     model.eval()
     try:
         yield model

@@ -66,7 +66,8 @@ def test_model_input_and_grad_cam_take_dls_positions(run):
     with torch.no_grad():  # the input the scores came from
         assert torch.allclose(model(x).softmax(1), review.preds.probs[:4], atol=1e-6)
     assert torch.equal(review.grad_cam(pos), grad_cam(review.exported.model, x))
-    assert torch.equal(review.grad_cam(pos, [1, 2, 3, 4]), grad_cam(review.exported.model, x, torch.tensor([1, 2, 3, 4])))
+    targets = [1, 2, 3, 4]
+    assert torch.equal(review.grad_cam(pos, targets), grad_cam(review.exported.model, x, torch.tensor(targets)))
     assert review.grad_cam([]).shape == (0, 28, 28) and review.model_input([]).shape == (0, 3, 28, 28)
 
 
