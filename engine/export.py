@@ -31,6 +31,7 @@ from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
 from engine.errors import UserError
 from engine.images import PRESIZE_METHODS, presize, to_rgb
 from engine.models import create_model
+from engine.scoring import score
 from engine.spec import SPEC_FILE, DataSpec, RunSpec, load_spec
 
 MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, RUN_FILE = "model.pt", "labels.json", "preprocessing.json", "run.json"
@@ -150,16 +151,10 @@ def predict(exported: ExportedModel, images: list[Image.Image], k: int = 5) -> l
     if not images:
         return []
     k = min(k, len(exported.classes))
-    model = exported.model  # in eval mode, as load_run leaves it
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), PREDICT_BS):
-            x = preprocess(images[start:start + PREDICT_BS], exported.preprocessing).to(device)
-            top = model(x).float().softmax(dim=1).topk(k, dim=1)
-            for probs, idx in zip(top.values.cpu().tolist(), top.indices.cpu().tolist()):
-                out.append([(exported.classes[i], p) for i, p in zip(idx, probs)])
-    return out
+    logits = score(exported.model, images, lambda batch: preprocess(batch, exported.preprocessing), bs=PREDICT_BS)
+    top = logits.softmax(dim=1).topk(k, dim=1)
+    return [[(exported.classes[i], p) for i, p in zip(idx, probs)]
+            for probs, idx in zip(top.values.tolist(), top.indices.tolist())]
 
 
 # ---------------------------------------------------------------- a zip to take away

@@ -3,7 +3,8 @@
 The class score's gradient with respect to the last conv block's activations A [B, K, h, w] is
 averaged over the positions to weigh each channel; the map is ReLU(Σ_k weight_k · A_k), upsampled to
 the image and scaled to [0, 1]. The model is left exactly as found: its train/eval modes, its
-`requires_grad` flags and the `.grad` of its parameters.
+`requires_grad` flags and the `.grad` of its parameters. Inputs are prepared and modes switched as for
+predictions (`engine.scoring`); `RunReview.grad_cam` takes items of a data set by their dls positions.
 """
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.scoring import eval_mode, model_device
+
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
              layer: nn.Module | None = None) -> torch.Tensor:
     """Grad-CAM maps [B, H, W] in [0, 1] of a normalised batch x [B, 3, H, W] for `target` (default: the predicted class)."""
     layer = model[0][-1] if layer is None else layer  # the body's last block
-    device = next(model.parameters()).device
+    device = model_device(model)
     captured: list[torch.Tensor] = []
 
     def swap_output(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
@@ -25,11 +28,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
         captured.append(leaf)
         return leaf.clone()  # a later in-place op (ReLU(inplace=True)) must not modify the leaf
 
-    modes = {m: m.training for m in model.modules()}
     handle = layer.register_forward_hook(swap_output)
     try:
-        model.eval()  # as for predictions: BatchNorm's running statistics, no dropout
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():  # as for predictions: BatchNorm's running statistics, no dropout
             logits = model(x.to(device))
             if target is None:
                 target = logits.argmax(dim=1)
@@ -38,8 +39,6 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
             (grads,) = torch.autograd.grad(score, captured[-1])
     finally:
         handle.remove()
-        for m, training in modes.items():
-            m.train(training)
     acts = captured[-1].detach()
     weights = grads.mean(dim=(2, 3), keepdim=True)  # [B, K, 1, 1]
     cam = F.relu((weights * acts).sum(dim=1, keepdim=True))  # [B, 1, h, w]

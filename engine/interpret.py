@@ -5,6 +5,7 @@ Every function returns tensors, arrays or data frames; plotting lives elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -13,25 +14,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.data import DataLoaders
+from engine.scoring import item_inputs, score
 
 
 @dataclass
 class Predictions:
-    """The model's view of every validation item: probabilities, target and loss, in `dls.valid_idx` order."""
+    """The model's view of some items of a data set: probabilities, target and loss, with each item's dls position.
+
+    Prediction i is item `items[i]`, at position `pos[i]` of the DataLoaders it came from (what
+    `RunReview.images` and the galleries take); tables give both as "index" and "pos".
+    """
 
     probs: torch.Tensor  # [N, C] softmax probabilities
     targets: torch.Tensor  # [N] long
     losses: torch.Tensor  # [N] per-item cross-entropy
     classes: list[str]
-    items: list[str]  # relative path of each validation item
+    items: list[str]  # relative path of each item
+    pos: torch.Tensor | None = None  # [N] long: position in the DataLoaders of each item (0..N-1 if not given)
+
+    def __post_init__(self) -> None:
+        self.pos = torch.arange(len(self.targets)) if self.pos is None else torch.as_tensor(self.pos, dtype=torch.long)
 
     @classmethod
-    def from_logits(cls, logits: torch.Tensor, targets: torch.Tensor, classes: list[str], items: list[str]) -> "Predictions":
+    def from_logits(cls, logits: torch.Tensor, targets: torch.Tensor, classes: list[str], items: list[str],
+                    pos: torch.Tensor | None = None) -> "Predictions":
         """Probabilities and per-item losses from raw model outputs [N, C]."""
         logits = logits.detach().float().cpu()
+        if not len(logits):
+            logits = torch.zeros(0, len(classes))  # nothing was scored: [0, 0] -> [0, C]
         targets = targets.detach().long().cpu()
         return cls(probs=logits.softmax(dim=1), targets=targets,
-                   losses=F.cross_entropy(logits, targets, reduction="none"), classes=list(classes), items=list(items))
+                   losses=F.cross_entropy(logits, targets, reduction="none"), classes=list(classes), items=list(items),
+                   pos=None if pos is None else pos.detach().long().cpu())
 
     @property
     def preds(self) -> torch.Tensor:
@@ -47,24 +61,15 @@ class Predictions:
 
 
 def get_preds(model: nn.Module, dls: DataLoaders) -> Predictions:
-    """Run `model` (already on `dls.device`) over the validation batches; its train/eval modes are left as found."""
-    modes = [(m, m.training) for m in model.modules()]  # per module: a frozen body may sit in eval inside a training model
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs, targets = [], []
-            for x, y in dls.valid():
-                outputs.append(model(x).float().cpu())
-                targets.append(y.cpu())
-    finally:
-        for m, training in modes:
-            m.training = training
-    items = [dls.items.rel_paths[i] for i in dls.valid_idx.tolist()]
-    return Predictions.from_logits(torch.cat(outputs), torch.cat(targets), dls.classes, items)
+    """Predictions of `model` on the validation items, in `dls.valid_idx` order; its modes are left as found."""
+    pos = dls.valid_idx
+    logits = score(model, pos, partial(item_inputs, dls), bs=dls.bs)  # the batches of dls.valid()
+    items = [dls.items.rel_paths[i] for i in pos.tolist()]
+    return Predictions.from_logits(logits, dls.y[pos], dls.classes, items, pos=pos)
 
 
 def _table(p: Predictions, idx: torch.Tensor) -> pd.DataFrame:
-    """item, actual, predicted, loss, probability (of the prediction) and position of items `idx`."""
+    """item, actual, predicted, loss, probability (of the prediction), index (into `p`), pos (in the dls) of `idx`."""
     idx = idx.long()
     preds = p.preds[idx]
     return pd.DataFrame({
@@ -74,6 +79,7 @@ def _table(p: Predictions, idx: torch.Tensor) -> pd.DataFrame:
         "loss": p.losses[idx].tolist(),
         "probability": p.probs[idx, preds].tolist(),
         "index": idx.tolist(),
+        "pos": p.pos[idx].tolist(),
     })
 
 
@@ -129,9 +135,16 @@ def most_unsure(p: Predictions, k: int = 9) -> pd.DataFrame:
 
 
 def items_in_cell(p: Predictions, actual: str, predicted: str) -> list[int]:
-    """Positions (into `p`) of the validation items of class `actual` predicted as `predicted`."""
+    """Indices (into `p`) of the items of class `actual` predicted as `predicted`, in order."""
     unknown = [c for c in (actual, predicted) if c not in p.classes]
     if unknown:
         raise KeyError(f"no class named {unknown[0]!r}; the classes are {', '.join(p.classes)}")
     a, b = p.classes.index(actual), p.classes.index(predicted)
     return torch.nonzero((p.targets == a) & (p.preds == b)).flatten().tolist()
+
+
+def cell_items(p: Predictions, actual: str, predicted: str) -> pd.DataFrame:
+    """The items of one confusion-matrix cell as a `top_losses` table, largest loss first (ties keep their order)."""
+    idx = torch.tensor(items_in_cell(p, actual, predicted), dtype=torch.long)
+    order = torch.sort(p.losses[idx], descending=True, stable=True).indices
+    return _table(p, idx[order])

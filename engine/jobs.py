@@ -1,21 +1,30 @@
 """Background jobs: one active at a time, a queue behind it, each in its own thread.
 
 A job's worker never touches the UI: it appends events to a lock-protected log that readers
-poll with `since(i)`, and it checks the job's stop and pause `threading.Event`s every batch.
+poll with `since(i)` (or incrementally with an `EventReader`, or `last(kind)` for the newest of a
+kind), and it checks the job's stop and pause `threading.Event`s every batch. Every state change
+(pause, resume, stop, the worker's start and finish) happens under the job's lock, so a pause that
+races the end of a run can never leave the job paused for ever: finishing wins from any state.
+
+Each job has an `owner`, an opaque id of whoever submitted it (a browser session), so that one
+window is never shown another window's run as its own.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 QUEUED, RUNNING, PAUSED, STOPPING = "queued", "running", "paused", "stopping"
 DONE, CANCELLED, FAILED = "done", "cancelled", "failed"
 FINISHED = (DONE, CANCELLED, FAILED)
+
+_order = itertools.count()  # submission order: two jobs made within one clock tick still compare
 
 
 @dataclass(frozen=True)
@@ -29,21 +38,27 @@ class Event:
 class Job:
     """A unit of background work with state, an append-only event log, progress and ETA."""
 
-    def __init__(self, kind: str, title: str, target: Callable[["Job"], Any], meta: dict | None = None) -> None:
+    def __init__(self, kind: str, title: str, target: Callable[["Job"], Any], meta: dict | None = None,
+                 owner: str = "") -> None:
         self.id = uuid.uuid4().hex[:10]
         self.kind, self.title, self.target = kind, title, target
+        self.owner = owner  # who submitted it (a browser session id); "" for scripts
         self.meta = dict(meta or {})  # what the submitter wants to remember (e.g. the settings)
         self.stop_event, self.pause_event = threading.Event(), threading.Event()
         self.state = QUEUED
         self.error: str | None = None
         self.error_detail: str | None = None
         self.result: Any = None
-        self.created = time.time()
+        self.clock: Callable[[], float] = time.time  # wall time for durations and the ETA (tests replace it)
+        self.created = self.clock()
+        self.order = next(_order)
         self.started: float | None = None
         self.finished: float | None = None
         self.progress = 0.0  # 0..1
         self._events: list[Event] = []
+        self._by_kind: dict[str, list[Event]] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on every state change
         self._paused_total, self._paused_since = 0.0, None
         self._t0 = time.perf_counter()
 
@@ -52,10 +67,22 @@ class Job:
     def emit(self, kind: str, **data: Any) -> None:
         """Append an event to the log (thread-safe)."""
         with self._lock:
-            self._events.append(Event(len(self._events), time.perf_counter() - self._t0, kind, data))
+            self._append(kind, data)
+
+    def _append(self, kind: str, data: dict) -> None:
+        # called with the lock held
+        event = Event(len(self._events), time.perf_counter() - self._t0, kind, data)
+        self._events.append(event)
+        self._by_kind.setdefault(kind, []).append(event)
 
     def set_progress(self, done: float, total: float) -> None:
+        """Progress as done / total, clamped to [0, 1] (0 when total is 0)."""
         self.progress = min(max(done / total, 0.0), 1.0) if total else 0.0
+
+    def wait_while_paused(self, timeout: float | None = None) -> bool:
+        """Block while the job is paused and not stopping; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self.pause_event.is_set() or self.stop_event.is_set(), timeout)
 
     # ---- what readers call
 
@@ -64,6 +91,17 @@ class Job:
         with self._lock:
             return self._events[i:]
 
+    def last(self, kind: str) -> Event | None:
+        """The newest event of a kind (e.g. "stage", "run"), or None; O(1)."""
+        with self._lock:
+            events = self._by_kind.get(kind)
+            return events[-1] if events else None
+
+    def of_kind(self, kind: str, since: int = 0) -> list[Event]:
+        """Events of one kind, from the `since`-th of that kind on (a copy); costs only what it returns."""
+        with self._lock:
+            return self._by_kind.get(kind, [])[since:]
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._events)
@@ -71,11 +109,13 @@ class Job:
     @property
     def running_seconds(self) -> float:
         """Seconds spent working, not counting pauses."""
-        if self.started is None:
-            return 0.0
-        end = self.finished or time.time()
-        paused = self._paused_total + (time.time() - self._paused_since if self._paused_since else 0.0)
-        return max(0.0, end - self.started - paused)
+        with self._lock:
+            if self.started is None:
+                return 0.0
+            now = self.clock()
+            end = self.finished if self.finished is not None else now
+            paused = self._paused_total + (now - self._paused_since if self._paused_since is not None else 0.0)
+            return max(0.0, end - self.started - paused)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -90,60 +130,119 @@ class Job:
     def active(self) -> bool:
         return self.state not in FINISHED
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has finished; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.state in FINISHED, timeout)
+
+    # ---- what the user does (any thread)
+
     def pause(self) -> None:
-        if self.state == RUNNING:
+        """Pause a running job at its next batch; anything else (queued, stopping, finished) is left as it is."""
+        with self._lock:
+            if self.state != RUNNING:
+                return
             self.pause_event.set()
-            self._paused_since = time.time()
+            self._paused_since = self.clock()
             self.state = PAUSED
-            self.emit("paused")
+            self._append("paused", {})
+            self._changed.notify_all()
 
     def resume(self) -> None:
-        if self.state == PAUSED:
-            self.pause_event.clear()
-            self._paused_total += time.time() - (self._paused_since or time.time())
-            self._paused_since = None
+        """Resume a paused job; anything else is left as it is."""
+        with self._lock:
+            if self.state != PAUSED:
+                return
+            self._end_pause()
             self.state = RUNNING
-            self.emit("resumed")
+            self._append("resumed", {})
+            self._changed.notify_all()
 
     def stop(self) -> None:
-        """Ask the worker to stop at the next batch (a queued job is cancelled at once)."""
-        if self.state in FINISHED:
-            return
-        self.stop_event.set()
-        if self._paused_since:
-            self._paused_total += time.time() - self._paused_since
+        """Ask the worker to stop at the next batch (a queued job is cancelled at once and never runs)."""
+        with self._lock:
+            if self.state in FINISHED or self.state == STOPPING:
+                return
+            self.stop_event.set()
+            self._end_pause()
+            if self.state == QUEUED:
+                self.state, self.finished = CANCELLED, self.clock()
+                self._append("cancelled", {})
+            else:
+                self.state = STOPPING
+                self._append("stopping", {})
+            self._changed.notify_all()
+
+    def _end_pause(self) -> None:
+        # called with the lock held: close the pause interval and let the worker go on
+        if self._paused_since is not None:
+            self._paused_total += self.clock() - self._paused_since
             self._paused_since = None
         self.pause_event.clear()
-        if self.state == QUEUED:
-            self.state = CANCELLED
-            self.finished = time.time()
-            self.emit("cancelled")
-        else:
-            self.state = STOPPING
-            self.emit("stopping")
 
     # ---- the thread
 
     def run(self) -> None:
         """Run the target in this thread; any exception becomes the FAILED state with its message."""
-        if self.state == CANCELLED:
+        if not self._start():
             return
-        self.started, self.state = time.time(), RUNNING
-        self._t0 = time.perf_counter()
-        self.emit("started")
         try:
-            self.result = self.target(self)
+            result = self.target(self)
         except BaseException as e:  # the worker must never take the app down
-            self.error = str(e) or type(e).__name__
-            self.error_detail = traceback.format_exc()
-            self.state = FAILED
-            self.emit("failed", error=self.error)
+            self._finish(FAILED, error=str(e) or type(e).__name__, detail=traceback.format_exc())
         else:
-            self.state = CANCELLED if self.stop_event.is_set() else DONE
-            self.progress = 1.0 if self.state == DONE else self.progress
-            self.emit(self.state)
-        finally:
-            self.finished = time.time()
+            self._finish(DONE, result=result)
+
+    def _start(self) -> bool:
+        """QUEUED -> RUNNING; False if the job was cancelled before its thread got to it."""
+        with self._lock:
+            if self.state != QUEUED:
+                return False
+            self.started, self.state = self.clock(), RUNNING
+            self._t0 = time.perf_counter()
+            self._append("started", {})
+            self._changed.notify_all()
+            return True
+
+    def _finish(self, state: str, result: Any = None, error: str | None = None, detail: str | None = None) -> None:
+        """RUNNING, PAUSED or STOPPING -> DONE (CANCELLED if asked to stop) or FAILED, in one step."""
+        with self._lock:
+            self._end_pause()  # a pause that came after the last batch must not outlive the run
+            if state == FAILED:
+                self.error, self.error_detail = error, detail
+                self._append("failed", {"error": error})
+            else:
+                self.result = result
+                state = CANCELLED if self.stop_event.is_set() else DONE
+                if state == DONE:
+                    self.progress = 1.0
+                self._append(state, {})
+            self.state, self.finished = state, self.clock()
+            self._changed.notify_all()
+
+
+class EventReader:
+    """Reads one job's events incrementally: each `poll()` returns only what is new since the last one.
+
+    It keeps the newest event of every kind in `latest` and every event of the kinds named in `keep`
+    in `kept[kind]`, so a page that redraws every second never rescans the log from the start.
+    """
+
+    def __init__(self, job: Job, keep: Iterable[str] = ()) -> None:
+        self.job = job
+        self.next = 0  # position of the first event not read yet
+        self.latest: dict[str, Event] = {}
+        self.kept: dict[str, list[Event]] = {kind: [] for kind in keep}
+
+    def poll(self) -> list[Event]:
+        """The events appended since the last poll (all of them the first time)."""
+        new = self.job.since(self.next)
+        self.next += len(new)
+        for event in new:
+            self.latest[event.kind] = event
+            if event.kind in self.kept:
+                self.kept[event.kind].append(event)
+        return new
 
 
 class JobManager:
@@ -192,38 +291,51 @@ class JobManager:
 
     @property
     def active(self) -> Job | None:
+        """The job running now (or paused, or stopping), if any."""
         with self._lock:
             return self._active
 
     @property
     def queued(self) -> list[Job]:
+        """Jobs waiting for the active one, next first (cancelled ones left out)."""
         with self._lock:
             return [j for j in self._queue if j.state == QUEUED]
 
-    def jobs(self) -> list[Job]:
-        """Every job this manager knows: finished ones, the active one, the queue (oldest first)."""
+    def jobs(self, owner: str | None = None) -> list[Job]:
+        """Every job this manager knows (of one owner, if given): finished ones, the active one, the queue."""
         with self._lock:
             out = list(self._finished)
             if self._active is not None and self._active not in out:
                 out.append(self._active)
-            return out + [j for j in self._queue if j not in out]
+            out += [j for j in self._queue if j not in out]
+        return out if owner is None else [j for j in out if j.owner == owner]
 
     def get(self, job_id: str) -> Job | None:
         return next((j for j in self.jobs() if j.id == job_id), None)
 
-    def latest(self, kind: str) -> Job | None:
-        """The most recent job of a kind (active, queued or finished)."""
-        candidates = [j for j in self.jobs() if j.kind == kind]
-        return max(candidates, key=lambda j: j.created) if candidates else None
+    def latest(self, kind: str, owner: str | None = None) -> Job | None:
+        """The most recently submitted job of a kind (of one owner, if given): active, queued or finished."""
+        candidates = [j for j in self.jobs(owner) if j.kind == kind]
+        return max(candidates, key=lambda j: j.order) if candidates else None
+
+    def others_active(self, owner: str) -> Job | None:
+        """The running job if another owner (another browser window) submitted it, else None."""
+        job = self.active
+        return job if job is not None and job.active and job.owner != owner else None
+
+    def queue_position(self, job: Job) -> int | None:
+        """1 for the queued job that starts next, 2 for the one after, …; None if the job is not waiting."""
+        queued = self.queued
+        return queued.index(job) + 1 if job in queued else None
 
     def wait(self, job: Job, timeout: float | None = None) -> bool:
-        """Block until the job has finished (for tests and the CLI); False on timeout."""
+        """Block until the job has finished and its thread has handed over to the next (for tests and the CLI)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while job.active:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        thread = self._threads.get(job.id)
-        if thread is not None:
+        if not job.wait(timeout):
+            return False
+        with self._lock:
+            thread = self._threads.get(job.id)
+        if thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return not thread.is_alive()
         return True

@@ -7,20 +7,21 @@ misaligns targets and outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from engine.augment import AugSettings, normalize, resize_batch
+from engine.augment import AugSettings, resize_batch
 from engine.data import DataLoaders, PresizeCache, load_items
 from engine.errors import UserError
 from engine.export import ExportedModel, load_run
+from engine.gradcam import grad_cam
 from engine.interpret import Predictions
+from engine.scoring import EVAL_BS, item_inputs, score
 from engine.sources import scan_folder
 from engine.spec import DataSpec, resolve
-
-EVAL_BS = 128  # items per forward pass when scoring a data set
 
 
 def load_run_model(run: dict) -> ExportedModel:
@@ -38,12 +39,16 @@ class RunReview:
     config: DataSpec  # the run's data part, resolved
     dls: DataLoaders
     exported: ExportedModel
-    preds: Predictions  # validation items, in dls.valid_idx order
-    valid_pos: torch.Tensor  # position in dls of each prediction's item
+    preds: Predictions  # validation items, in dls.valid_idx order; preds.pos are their dls positions
 
     @property
     def classes(self) -> list[str]:
         return self.exported.classes
+
+    @property
+    def valid_pos(self) -> torch.Tensor:
+        """Position in dls of each prediction's item (the same as preds.pos)."""
+        return self.preds.pos
 
     def images(self, pos: torch.Tensor | list[int]) -> torch.Tensor:
         """Items at dls positions `pos` as the model sees them: [n, 3, size, size] in [0, 1]."""
@@ -53,7 +58,18 @@ class RunReview:
         return resize_batch(self.dls._pixels(pos), self.dls.size).cpu()
 
     def model_input(self, pos: torch.Tensor | list[int]) -> torch.Tensor:
-        return normalize(self.images(pos))
+        """Items at dls positions `pos` as the model takes them (normalised), exactly as they are scored."""
+        pos = torch.as_tensor(pos, dtype=torch.long)
+        if len(pos) == 0:
+            return torch.zeros(0, 3, self.dls.size, self.dls.size)
+        return item_inputs(self.dls, pos).cpu()
+
+    def grad_cam(self, pos: torch.Tensor | list[int], targets: torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """Grad-CAM maps [n, size, size] of the items at dls positions `pos`, for `targets` (default: the prediction)."""
+        x = self.model_input(pos)
+        if len(x) == 0:
+            return torch.zeros(0, self.dls.size, self.dls.size)
+        return grad_cam(self.exported.model, x, None if targets is None else torch.as_tensor(targets, dtype=torch.long))
 
 
 def _targets_for_model(dls: DataLoaders, classes: list[str]) -> torch.Tensor:
@@ -68,17 +84,10 @@ def _targets_for_model(dls: DataLoaders, classes: list[str]) -> torch.Tensor:
 
 def score_items(exported: ExportedModel, dls: DataLoaders, pos: torch.Tensor) -> Predictions:
     """The model's predictions for the items at dls positions `pos` (resized, never augmented)."""
-    model = exported.model
     targets = _targets_for_model(dls, exported.classes)
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(pos), EVAL_BS):
-            idx = pos[start:start + EVAL_BS]
-            x = normalize(resize_batch(dls._pixels(idx), dls.size)).to(next(model.parameters()).device)
-            outputs.append(model(x).float().cpu())
-    logits = torch.cat(outputs) if outputs else torch.zeros(0, len(exported.classes))
+    logits = score(exported.model, pos, partial(item_inputs, dls))
     items = [dls.items.rel_paths[i] for i in pos.tolist()]
-    return Predictions.from_logits(logits, targets[pos], exported.classes, items)
+    return Predictions.from_logits(logits, targets[pos], exported.classes, items, pos=pos)
 
 
 def review_run(run: dict, cache: PresizeCache) -> RunReview:
@@ -90,7 +99,7 @@ def review_run(run: dict, cache: PresizeCache) -> RunReview:
     images = cache.get(items.scanned_paths, prep["presize"], prep["method"])
     dls = DataLoaders(items, images, size=prep["size"], bs=EVAL_BS, aug=AugSettings.off(), device="cpu", seed=0)
     preds = score_items(exported, dls, dls.valid_idx)
-    return RunReview(run_id=run["id"], config=config, dls=dls, exported=exported, preds=preds, valid_pos=dls.valid_idx)
+    return RunReview(run_id=run["id"], config=config, dls=dls, exported=exported, preds=preds)
 
 
 def loss_table(review: RunReview, split: str | None = None, label: str | None = None) -> pd.DataFrame:
@@ -113,7 +122,7 @@ def loss_table(review: RunReview, split: str | None = None, label: str | None = 
         "predicted": [p.classes[c] for c in p.preds.tolist()],
         "probability": p.probs.gather(1, p.preds[:, None]).squeeze(1).tolist() if len(p) else [],
         "loss": p.losses.tolist(),
-        "pos": pos.tolist(),
+        "pos": p.pos.tolist(),
     })
     return table.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
 

@@ -10,8 +10,8 @@ from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 
 from engine.data import DataLoaders
-from engine.interpret import (Predictions, confusion_matrix, get_preds, items_in_cell, most_confused, most_unsure,
-                              per_class_metrics, top_losses)
+from engine.interpret import (Predictions, cell_items, confusion_matrix, get_preds, items_in_cell, most_confused,
+                              most_unsure, per_class_metrics, top_losses)
 
 CLASSES = ["cat", "dog", "fox"]
 #            probabilities         target   prediction
@@ -24,13 +24,15 @@ ROWS = [([0.70, 0.20, 0.10], 0),  # cat      cat
         ([0.60, 0.35, 0.05], 2),  # fox      cat
         ([0.20, 0.70, 0.10], 2)]  # fox      dog   (same row as item 5: an exact tie in loss)
 # fox is never predicted: its precision has nothing to divide by
+POS = [12, 3, 7, 30, 5, 21, 9, 14]  # where each item sits in its DataLoaders
 
 
 @pytest.fixture
 def hand() -> tuple[Predictions, torch.Tensor]:
     logits = torch.tensor([r for r, _ in ROWS]).log()
     targets = torch.tensor([t for _, t in ROWS])
-    return Predictions.from_logits(logits, targets, CLASSES, [f"img{i}.png" for i in range(8)]), logits
+    items = [f"img{i}.png" for i in range(8)]
+    return Predictions.from_logits(logits, targets, CLASSES, items, pos=torch.tensor(POS)), logits
 
 
 def test_predictions_from_logits(hand):
@@ -42,13 +44,27 @@ def test_predictions_from_logits(hand):
     assert p.preds.tolist() == [0, 0, 1, 1, 0, 1, 0, 1]
     assert p.accuracy == 3 / 8
     assert len(p) == 8
+    assert p.pos.tolist() == POS
+
+
+def test_positions_default_to_the_order_of_the_items():
+    p = Predictions.from_logits(torch.zeros(3, 2), torch.tensor([0, 1, 0]), ["a", "b"], ["x", "y", "z"])
+    assert p.pos.tolist() == [0, 1, 2]
+    assert top_losses(p, 3)["pos"].tolist() == top_losses(p, 3)["index"].tolist()
+
+
+def test_nothing_scored_gives_empty_predictions():
+    p = Predictions.from_logits(torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), CLASSES, [], pos=torch.zeros(0))
+    assert len(p) == 0 and p.probs.shape == (0, 3) and p.pos.dtype == torch.long
+    assert len(top_losses(p)) == 0 and confusion_matrix(p).sum() == 0
 
 
 def test_top_losses(hand):
     p, _ = hand
     top = top_losses(p, k=3)
-    assert list(top.columns) == ["item", "actual", "predicted", "loss", "probability", "index"]
+    assert list(top.columns) == ["item", "actual", "predicted", "loss", "probability", "index", "pos"]
     assert top["index"].tolist() == [6, 5, 7]  # 5 and 7 tie: validation order
+    assert top["pos"].tolist() == [POS[6], POS[5], POS[7]]
     assert top["item"].tolist() == ["img6.png", "img5.png", "img7.png"]
     assert top["actual"].tolist() == ["fox"] * 3
     assert top["predicted"].tolist() == ["cat", "dog", "dog"]
@@ -91,8 +107,9 @@ def test_most_unsure(hand):
     p, _ = hand
     unsure = most_unsure(p, k=4)
     assert list(unsure.columns) == ["item", "actual", "predicted", "loss", "probability",
-                                    "runner_up", "runner_up_probability", "margin", "index"]
+                                    "runner_up", "runner_up_probability", "margin", "index", "pos"]
     assert unsure["index"].tolist() == [4, 6, 2, 1]  # margins .10, .25, .30, .40
+    assert unsure["pos"].tolist() == [POS[4], POS[6], POS[2], POS[1]]
     assert unsure["predicted"].tolist() == ["cat", "cat", "dog", "cat"]
     assert unsure["runner_up"].tolist() == ["dog", "dog", "cat", "dog"]
     assert np.allclose(unsure["margin"], [0.10, 0.25, 0.30, 0.40], atol=1e-6)
@@ -115,6 +132,21 @@ def test_items_in_cell(hand):
     assert all(len(items_in_cell(p, a, b)) == cm[i, j] for i, a in enumerate(CLASSES) for j, b in enumerate(CLASSES))
     with pytest.raises(KeyError, match="wolf"):
         items_in_cell(p, "wolf", "dog")
+
+
+def test_cell_items_are_a_top_losses_table_of_one_cell(hand):
+    p, _ = hand
+    cell = cell_items(p, "cat", "cat")
+    assert list(cell.columns) == list(top_losses(p).columns)
+    assert cell["index"].tolist() == [1, 0]  # losses -log .65 > -log .70
+    assert cell["pos"].tolist() == [POS[1], POS[0]] and cell["item"].tolist() == ["img1.png", "img0.png"]
+    assert cell_items(p, "fox", "dog")["index"].tolist() == [5, 7]  # an exact tie keeps validation order
+    assert len(cell_items(p, "fox", "fox")) == 0
+    everything = top_losses(p, k=len(p))
+    for a in CLASSES:
+        for b in CLASSES:  # the same rows as top_losses restricted to the cell
+            rows = everything[(everything.actual == a) & (everything.predicted == b)]
+            assert cell_items(p, a, b).to_dict("list") == rows.to_dict("list")
 
 
 # ---------------------------------------------------------------- get_preds on the built-in digits
@@ -148,6 +180,7 @@ def test_get_preds_on_digits(dls, trained):
     assert len(p) == dls.n_valid == 359 and p.probs.shape == (359, 10)
     assert p.classes == dls.classes
     assert p.items == [dls.items.rel_paths[i] for i in dls.valid_idx.tolist()]
+    assert torch.equal(p.pos, dls.valid_idx)
     assert torch.equal(p.targets, dls.y[dls.valid_idx])
     assert torch.allclose(p.probs.sum(1), torch.ones(359), atol=1e-5)
     assert p.accuracy == (p.preds == p.targets).float().mean().item()

@@ -3,10 +3,12 @@ import dataclasses
 import pytest
 import torch
 
+from engine.augment import normalize
 from engine.builtin import BUILTINS, DIGIT_WORDS
 from engine.data import DataConfig, PresizeCache
 from engine.errors import UserError
 from engine.export import export_run
+from engine.gradcam import grad_cam
 from engine.interpret import get_preds, top_losses
 from engine.models import create_model
 from engine.review import config_from_dict, loss_table, review_run
@@ -46,9 +48,27 @@ def test_review_matches_get_preds(run):
     assert torch.equal(review.preds.targets, reference.targets)
     assert torch.allclose(review.preds.probs, reference.probs, atol=1e-6)
     assert len(review.preds) == review.dls.n_valid == len(review.valid_pos)
-    first = top_losses(review.preds, 3)["index"].tolist()
-    images = review.images(review.valid_pos[first])
+    assert torch.equal(review.preds.pos, review.dls.valid_idx) and torch.equal(review.valid_pos, review.preds.pos)
+    assert torch.equal(reference.pos, review.preds.pos)
+    worst = top_losses(review.preds, 3)
+    assert worst["pos"].tolist() == review.valid_pos[worst["index"].tolist()].tolist()  # no translation left to pages
+    images = review.images(worst["pos"].tolist())
     assert images.shape == (3, 3, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_model_input_and_grad_cam_take_dls_positions(run):
+    record, _, model = run
+    review = review_run(record, PresizeCache())
+    pos = review.preds.pos[:4]
+    x = review.model_input(pos)
+    assert torch.equal(x, normalize(review.images(pos)))
+    model.eval()
+    with torch.no_grad():  # the input the scores came from
+        assert torch.allclose(model(x).softmax(1), review.preds.probs[:4], atol=1e-6)
+    assert torch.equal(review.grad_cam(pos), grad_cam(review.exported.model, x))
+    targets = [1, 2, 3, 4]
+    assert torch.equal(review.grad_cam(pos, targets), grad_cam(review.exported.model, x, torch.tensor(targets)))
+    assert review.grad_cam([]).shape == (0, 28, 28) and review.model_input([]).shape == (0, 3, 28, 28)
 
 
 def test_loss_table_filters_and_sorts(run):
@@ -62,6 +82,9 @@ def test_loss_table_filters_and_sorts(run):
     assert sorted(sevens["item"]) == sorted(table[(table.label == "seven") & (table.split == "train")]["item"])
     expected = review.preds.losses[review.preds.items.index(table[table.split == "valid"].iloc[0]["item"])].item()
     assert table[table.split == "valid"].iloc[0]["loss"] == pytest.approx(expected, abs=1e-6)
+    items = review.dls.items.rel_paths
+    assert all(items[pos] == item for pos, item in zip(table["pos"], table["item"]))
+    assert len(loss_table(review, label="no such class")) == 0
 
 
 def test_classes_are_matched_by_name_after_a_class_disappears(run, digits_root):
