@@ -101,7 +101,7 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
                    help="fine_tune (default: head first, then every layer) or one_cycle (every layer)")
     g.add_argument("--epochs", type=int, help="epochs (default 3; fine_tune adds --freeze-epochs)")
     g.add_argument("--lr", type=float, help="fine_tune's base_lr (default 2e-3) or one_cycle's lr_max (default 1e-3)")
-    g.add_argument("--lr-slice", type=parse_lr_slice, metavar="LOW:HIGH",
+    g.add_argument("--lr-slice", metavar="LOW:HIGH",
                    help="one_cycle with every layer unfrozen and LRs spread from LOW (first layers) to HIGH (head), "
                         "as fastai's unfreeze(); fit_one_cycle(n, slice(LOW, HIGH))")
     g.add_argument("--freeze-epochs", type=int, help="fine_tune: epochs of the head alone first (default 1)")
@@ -141,7 +141,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     for dest, name in FLAG_FIELDS.items():
         value = getattr(args, dest)
         if value is not None:
-            changes[name] = value
+            changes[name] = parse_lr_slice(value) if dest == "lr_slice" else value
     if args.aug is not None:
         changes["augment"] = AugSettings.off() if args.aug == "none" else None
     if args.no_flip:

@@ -184,10 +184,8 @@ def load_spec(path: str | Path) -> RunSpec:
 
 
 def save_spec(spec: RunSpec, path: str | Path) -> Path:
-    """Write `spec` as JSON (atomically: a reader never sees half a file)."""
+    """Write `spec` as JSON to the file `path` (atomically: a reader never sees half a file)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / SPEC_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(spec.to_json())
@@ -231,14 +229,14 @@ def _convert(t, value, where: str):
         options = typing.get_args(t)
         if value is None and type(None) in options:
             return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # X | None: X's own message says what is wrong
+            return _convert(real[0], value, where)
+        for option in real:
             try:
                 return _convert(option, value, where)
-            except UserError as e:
-                errors.append(e)
+            except UserError:
+                pass
         raise UserError(f"“{where}” must be {' or '.join(_type_name(o) for o in options)} (got {value!r}).")
     if is_dataclass(t):
         if not isinstance(value, dict):

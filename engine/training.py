@@ -24,7 +24,7 @@ from engine.jobs import Job
 from engine.learner import Callback, EarlyStopping, Learner, SaveBest
 from engine.models import ModelInfo, create_model
 from engine.runs import RunStore, run_dir
-from engine.spec import RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
+from engine.spec import SPEC_FILE, RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
 
 Progress = Callable[[int, int | None], None]
 HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
@@ -169,7 +169,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         job.emit("run", run_id=run_id)
     folder = Path(out_dir) if out_dir is not None else (run_dir(run_id) if run_id is not None else None)
     if folder is not None:
-        save_spec(spec, folder)
+        save_spec(spec, folder / SPEC_FILE)
         if store is not None:
             store.set_folder(run_id, str(folder))
     n_total = total_epochs(spec) * batches_per_epoch(learn.dls.n_train, learn.dls.bs)

@@ -1,4 +1,4 @@
-"""`python -m engine`: arguments, the epoch table, the JSON line, the export, and clear errors."""
+"""`python -m engine`: arguments, the epoch table, the JSON line, specs and replays, the runs list, export, errors."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from engine.builtin import DIGIT_WORDS
 from engine.cli import main, parse_split
 from engine.errors import UserError
 from engine.export import load_run, predict
+from engine.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_train_prints_the_epoch_table_and_json_and_exports(digits_dir, tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "engine", "train", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$",
          "--arch", "small", "--no-pretrained", "--size", "28", "--presize", "32", "--bs", "32", "--epochs", "2",
-         "--method", "one_cycle", "--lr", "5e-3", "--no-flip", "--seed", "0", "--out", str(out), "--json"],
+         "--schedule", "one_cycle", "--lr", "5e-3", "--no-flip", "--seed", "0", "--out", str(out), "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -41,6 +42,11 @@ def test_train_prints_the_epoch_table_and_json_and_exports(digits_dir, tmp_path)
     assert result["epochs"] == 2 and result["pretrained"] is False and result["images_per_s"] > 0
     assert result["accuracy"] == pytest.approx(float(lines[2].split()[4]), abs=1e-6)
     assert result["accuracy"] > 0.5  # 2 epochs on 240 real digits: far above chance (0.1)
+    assert result["kept_epoch"] == 1 and result["seed"] == 0 and result["out"] == str(out)
+    spec = load_spec(out / "spec.json")
+    assert (spec.train.schedule, spec.train.lr, spec.train.seed, spec.data.size, spec.data.presize) == \
+        ("one_cycle", 5e-3, 0, 28, 32)
+    assert spec.augment.do_flip is False and spec.data.source == str(digits_dir.resolve())
     exported = load_run(out)
     assert exported.classes == sorted(set(DIGIT_WORDS))
     assert exported.preprocessing["size"] == 28
@@ -66,11 +72,15 @@ def test_lr_find_json(digits_dir, tmp_path, monkeypatch, capsys):
     (["train", "--data", "DIGITS", "--label", "regex:^(.+"], "not a valid regular expression"),
     (["train", "--data", "DIGITS", "--label", "colour:red"], "Unknown label rule"),
     (["train", "--data", "DIGITS", "--split", "random:lots"], "Could not read the split"),
-    (["train", "--data", "DIGITS", "--size", "0"], "--size must be a positive number"),
+    (["train", "--data", "DIGITS", "--size", "0"], "data.size must be a positive number"),
+    (["train", "--data", "DIGITS", "--lr-slice", "1e-3"], "Could not read the learning-rate slice"),
+    (["train", "--data", "DIGITS", "--lr-slice", "1e-3:1e-2"], "add --schedule one_cycle"),
+    (["train", "--data", "DIGITS", "--schedule", "one_cycle", "--lr-slice", "1e-2:1e-3"], "from a low rate"),
+    (["train", "--spec", "NOWHERE"], "There is no spec file"),
 ])
 def test_bad_arguments_give_a_message_and_exit_code_2(argv, message, digits_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
-    argv = [str(digits_dir) if a == "DIGITS" else a for a in argv]
+    argv = [str(digits_dir) if a == "DIGITS" else str(tmp_path / "nowhere.json") if a == "NOWHERE" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
@@ -103,7 +113,7 @@ def exported_dir(tmp_path_factory, digits_dir):
     out = tmp_path_factory.mktemp("cli-run") / "run"
     code = main(["train", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--arch", "small",
                  "--no-pretrained", "--size", "28", "--presize", "32", "--bs", "32", "--epochs", "1",
-                 "--method", "one_cycle", "--seed", "0", "--out", str(out)])
+                 "--schedule", "one_cycle", "--seed", "0", "--out", str(out)])
     assert code == 0
     return out
 
@@ -137,6 +147,74 @@ def test_export_writes_a_zip_and_onnx(exported_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         "zip": str(tmp_path / "m.zip"), "onnx": str(tmp_path / "m.onnx")}
     names = {n.split("/", 1)[1] for n in zipfile.ZipFile(tmp_path / "m.zip").namelist()}
-    assert {"model.pt", "labels.json", "preprocessing.json", "predict.py"} <= names
+    assert {"model.pt", "labels.json", "preprocessing.json", "predict.py", "spec.json", "train.py"} <= names
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")))
     assert main(["export", "--model", str(exported_dir)]) == 2
+
+
+# ---------------------------------------------------------------- specs, replays and the runs list
+
+def _train_json(argv: list[str], home: Path) -> dict:
+    env = {**os.environ, "LOUPE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", *argv, "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_replayed_from_its_spec_gives_the_same_numbers(digits_dir, tmp_path):
+    """No seed given: the run draws one and records it, so `train --spec <run>/spec.json` repeats it exactly."""
+    home = tmp_path / "home"
+    first = _train_json(["--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--size", "28",
+                         "--presize", "36", "--presize-method", "squish", "--bs", "32", "--epochs", "2",
+                         "--schedule", "one_cycle", "--lr", "4e-3"], home)
+    spec = load_spec(Path(first["out"]) / "spec.json")
+    assert spec.train.seed == first["seed"] is not None and spec.device.threads >= 1
+    assert spec.data.presize_method == "squish"
+    again = _train_json(["--spec", first["out"]], home)  # a run folder, or its spec.json
+    assert again["valid_loss"] == pytest.approx(first["valid_loss"], abs=1e-4)
+    assert again["accuracy"] == first["accuracy"] and again["kept_epoch"] == first["kept_epoch"]
+    assert again["seed"] == first["seed"] and again["run_id"] == first["run_id"] + 1
+
+
+def test_cli_runs_are_in_the_runs_database(digits_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    assert main(["runs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip()) == []
+    assert main(["train", "--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--size", "28",
+                 "--bs", "32", "--epochs", "1", "--schedule", "one_cycle", "--seed", "3", "--patience", "1"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip())
+    assert {"id", "time", "source", "data", "arch", "status", "accuracy", "kept_epoch"} <= set(row)
+    assert (row["source"], row["status"], row["arch"], row["kept_epoch"], row["schedule"]) == \
+        ("cli", "done", "small", 0, "one_cycle")
+    assert row["folder"] == str(tmp_path / "runs" / str(row["id"]))  # no --out: LOUPE_HOME/runs/<id>
+    assert (Path(row["folder"]) / "spec.json").is_file() and (Path(row["folder"]) / "model.pt").is_file()
+    assert main(["runs"]) == 0
+    assert "model from epoch 0" in capsys.readouterr().out
+
+
+def test_spec_prints_the_spec_that_flags_make(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    assert main(["spec", "--epochs", "5", "--schedule", "one_cycle", "--lr-slice", "1e-6:1e-4"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["version"] == 1 and spec["data"]["source"] == "builtin:digits-names"
+    assert spec["data"]["size"] == 28 and spec["data"]["presize"] == 58  # 28 × 460/224, fastai's ratio
+    assert spec["train"]["epochs"] == 5 and spec["train"]["lr"] == 1e-3 and spec["train"]["lr_slice"] == [1e-6, 1e-4]
+    assert spec["train"]["seed"] is None and spec["augment"]["do_flip"] is False
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(spec))
+    assert main(["spec", "--spec", str(path), "--epochs", "2", "--no-keep-best"]) == 0  # flags override a spec
+    again = json.loads(capsys.readouterr().out)
+    assert again["train"]["epochs"] == 2 and again["train"]["keep_best"] is False
+    assert again["train"]["lr_slice"] == [1e-6, 1e-4]
+
+
+def test_a_spec_with_an_unknown_setting_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({"train": {"epoch": 3}}))
+    assert main(["train", "--spec", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown setting “train.epoch”" in err and "epochs" in err and "Traceback" not in err

@@ -11,7 +11,7 @@ from PIL import Image
 import engine.data as data
 from engine.augment import AugSettings, normalize, resize_batch
 from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import NAME_PATTERN, DataLoaders, PresizeCache, health_report, label_items, suggest_rules
+from engine.data import DataLoaders, PresizeCache, health_report, label_items
 from engine.errors import UserError
 from engine.images import presize_all
 from engine.labels import LabelRule
@@ -374,25 +374,3 @@ def test_items_and_images_must_match(tmp_path):
     items = label_items(scan_folder(tmp_path), FOLDER, BY_FOLDERS)
     with pytest.raises(ValueError, match="do not match"):
         DataLoaders(items, presize_all(items.scanned_paths[:2], 8), size=8)
-
-
-def _touch_images(root: Path, rels: list[str]) -> Path:
-    for rel in rels:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (4, 4)).save(root / rel)
-    return root
-
-
-def test_suggest_rules_from_layout(tmp_path):
-    mnist = _touch_images(tmp_path / "mnist", ["train/3/a.png", "train/7/b.png", "val/3/c.png", "val/7/d.png"])
-    label, split = suggest_rules(scan_folder(mnist))
-    assert label == LabelRule(kind="folder")
-    assert (split.kind, split.train_name, split.valid_name) == ("folder", "train", "val")
-
-    pets = _touch_images(tmp_path / "pets", ["images/great_pyrenees_1.png", "images/Abyssinian_12.png"])
-    label, split = suggest_rules(scan_folder(pets))
-    assert (label.kind, label.pattern, label.on, split.kind) == ("regex", NAME_PATTERN, "name", "random")
-
-    classes = _touch_images(tmp_path / "classes", ["cats/x.png", "dogs/y.png"])
-    label, split = suggest_rules(scan_folder(classes))
-    assert (label.kind, split.kind) == ("folder", "random")

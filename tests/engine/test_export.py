@@ -9,11 +9,12 @@ import torch
 
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS
-from engine.data import DataConfig, DataLoaders
+from engine.data import DataLoaders
 from engine.errors import UserError
 from engine.export import ExportedModel, export_run, load_run, predict, preprocess
 from engine.images import open_image
 from engine.interpret import get_preds
+from engine.spec import DataSpec
 
 PRESIZE, SIZE = 32, 28
 
@@ -27,8 +28,8 @@ def dls(digits_dls, one_thread) -> DataLoaders:
 def trained(dls, quick_train):
     """create_model('small', 10) after 60 steps of Adam on batches of 16 (quick on a CPU), and its data configuration."""
     model = quick_train(DataLoaders(dls.items, dls.images, size=SIZE, bs=16, aug=AugSettings.off(), seed=0))
-    config = DataConfig(root=str(dls.items.root), name="digits", label=BUILTINS["digits-names"].label_rule,
-                        split=BUILTINS["digits-names"].split_rule, size=SIZE, presize=PRESIZE, method="crop")
+    config = DataSpec(source=str(dls.items.root), label=BUILTINS["digits-names"].label_rule,
+                      split=BUILTINS["digits-names"].split_rule, size=SIZE, presize=PRESIZE, presize_method="crop")
     return model, config
 
 

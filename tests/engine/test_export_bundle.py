@@ -1,6 +1,5 @@
-"""Tests for the take-away zip of engine/export.py: predict.py without Loupe, train.py through the command line."""
+"""Tests for the take-away zip of engine/export.py: predict.py without Loupe, train.py replaying the run's spec."""
 import ast
-import dataclasses
 import importlib.util
 import io
 import json
@@ -16,19 +15,17 @@ from PIL import Image
 
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, ensure_builtin
-from engine.cli import build, build_parser, parse_split, settings_from
-from engine.data import DataConfig, DataLoaders, label_items
+from engine.data import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
-from engine.export import (PREDICT_TEMPLATE, export_run, export_zip, load_run, predict, train_command,
-                           train_command_notes, train_script)
+from engine.export import PREDICT_TEMPLATE, TRAIN_SCRIPT, export_run, export_zip, load_run, predict
 from engine.images import open_image, presize_all
-from engine.labels import LabelRule, parse_label_rule
 from engine.models import create_model
 from engine.sources import scan_folder
-from engine.split import SplitRule
-from engine.training import TrainSettings, json_safe
+from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
+from engine.training import train_run
 
 DIGITS = BUILTINS["digits-names"]
+ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_IMPORTS = {"__future__", "argparse", "json", "sys", "pathlib", "numpy", "torch", "torchvision", "PIL"}
 
 
@@ -48,19 +45,19 @@ def digits_root(home) -> Path:
 
 @pytest.fixture(scope="module")
 def records(digits_root):
-    """The run store's records (data, model, train) of a small model trained on the built-in digits."""
-    config = DataConfig(root=str(digits_root), name=DIGITS.title, label=DIGITS.label_rule, split=DIGITS.split_rule,
-                        size=28, presize=32, method="crop", bs=64, aug=DIGITS.aug)
-    settings = TrainSettings(arch="small", method="one_cycle", epochs=1, lr=3e-3, save_best=False, seed=0)
-    return config, settings
+    """The spec of a small model trained on the built-in digits."""
+    return RunSpec(data=DataSpec(source="builtin:digits-names", label=DIGITS.label_rule, split=DIGITS.split_rule,
+                                 size=28, presize=32, presize_method="crop", bs=64), augment=DIGITS.aug,
+                   model=ModelSpec(arch="small"), train=TrainSpec(schedule="one_cycle", epochs=1, lr=3e-3,
+                                                                  keep_best=False, seed=0))
 
 
 @pytest.fixture(scope="module")
 def trained(digits_root, records, one_thread, quick_train):
     """create_model('small', 10) after 60 steps of Adam on batches of 16, as in test_export.py."""
-    config, _ = records
-    items = label_items(scan_folder(digits_root), config.label, config.split)
-    dls = DataLoaders(items, presize_all(items.scanned_paths, config.presize), size=config.size, bs=16,
+    data = records.data
+    items = label_items(scan_folder(digits_root), data.label, data.split)
+    dls = DataLoaders(items, presize_all(items.scanned_paths, data.presize), size=data.size, bs=16,
                       aug=AugSettings.off(), seed=0)
     return quick_train(dls), dls
 
@@ -68,8 +65,7 @@ def trained(digits_root, records, one_thread, quick_train):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, trained, records):
     model, dls = trained
-    config, _ = records
-    return export_run(tmp_path_factory.mktemp("runs") / "7", model, "small", dls.classes, config,
+    return export_run(tmp_path_factory.mktemp("runs") / "7", model, "small", dls.classes, records.data,
                       extra={"accuracy": 0.9})
 
 
@@ -124,29 +120,29 @@ def test_predict_template_imports_no_loupe():
     assert imported <= ALLOWED_IMPORTS
 
 
-def test_the_zip_holds_the_model_and_the_scripts(small_run, records, trained):
-    config, settings = records
-    model = {"arch": "small", "pretrained": False, "classes": trained[1].classes}
-    argv = train_command(json_safe(dataclasses.asdict(config)), model, dataclasses.asdict(settings))
-    data = export_zip(small_run, train_argv=argv, notes=["a note with a \\ and \"quotes\""], name="digits run 7")
+def test_the_zip_holds_the_model_the_spec_and_the_scripts(small_run, records):
+    data = export_zip(small_run, spec=records, name="digits run 7")
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = sorted(zf.namelist())
-        assert names == [f"loupe-digits-run-7/{f}" for f in
-                         ("README.txt", "labels.json", "model.pt", "predict.py", "preprocessing.json", "run.json", "train.py")]
+        assert names == [f"loupe-digits-run-7/{f}" for f in ("README.txt", "labels.json", "model.pt", "predict.py",
+                                                               "preprocessing.json", "run.json", "spec.json", "train.py")]
         assert zf.read("loupe-digits-run-7/model.pt") == (small_run / "model.pt").read_bytes()
         assert zf.read("loupe-digits-run-7/predict.py").decode() == PREDICT_TEMPLATE.read_text()
+        assert RunSpec.from_json(zf.read("loupe-digits-run-7/spec.json").decode()) == records
         readme = zf.read("loupe-digits-run-7/README.txt").decode()
-        script = zf.read("loupe-digits-run-7/train.py").decode()
-    assert "python loupe-digits-run-7/predict.py image.png" in readme and "torchvision" in readme
-    namespace: dict = {}
-    exec(compile(script, "train.py", "exec"), namespace)  # not run: __name__ is not "__main__"
-    assert namespace["ARGS"] == argv
-    assert 'a note with a \\ and "quotes"' in namespace["__doc__"] and "Loupe checkout" in namespace["__doc__"]
-    # no train.py without a command; written to dest as well
+        assert zf.read("loupe-digits-run-7/train.py").decode() == TRAIN_SCRIPT
+    assert "python loupe-digits-run-7/predict.py image.png" in readme and "spec.json" in readme
+    # no spec, no train.py; written to dest as well
     dest = small_run.parent / "bundle.zip"
     plain = export_zip(small_run, dest=dest)
     assert dest.read_bytes() == plain
     assert "loupe-7/train.py" not in zipfile.ZipFile(io.BytesIO(plain)).namelist()
+    # a run folder that holds its spec.json puts it in the zip by itself
+    save_spec(records, small_run / "spec.json")
+    try:
+        assert "loupe-7/spec.json" in zipfile.ZipFile(io.BytesIO(export_zip(small_run))).namelist()
+    finally:
+        (small_run / "spec.json").unlink()
 
 
 def test_predict_py_runs_without_loupe_and_agrees_with_predict(small_run, digit_files, tmp_path):
@@ -197,7 +193,7 @@ def test_predict_py_rebuilds_a_resnet(tmp_path, digit_files, trained, capsys):
             if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-    config = DataConfig(root=str(tmp_path), name="digits", size=64, presize=72, method="squish")
+    config = DataSpec(source=str(tmp_path), size=64, presize=72, presize_method="squish")
     run = export_run(tmp_path / "resnet-run", model, "resnet18", trained[1].classes, config)
     folder = _unzip(export_zip(run), tmp_path / "unzipped")
     assert folder.name == "loupe-resnet-run" and not (folder / "run.json").exists()
@@ -211,73 +207,31 @@ def test_an_incomplete_run_cannot_be_zipped(tmp_path):
         export_zip(tmp_path)
 
 
-# ---------------------------------------------------------------- train_command
+# ---------------------------------------------------------------- train.py
 
-def test_train_command_for_the_built_in_digits(records, digits_root):
-    config, settings = records
-    data = json_safe(dataclasses.asdict(config))
-    train = dataclasses.asdict(dataclasses.replace(settings, method="fine_tune", epochs=2, patience=1, save_best=True,
-                                                   seed=7))  # the app stores pretrained=True for every model
-    model = {"arch": "small", "pretrained": False, "classes": [str(i) for i in range(10)]}
-    argv = train_command(data, model, train)
-    assert argv == [
-        "train", "--data", "builtin:digits-names", "--label", r"regex:^(.+)_\d+\.png$", "--split", "random:0.2:42",
-        "--arch", "small", "--no-pretrained", "--size", "28", "--presize", "32", "--bs", "64", "--no-flip",
-        "--method", "fine_tune", "--epochs", "2", "--lr", "0.003", "--freeze-epochs", "1", "--patience", "1",
-        "--save-best", "--seed", "7", "--out", "model",
-    ]
-    assert train_command_notes(data, model, train) == []
-    args = build_parser().parse_args(argv)
-    assert settings_from(args) == TrainSettings(**{**train, "pretrained": False})  # small: never pretrained
-    _, rebuilt, _ = build(args)  # the command line's own reading of the arguments
-    assert rebuilt == config
-
-
-def test_train_command_notes_what_the_command_line_cannot_say(tmp_path):
-    root = tmp_path / "pets"
-    config = DataConfig(
-        root=str(root), name="pets",
-        label=LabelRule(kind="csv", csv_path=str(root / "meta" / "labels.csv"), file_col="file", label_col="breed"),
-        split=SplitRule(kind="folder", train_name="train", valid_name="val"),
-        size=224, presize=256, method="squish", bs=32, aug=AugSettings(max_rotate=20.0))
-    train = dataclasses.asdict(TrainSettings(arch="resnet34", pretrained=True, lr=1e-3, lr_mult=10))
-    model = {"arch": "resnet34", "pretrained": False, "classes": ["a", "b"]}  # the weights could not be had
-    data = json_safe(dataclasses.asdict(config))
-    argv = train_command(data, model, train)
-    assert argv == [
-        "train", "--data", str(root), "--label", "csv:meta/labels.csv:breed", "--split", "folder:train:val",
-        "--arch", "resnet34", "--no-pretrained", "--size", "224", "--presize", "256", "--bs", "32",
-        "--method", "fine_tune", "--epochs", "3", "--lr", "0.001", "--freeze-epochs", "1", "--patience", "0",
-        "--save-best", "--out", "model",
-    ]
-    notes = train_command_notes(data, model, train)
-    assert len(notes) == 5
-    assert "“file”" in notes[0]  # the CSV's file column
-    assert "from scratch" in notes[1]
-    assert "max_rotate=20.0" in notes[2] and "max_rotate=10.0" in notes[2]
-    assert "squish" in notes[3]
-    assert "lr / 10" in notes[4]
-    args = build_parser().parse_args(argv)
-    assert parse_label_rule(args.label, root) == dataclasses.replace(config.label, file_col="name")
-    assert parse_split(args.split, root) == config.split
-    assert args.aug == "fastai" and not args.no_flip
-    assert settings_from(args) == TrainSettings(**{**train, "pretrained": False, "lr_mult": 100})
-
-    # no augmentation at all, and no flips
-    off = json_safe(dataclasses.asdict(dataclasses.replace(config, aug=AugSettings.off())))
-    assert train_command(off, model, train)[16:18] == ["--aug", "none"]
-    no_flip = json_safe(dataclasses.asdict(dataclasses.replace(config, aug=AugSettings(do_flip=False))))
-    assert train_command(no_flip, model, train)[16] == "--no-flip"
-    assert not any("augmentation" in n for n in train_command_notes(no_flip, model, train))
+def test_the_zip_replays_a_run_with_squish_presize_and_custom_augmentation(home, digits_root, tmp_path):
+    """Settings the old argv-based train.py could not repeat: the unzipped train.py's spec trains the same numbers."""
+    spec = RunSpec(data=DataSpec(source="builtin:digits-names", size=28, presize=40, presize_method="squish", bs=64),
+                   augment=AugSettings(do_flip=False, max_rotate=25.0, max_zoom=1.3, max_lighting=0.4, min_scale=0.8),
+                   model=ModelSpec(arch="small"), train=TrainSpec(schedule="one_cycle", epochs=1, lr=4e-3, seed=11))
+    first = train_run(spec, PresizeCache(), None, out_dir=tmp_path / "run")
+    folder = _unzip(export_zip(tmp_path / "run"), tmp_path / "unzipped")
+    replayed = load_spec(folder / "spec.json")
+    assert replayed.augment == spec.augment and replayed.data.presize_method == "squish"
+    env = {**os.environ, "LOUPE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", "--spec", str(folder / "spec.json"),
+                           "--out", str(tmp_path / "again"), "--json"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert again["valid_loss"] == pytest.approx(first["valid_loss"], abs=1e-4)
+    assert again["accuracy"] == first["accuracy"]
 
 
-def test_the_generated_train_py_runs_the_command_line(tmp_path, records, trained):
-    config, settings = records
-    model = {"arch": "small", "pretrained": False, "classes": trained[1].classes}
-    argv = train_command(json_safe(dataclasses.asdict(config)), model, dataclasses.asdict(settings))
+def test_the_generated_train_py_runs_the_command_line_on_its_spec(tmp_path):
     script = tmp_path / "bundle" / "train.py"
     script.parent.mkdir()
-    script.write_text(train_script(argv))
+    script.write_text(TRAIN_SCRIPT)
     # a stand-in Loupe checkout whose `python -m engine` prints the arguments it gets (training is tested above)
     checkout = tmp_path / "checkout"
     (checkout / "engine").mkdir(parents=True)
@@ -287,4 +241,4 @@ def test_the_generated_train_py_runs_the_command_line(tmp_path, records, trained
     result = subprocess.run([sys.executable, str(script)], cwd=checkout, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == argv
+    assert json.loads(result.stdout) == ["train", "--spec", str(script.with_name("spec.json")), "--out", "model"]

@@ -1,18 +1,17 @@
 """Tests for engine/review.py: a run's model re-scored on its data as it is on disk now."""
-import dataclasses
 import pytest
 import torch
 
 from engine.augment import normalize
 from engine.builtin import BUILTINS, DIGIT_WORDS
-from engine.data import DataConfig, PresizeCache
+from engine.data import PresizeCache
 from engine.errors import UserError
 from engine.export import export_run
 from engine.gradcam import grad_cam
 from engine.interpret import get_preds, top_losses
 from engine.models import create_model
-from engine.review import config_from_dict, loss_table, review_run
-from engine.training import json_safe
+from engine.review import loss_table, review_run
+from engine.spec import DataSpec, RunSpec, resolve
 
 SPEC = BUILTINS["digits-names"]
 
@@ -27,16 +26,16 @@ def digits_root(tmp_path, write_digits):
 def run(tmp_path, digits_root, one_thread):
     """An untrained small model exported for a run on 120 real digits (its predictions are what they are)."""
     torch.manual_seed(0)
-    config = DataConfig(root=str(digits_root), name="digits", label=SPEC.label_rule, split=SPEC.split_rule,
-                        size=28, presize=32, aug=SPEC.aug)
+    spec = RunSpec(data=DataSpec(source=str(digits_root), label=SPEC.label_rule, split=SPEC.split_rule, size=28,
+                                 presize=32), augment=SPEC.aug)
     model, _ = create_model("small", 10)
-    out = export_run(tmp_path / "run", model, "small", sorted(DIGIT_WORDS), config)
-    return {"id": 7, "data": json_safe(dataclasses.asdict(config)), "weights_path": str(out)}, config, model
+    out = export_run(tmp_path / "run", model, "small", sorted(DIGIT_WORDS), spec.data)
+    return {"id": 7, "spec": spec, "weights_path": str(out)}, spec.data, model
 
 
-def test_config_round_trips_through_json(run):
+def test_the_review_reads_the_run_spec_data(run):
     record, config, _ = run
-    assert config_from_dict(record["data"]) == config
+    assert review_run(record, PresizeCache()).config == resolve(record["spec"]).data == config
 
 
 def test_review_matches_get_preds(run):

@@ -1,24 +1,32 @@
 """Training and LR-finder jobs on a small set of the real digits: the run history, the export, stop and failure."""
 from __future__ import annotations
 
+import threading
+from dataclasses import replace
+
 import pytest
 
 from engine.augment import AugSettings
 from engine.builtin import DIGIT_WORDS
-from engine.data import DataConfig, PresizeCache
+from engine.data import PresizeCache
 from engine.export import load_run
 from engine.jobs import CANCELLED, DONE, FAILED, Job, JobManager
 from engine.labels import LabelRule
-from engine.learner import Learner
+from engine.learner import Callback, Learner
 from engine.runs import RunStore
-from engine.training import TrainSettings, estimate_seconds, lr_find_target, train_target
+from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, resolve
+from engine.training import (estimate_from_step, estimate_seconds, lr_find_target, planned_batches, train_run,
+                             train_target)
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory, write_digits):
+    """240 real digits: 192 train (6 batches of 32), 48 valid."""
     root = write_digits(tmp_path_factory.mktemp("train-digits"), count=240)
-    return DataConfig(root=str(root), name="digits (240)", label=LabelRule(pattern=r"^(.+)_\d+\.png$"),
-                      size=28, presize=32, bs=32, aug=AugSettings(do_flip=False))
+    return RunSpec(data=DataSpec(source=str(root), label=LabelRule(pattern=r"^(.+)_\d+\.png$"), size=28, presize=32,
+                                 bs=32), augment=AugSettings(do_flip=False),
+                   model=ModelSpec(arch="small", pretrained=False),
+                   train=TrainSpec(schedule="one_cycle", epochs=2, lr=3e-3, seed=0))
 
 
 @pytest.fixture()
@@ -29,12 +37,13 @@ def env(tmp_path, monkeypatch):
     store.close()
 
 
-SETTINGS = TrainSettings(arch="small", pretrained=False, method="one_cycle", epochs=2, lr=3e-3, seed=0)
+def with_train(spec: RunSpec, **changes) -> RunSpec:
+    return replace(spec, train=replace(spec.train, **changes))
 
 
 def test_a_training_job_records_every_batch_and_epoch_and_exports(config, env):
     manager, store, cache = env
-    job = manager.submit(Job("train", "digits", train_target(config, SETTINGS, cache, store)))
+    job = manager.submit(Job("train", "digits", train_target(config, cache, store)))
     assert manager.wait(job, timeout=300)
     assert job.state == DONE, job.error_detail
     run_id = job.result["run_id"]
@@ -45,24 +54,51 @@ def test_a_training_job_records_every_batch_and_epoch_and_exports(config, env):
     epochs = store.epochs(run_id)
     assert epochs["epoch"].tolist() == [0, 1] and epochs["last_iter"].tolist() == [5, 11]
     run = store.run(run_id)
-    assert run["status"] == "done" and run["model"]["arch"] == "small" and run["train"]["epochs"] == 2
+    assert run["status"] == "done" and run["model"]["arch"] == "small" and run["spec"].train.epochs == 2
+    assert run["source"] == "app" and run["kept_epoch"] == job.result["kept_epoch"] is not None
+    assert run["accuracy"] == job.result["accuracy"]
     exported = load_run(run["weights_path"])
     assert exported.classes == sorted(DIGIT_WORDS)
+    assert load_spec(run["weights_path"]) == run["spec"] == replace(resolve(config), device=run["spec"].device)
     assert job.progress == 1.0
 
 
-def test_stopping_a_training_job_keeps_its_rows(config, env):
-    manager, store, cache = env
-    job = Job("train", "digits", train_target(config, TrainSettings(arch="small", pretrained=False, method="one_cycle",
-                                                                      epochs=50, lr=1e-3), cache, store))
-    manager.submit(job)
-    while sum(e.kind == "epoch" for e in job.since(0)) < 1:
-        assert job.active, job.error_detail
-    job.stop()
-    assert manager.wait(job, timeout=60) and job.state == CANCELLED
-    run = store.run(job.result["run_id"])
-    assert run["status"] == "cancelled" and len(store.epochs(run["id"])) >= 1
-    assert len(store.epochs(run["id"])) < 50
+class StopAfterFirstEpoch(Callback):
+    """Stops a run deterministically: at the end of its first epoch (no racing a running thread)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def after_epoch(self, learn, logs):
+        self.stop.set()
+
+
+def test_keep_best_keeps_the_epoch_with_the_lowest_validation_loss(config, env):
+    _, store, cache = env
+    kept = train_run(with_train(config, epochs=4, keep_best=True), cache, store)
+    epochs = store.epochs(kept["run_id"])
+    assert kept["kept_epoch"] == int(epochs.loc[epochs["valid_loss"].idxmin(), "epoch"])
+    assert kept["valid_loss"] == pytest.approx(epochs["valid_loss"].min(), abs=1e-5)
+    last = train_run(with_train(config, epochs=4, keep_best=False), cache, store)
+    assert last["kept_epoch"] == 3
+    assert last["valid_loss"] == pytest.approx(store.epochs(last["run_id"])["valid_loss"].iloc[-1], abs=1e-5)
+
+
+def test_a_run_without_a_seed_draws_and_records_one(config, env):
+    _, store, cache = env
+    result = train_run(with_train(config, seed=None, epochs=1), cache, store)
+    assert isinstance(result["seed"], int)
+    assert store.run(result["run_id"])["spec"].train.seed == result["seed"]
+
+
+def test_stopping_a_training_run_keeps_its_rows(config, env):
+    _, store, cache = env
+    stop = threading.Event()
+    result = train_run(with_train(config, epochs=50), cache, store, stop_event=stop,
+                       callbacks=[StopAfterFirstEpoch(stop)])
+    run = store.run(result["run_id"])
+    assert run["status"] == "cancelled" and result["status"] == "cancelled"
+    assert len(store.epochs(run["id"])) == 1 and run["kept_epoch"] == 0 and run["weights_path"]
 
 
 def test_a_failure_inside_training_is_recorded(config, env, monkeypatch):
@@ -77,7 +113,7 @@ def test_a_failure_inside_training_is_recorded(config, env, monkeypatch):
         return original(self, x, y)
 
     monkeypatch.setattr(Learner, "train_step", failing)
-    job = manager.submit(Job("train", "digits", train_target(config, SETTINGS, cache, store)))
+    job = manager.submit(Job("train", "digits", train_target(config, cache, store)))
     assert manager.wait(job, timeout=60)
     assert job.state == FAILED and "fell off the bus" in job.error
     run = store.runs().iloc[0]
@@ -86,22 +122,29 @@ def test_a_failure_inside_training_is_recorded(config, env, monkeypatch):
 
 def test_a_bad_data_configuration_fails_the_job_with_its_message(env, tmp_path):
     manager, store, cache = env
-    bad = DataConfig(root=str(tmp_path / "missing"), name="missing")
-    job = manager.submit(Job("train", "bad", train_target(bad, SETTINGS, cache, store)))
+    bad = RunSpec(data=DataSpec(source=str(tmp_path / "missing")))
+    job = manager.submit(Job("train", "bad", train_target(bad, cache, store)))
     assert manager.wait(job, timeout=30) and job.state == FAILED and "does not exist" in job.error
 
 
 def test_lr_find_job(config, env):
     manager, _, cache = env
-    job = manager.submit(Job("lr_find", "lr", lr_find_target(config, SETTINGS, cache, num_it=40)))
+    job = manager.submit(Job("lr_find", "lr", lr_find_target(config, cache, num_it=40)))
     assert manager.wait(job, timeout=120) and job.state == DONE, job.error_detail
     steps = [e for e in job.since(0) if e.kind == "lr_step"]
     assert len(steps) == len(job.result.lrs) and steps[0].data["lr"] == pytest.approx(1e-7)
     assert {"valley", "minimum", "steep"} <= set(job.result.suggestions)
 
 
-def test_estimate_is_positive_and_scales_with_epochs(config, env):
+def test_the_work_a_run_plans_and_its_estimate_from_a_step_time(config):
+    assert planned_batches(config, n_train=192, n_valid=48) == (2 * 6, 2 * 2)
+    fine_tune = with_train(config, schedule="fine_tune", epochs=3, freeze_epochs=1)
+    assert planned_batches(fine_tune, n_train=192, n_valid=48) == (4 * 6, 4 * 2)
+    assert estimate_from_step(0.5, config, 192, 48) == pytest.approx(0.5 * 12 + 0.5 / 3 * 4)
+    four = with_train(config, epochs=4)
+    assert estimate_from_step(0.5, four, 192, 48) == pytest.approx(2 * estimate_from_step(0.5, config, 192, 48))
+
+
+def test_estimate_times_real_steps(config, env):
     _, _, cache = env
-    one = estimate_seconds(config, TrainSettings(arch="small", method="one_cycle", epochs=1), cache)
-    four = estimate_seconds(config, TrainSettings(arch="small", method="one_cycle", epochs=4), cache)
-    assert one > 0 and four > 2 * one
+    assert estimate_seconds(config, cache) > 0
