@@ -12,11 +12,11 @@ from engine.errors import UserError
 from ui.frame import require_app_frame
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_review
-from ui.state import run_loss_table
+from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_LABEL, CLEAN_MESSAGE, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE,
+                      CLEAN_SPLIT, clean_choice, run_loss_table)
 
 require_app_frame("pages/clean.py")
 
-CHOICE = "clean.choice."  # session key prefix: one choice per image, by relative path
 COLS = 6
 
 st.title("Clean")
@@ -28,17 +28,17 @@ root = Path(config.root)
 if config.split.kind == "random":
     st.caption("This data set uses a random split, drawn from the list of files as fastai does: deleting or "
                "relabelling images changes which images validate. Compare runs trained after the same cleaning.")
-if "clean.message" in st.session_state:
-    st.success(st.session_state.pop("clean.message"))
+if CLEAN_MESSAGE.is_set():
+    st.success(CLEAN_MESSAGE.pop())
 
 classes = review.dls.items.classes
-if st.session_state.get("clean.pending", {}).get("root") != str(root):  # choices belong to one data set
-    st.session_state["clean.pending"] = {"root": str(root), "choices": {}}
-chosen: dict[str, str] = st.session_state["clean.pending"]["choices"]  # kept while other classes or pages are shown
+if (CLEAN_PENDING.get() or {}).get("root") != str(root):  # choices belong to one data set
+    CLEAN_PENDING.set({"root": str(root), "choices": {}})
+chosen: dict[str, str] = CLEAN_PENDING.get()["choices"]  # kept while other classes or pages are shown
 
 
 def remember(rel: str) -> None:
-    value = st.session_state[CHOICE + rel]
+    value = clean_choice(rel).get()
     if value == KEEP:
         chosen.pop(rel, None)
     else:
@@ -47,22 +47,22 @@ def remember(rel: str) -> None:
 
 def forget_choices() -> None:
     for rel in list(chosen):
-        st.session_state.pop(CHOICE + rel, None)
+        clean_choice(rel).clear()
     chosen.clear()
 
 c1, c2, c3 = st.columns([2, 1, 1])
-if st.session_state.get("clean.label") not in classes:
-    st.session_state["clean.label"] = classes[0]
-label = c1.selectbox("Class", classes, key="clean.label")
-split = c2.segmented_control("Split", ["train", "valid"], key="clean.split", default="train", required=True)
-per_page = c3.selectbox("Per page", [12, 24, 48], key="clean.per_page")
+if CLEAN_LABEL.get() not in classes:
+    CLEAN_LABEL.set(classes[0])
+label = c1.selectbox("Class", classes, key=CLEAN_LABEL.key)
+split = c2.segmented_control("Split", ["train", "valid"], key=CLEAN_SPLIT.key, default="train", required=True)
+per_page = c3.selectbox("Per page", [12, 24, 48], key=CLEAN_PER_PAGE.key)
 table = run_loss_table(run, split, label)
 if table.empty:
     st.info(f"There are no {split} images labelled {label}.")
 else:
     pages = (len(table) - 1) // per_page + 1
-    st.session_state["clean.page"] = min(st.session_state.get("clean.page", 1), pages)
-    page = st.number_input(f"Page (of {pages})", 1, pages, key="clean.page") if pages > 1 else 1
+    CLEAN_PAGE.set(min(CLEAN_PAGE.get(), pages))
+    page = st.number_input(f"Page (of {pages})", 1, pages, key=CLEAN_PAGE.key) if pages > 1 else 1
     shown = table.iloc[(page - 1) * per_page: page * per_page]
     st.caption(f"{len(table):,} {split} image(s) labelled **{label}**, largest loss first. "
                "Each shows the model's prediction, its probability and the loss.")
@@ -75,8 +75,9 @@ else:
             for col, (_, r), x in zip(row, shown.iloc[start:start + COLS].iterrows(), images[start:start + COLS]):
                 col.image(display_image(x), width=DISPLAY_PX,
                           caption=f"{r['item'].rsplit('/', 1)[-1]} · {r['predicted']} {r['probability']:.2f} · loss {r['loss']:.2f}")
-                st.session_state.setdefault(CHOICE + r["item"], chosen.get(r["item"], KEEP))
-                col.selectbox("Action", options, key=CHOICE + r["item"], label_visibility="collapsed",
+                choice = clean_choice(r["item"])
+                choice.setdefault(chosen.get(r["item"], KEEP))
+                col.selectbox("Action", options, key=choice.key, label_visibility="collapsed",
                               format_func=lambda o: names.get(o, f"relabel → {o}"), on_change=remember, args=(r["item"],))
 
 changes = [Change(rel, DELETE) if v == DELETE else Change(rel, RELABEL, v) for rel, v in sorted(chosen.items())]
@@ -88,7 +89,7 @@ if c1.button(f"Apply {len(changes)} change(s)", type="primary", disabled=not cha
         st.error(str(e))
     else:
         forget_choices()
-        st.session_state["clean.message"] = f"{batch.summary}. Scores and the Interpret page now use the cleaned data."
+        CLEAN_MESSAGE.set(f"{batch.summary}. Scores and the Interpret page now use the cleaned data.")
         st.rerun()
 if c2.button("Discard choices", disabled=not changes, key="clean.discard"):
     forget_choices()
@@ -108,7 +109,7 @@ elif st.button(f"Undo: {last.summary}", key="clean.undo", icon=":material/undo:"
     except UserError as e:
         st.error(str(e))
     else:
-        st.session_state["clean.message"] = f"Undone: {undone.summary}."
+        CLEAN_MESSAGE.set(f"Undone: {undone.summary}.")
         st.rerun()
 if done:
     st.dataframe(pd.DataFrame({
@@ -122,18 +123,18 @@ if done:
 builtin = next((key for key in BUILTINS if builtin_path(key).resolve() == root.resolve()), None)
 if builtin is not None:
     st.subheader("Reset")
-    if not st.session_state.get("clean.confirm_reset"):
+    if not CLEAN_CONFIRM_RESET.get():
         if st.button(f"Reset “{BUILTINS[builtin].title}” to its original images…", key="clean.reset"):
-            st.session_state["clean.confirm_reset"] = True
+            CLEAN_CONFIRM_RESET.set(True)
             st.rerun()
     else:
         st.warning("Make the built-in data set again from scikit-learn's digits? The cleaned folder moves to Loupe's trash.")
         c1, c2, _ = st.columns([1, 1, 4])
         if c1.button("Yes, reset", type="primary", key="clean.reset_yes"):
             reset_builtin(builtin)
-            st.session_state.pop("clean.confirm_reset")
-            st.session_state["clean.message"] = f"{BUILTINS[builtin].title} is back to its original 1,797 images."
+            CLEAN_CONFIRM_RESET.clear()
+            CLEAN_MESSAGE.set(f"{BUILTINS[builtin].title} is back to its original 1,797 images.")
             st.rerun()
         if c2.button("Cancel", key="clean.reset_no"):
-            st.session_state.pop("clean.confirm_reset")
+            CLEAN_CONFIRM_RESET.clear()
             st.rerun()

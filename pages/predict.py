@@ -12,7 +12,7 @@ from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
 from ui.frame import require_app_frame
 from ui.run_picker import pick_run
-from ui.state import run_model, run_review
+from ui.state import PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS, run_model, run_review
 
 require_app_frame("pages/predict.py")
 
@@ -31,12 +31,12 @@ except UserError as e:
 st.caption(f"{len(exported.classes)} classes · {exported.preprocessing['arch']} · "
            f"images presized to {exported.preprocessing['presize']} px, seen at {exported.preprocessing['size']} px")
 
-source = st.segmented_control("Images", ["Upload", "Validation images"], key="predict.source", required=True,
+source = st.segmented_control("Images", ["Upload", "Validation images"], key=PREDICT_SOURCE.key, required=True,
                               default="Upload", persist_state="session")
 named_images, problems = [], []
 if source == "Upload":
     uploads = st.file_uploader("Drop images here (JPEG, PNG, WebP, TIFF, BMP, GIF; any colour mode)",
-                               accept_multiple_files=True, key="predict.upload")
+                               accept_multiple_files=True, key=PREDICT_UPLOAD.key)
     for f in uploads or []:
         try:
             image, _, _ = decode(io.BytesIO(f.getvalue()))
@@ -50,7 +50,7 @@ else:
     except UserError as e:
         st.error(str(e))
         st.stop()
-    picked = st.multiselect("Validation images", review.preds.items, key="predict.valid_items", max_selections=MAX_SHOWN,
+    picked = st.multiselect("Validation images", review.preds.items, key=PREDICT_VALID_ITEMS.key, max_selections=MAX_SHOWN,
                             placeholder="Type part of a file name…")
     for rel in picked:
         try:

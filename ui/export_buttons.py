@@ -6,13 +6,11 @@ from pathlib import Path
 import streamlit as st
 
 from engine.errors import UserError
-from engine.export import ExportedModel, export_onnx, export_zip, train_command, train_command_notes
+from engine.export import ExportedModel, export_onnx, export_zip
 
 
 def _zip_bytes(run: dict) -> bytes:
-    argv = train_command(run["data"], run["model"], run["train"])
-    notes = train_command_notes(run["data"], run["model"], run["train"])
-    return export_zip(Path(run["weights_path"]), train_argv=argv, notes=notes, name=f"run-{run['id']}")
+    return export_zip(Path(run["weights_path"]), spec=run["spec"], name=f"run-{run['id']}")
 
 
 def onnx_file(run: dict) -> Path:
@@ -30,8 +28,8 @@ def export_buttons(run: dict, exported: ExportedModel) -> None:
     prep = exported.preprocessing
     st.markdown(
         "- **Zip**: `model.pt` (the weights), `labels.json`, `preprocessing.json`, a standalone `predict.py` "
-        "(needs only torch, torchvision and pillow: `python predict.py photo.jpg`) and `train.py`, which trains the "
-        "same run again with Loupe's command line.\n"
+        "(needs only torch, torchvision and pillow: `python predict.py photo.jpg`), the run's `spec.json` and "
+        "`train.py`, which trains the same run again from it with Loupe's command line.\n"
         f"- **ONNX**: for other runtimes. Input `image` [batch, 3, {prep['size']}, {prep['size']}], RGB scaled to 0–1 "
         "then normalised with ImageNet's mean and std; output `logits`, one per class in the order of labels.json.")
     c1, c2, _ = st.columns([1, 1, 2])

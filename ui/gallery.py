@@ -29,10 +29,8 @@ def review_gallery(review, pos, titles: list[str], key: str, cols: int = 5, cam:
     """Items of a run review (at dls positions `pos`) as the model sees them, optionally with a Grad-CAM overlay."""
     images = review.images(pos)
     if cam and len(images):
-        from engine.augment import normalize
-        from engine.gradcam import grad_cam, overlay
+        from engine.gradcam import overlay
 
-        maps = grad_cam(review.exported.model, normalize(images),
-                        None if targets is None else torch.as_tensor(targets, dtype=torch.long))
+        maps = review.grad_cam(pos, None if targets is None else torch.as_tensor(targets, dtype=torch.long))
         images = torch.stack([overlay(img, m) for img, m in zip(images, maps)])
     image_grid(images, titles, cols, key)

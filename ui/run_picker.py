@@ -6,14 +6,14 @@ import streamlit as st
 from engine.errors import UserError
 from engine.review import RunReview
 from engine.runs import ACTIVE
-from ui.state import run_review, run_store
-
-KEY = "review.run_id"
+from ui.state import REVIEW_RUN, run_review, run_store
 
 
 def _label(row) -> str:
-    accuracy = f" · {row['best_accuracy']:.1%}" if row["best_accuracy"] == row["best_accuracy"] and row["best_accuracy"] is not None else ""
-    return f"#{row['id']} · {row['data']} · {row['arch']}{accuracy} · {row['status']}"
+    accuracy = f" · {row['accuracy']:.1%}" if row["accuracy"] == row["accuracy"] and row["accuracy"] is not None else ""
+    kept = f" · epoch {row['kept_epoch']}" if row["kept_epoch"] == row["kept_epoch"] and row["kept_epoch"] is not None \
+        else ""
+    return f"#{row['id']} · {row['data']} · {row['arch']}{accuracy}{kept} · {row['status']}"
 
 
 def pick_run() -> dict | None:
@@ -26,9 +26,9 @@ def pick_run() -> dict | None:
         return None
     ids = usable["id"].astype(int).tolist()
     labels = {int(r["id"]): _label(r) for _, r in usable.iterrows()}
-    if st.session_state.get(KEY) not in ids:
-        st.session_state[KEY] = ids[0]
-    run_id = st.selectbox("Model of run", ids, format_func=labels.get, key=KEY, persist_state="session",
+    if REVIEW_RUN.get() not in ids:
+        REVIEW_RUN.set(ids[0])
+    run_id = st.selectbox("Model of run", ids, format_func=labels.get, key=REVIEW_RUN.key, persist_state="session",
                           help="Every run that saved a model; the newest first.")
     return run_store().run(int(run_id))
 
