@@ -40,6 +40,7 @@ WEIGHTS_URL_ENV = "LOUPE_WEIGHTS_URL"  # a base address to fetch weights from in
 CHUNK = 1 << 20  # download in 1 MiB pieces
 HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")  # torchvision's file names carry a sha256 prefix: resnet18-f37072fd.pth
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+NORM_TYPES = (*BN_TYPES, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm)  # fastai's norm_types
 Progress = Callable[[int, int | None], None]
 
 
@@ -236,6 +237,17 @@ def param_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     body, head = model[0], model[1]
     cut = body.split_at
     return [list(body[:cut].parameters()), list(body[cut:].parameters()), list(head.parameters())]
+
+
+def norm_bias_params(model: nn.Module) -> list[nn.Parameter]:
+    """fastai's norm_bias_params: every parameter of a normalisation layer and every bias (no weight decay on these)."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, NORM_TYPES):
+            out += list(m.parameters(recurse=False))
+        elif isinstance(getattr(m, "bias", None), nn.Parameter):
+            out.append(m.bias)
+    return out
 
 
 def freeze(model: nn.Module) -> None:
