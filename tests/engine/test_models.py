@@ -89,11 +89,24 @@ def test_resnet_body_is_torchvision_cut_before_pooling():
     assert len(body[:6]) == 6 and len(body[6:]) == 2
 
 
-def test_concat_pool_is_avg_then_max():
+def test_concat_pool_is_max_then_avg_as_fastai():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[-1.0, -5.0], [0.0, -2.0]]]])  # [1, 2, 2, 2]
     out = AdaptiveConcatPool2d()(x)
     assert out.shape == (1, 4, 1, 1)
-    assert out.flatten().tolist() == [3.0, -2.0, 6.0, 0.0]
+    assert out.flatten().tolist() == [6.0, 0.0, 3.0, -2.0]  # max of each channel, then mean
+    x = torch.randn(5, 7, 3, 4)
+    assert torch.equal(AdaptiveConcatPool2d()(x), fastai.concat_pool(x))
+    assert torch.equal(create_model("small", 3)[0][1][0](x), fastai.concat_pool(x))  # the head's first layer
+
+
+def test_legacy_concat_pool_is_avg_then_max():
+    # the layout of models exported before Loupe matched fastai: they must load and predict as before
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[-1.0, -5.0], [0.0, -2.0]]]])
+    assert AdaptiveConcatPool2d("avg_max")(x).flatten().tolist() == [3.0, -2.0, 6.0, 0.0]
+    model, _ = create_model("small", 3, pool="avg_max")
+    assert model[1][0].order == "avg_max"
+    with pytest.raises(ValueError, match="pooling order"):
+        AdaptiveConcatPool2d("min_max")
 
 
 def test_bad_arch_or_classes_is_a_user_error():
