@@ -3,7 +3,8 @@
 A run folder holds:
     model.pt            the state dict only (read back with weights_only=True: tensors, never arbitrary objects)
     labels.json         the classes, in the order of the model's outputs
-    preprocessing.json  arch, n_classes, size, presize, method, mean, std
+    preprocessing.json  arch, n_classes, size, presize, method, mean, std, pool (the head's concat-pool order;
+                        absent from older exports, whose heads pooled avg then max)
     run.json            anything else worth keeping (metrics, the epoch table), if given
     spec.json           the run spec that trained it (written by engine.training)
 
@@ -30,12 +31,13 @@ from torch import nn
 from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
 from engine.errors import UserError
 from engine.images import PRESIZE_METHODS, presize, to_rgb
-from engine.models import create_model
+from engine.models import POOLS, AdaptiveConcatPool2d, create_model
 from engine.scoring import score
 from engine.spec import SPEC_FILE, DataSpec, RunSpec, load_spec
 
 MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, RUN_FILE = "model.pt", "labels.json", "preprocessing.json", "run.json"
 PREPROCESSING_KEYS = ("arch", "n_classes", "size", "presize", "method", "mean", "std")
+LEGACY_POOL = "avg_max"  # the head of exports whose preprocessing.json has no "pool": avg then max
 PREDICT_BS = 64  # images per forward pass in `predict`
 PREDICT_TEMPLATE = Path(__file__).parent / "templates" / "predict.py"  # copied as is into every bundle
 ONNX_OPSET = 18
@@ -76,10 +78,16 @@ def export_run(out_dir: Path, model: nn.Module, arch: str, classes: list[str], c
     _write_json(out_dir / PREPROCESSING_FILE, {
         "arch": arch, "n_classes": len(classes), "size": config.size, "presize": config.presize,
         "method": config.presize_method, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        "pool": _pool_of(model),
     })
     if extra is not None:
         _write_json(out_dir / RUN_FILE, extra)
     return out_dir
+
+
+def _pool_of(model: nn.Module) -> str:
+    """The concat-pool order of the model's head ("max_avg" for every model Loupe builds now)."""
+    return next((m.order for m in model.modules() if isinstance(m, AdaptiveConcatPool2d)), "max_avg")
 
 
 def _read_json(path: Path):
@@ -125,7 +133,10 @@ def load_run(run_dir: Path) -> ExportedModel:
                         f"({type(e).__name__}).") from e
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise UserError(f"{MODEL_FILE} in {run_dir} is not a Loupe export: it does not hold named tensors.")
-    model, _ = create_model(prep["arch"], prep["n_classes"], pretrained=False)
+    pool = prep.get("pool", LEGACY_POOL)
+    if pool not in POOLS:
+        raise UserError(f"{PREPROCESSING_FILE} in {run_dir} names an unknown head layout “{pool}”.")
+    model, _ = create_model(prep["arch"], prep["n_classes"], pretrained=False, pool=pool)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # missing, unexpected or mis-shaped layers

@@ -2,7 +2,12 @@
 
 One fit loop (`Learner._fit`) and one `train_step`. The loop calls the callbacks at
 before_fit, before_epoch, before_batch, after_batch, after_epoch and after_fit with a plain
-`logs` dict. A run is stopped or paused by `threading.Event`s checked every batch.
+`logs` dict. Everything else is a callback on that loop: one-cycle's schedule (`ParamScheduler`),
+the LR finder (`LRFinder`), early stopping, keeping the best epoch. A callback ends the fit by
+setting `learn.stop_training` (checked after every batch and every epoch; an epoch cut short is
+still validated, as in Keras) and skips validation, and with it the epoch report (after_epoch),
+by setting `learn.skip_validation`. A run is stopped or paused by `threading.Event`s checked
+every batch.
 """
 from __future__ import annotations
 
@@ -14,18 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine import models
 from engine.data import DataLoaders
-from engine.lr_suggest import Suggestion, suggest_all
+from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
 from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
-SMOOTH_BETA = 0.98
 
 
 # ---------------------------------------------------------------- metrics
@@ -53,25 +56,14 @@ class Callback:
 
 
 class Recorder(Callback):
-    """Per-batch smoothed training loss, LR and momentum; one row per epoch, across every fit of a run."""
+    """Per-batch loss, smoothed loss, LR and momentum; one row per epoch, across every fit of a run."""
 
     def __init__(self) -> None:
         self.batches: list[dict] = []  # iter, epoch, loss, smooth_loss, lr, mom
         self.epochs: list[dict] = []  # epoch, train_loss, valid_loss, error_rate, accuracy, time, phase
-        self._avg, self._count = 0.0, 0
         self.train_seconds, self.train_images = 0.0, 0
 
-    def before_fit(self, learn, logs):
-        self._avg, self._count = 0.0, 0  # each fit smooths its own losses, as fastai's recorder does
-
-    def smooth(self, loss: float) -> float:
-        """Debiased exponential moving average of the training loss (β = 0.98)."""
-        self._count += 1
-        self._avg = SMOOTH_BETA * self._avg + (1 - SMOOTH_BETA) * loss
-        return self._avg / (1 - SMOOTH_BETA ** self._count)
-
     def after_batch(self, learn, logs):
-        logs["smooth_loss"] = self.smooth(logs["loss"])
         self.train_seconds += logs["batch_seconds"]
         self.train_images += logs["batch_size"]
         self.batches.append({k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")})
@@ -83,6 +75,64 @@ class Recorder(Callback):
     @property
     def images_per_s(self) -> float:
         return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+class ParamScheduler(Callback):
+    """Sets every batch's LR (one schedule per layer group) and momentum from the fit's progress, as fastai's."""
+
+    def __init__(self, lr_scheds: Sequence[Schedule], mom_sched: Schedule) -> None:
+        self.lr_scheds, self.mom_sched = list(lr_scheds), mom_sched
+
+    def before_batch(self, learn, logs):
+        pos = logs["pos"]
+        learn.set_hypers([s(pos) for s in self.lr_scheds], self.mom_sched(pos))
+        logs.update(learn.hypers())
+
+
+class LRFinder(Callback):
+    """fastai's LR finder: the LR grows exponentially every batch, no validation, everything restored after.
+
+    The record (`lrs`, `losses`: smoothed) ends at num_it batches, at divergence (stop_div), or at the
+    first NaN: fastai runs on past a NaN (it never counts as diverging) but every later smoothed loss
+    is NaN too, so stopping there loses nothing (`lr_suggest.trim` treats the record as fastai's).
+    """
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True) -> None:
+        self.start_lr, self.end_lr, self.stop_div = start_lr, end_lr, stop_div
+        self.num_it = max(num_it, 6)  # as fastai: with fewer, dropping the last 5 points leaves nothing
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.stopped_early = False  # set at the end: the fit ended before num_it batches
+
+    def before_fit(self, learn, logs):
+        self.saved = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
+        rec = learn.recorder
+        self.counters = learn.iter, learn.epoch, len(rec.batches), rec.train_seconds, rec.train_images
+        self.lrs, self.losses, self.best = [], [], math.inf
+        learn.skip_validation = True
+
+    def before_batch(self, learn, logs):
+        lr = sched_exp(self.start_lr, self.end_lr, len(self.lrs) / self.num_it)
+        learn.set_hypers([lr] * len(learn.groups), learn.hypers()["mom"])
+        logs.update(learn.hypers())
+
+    def after_batch(self, learn, logs):
+        smooth = logs["smooth_loss"]
+        self.lrs.append(logs["lr"])
+        self.losses.append(smooth)
+        if smooth < self.best:
+            self.best = smooth
+        if (self.stop_div and diverged(smooth, self.best)) or math.isnan(smooth) or len(self.lrs) >= self.num_it:
+            learn.stop_training = True
+
+    def after_fit(self, learn, logs):
+        model_state, opt_state = self.saved
+        learn.model.load_state_dict(model_state)
+        learn.opt.load_state_dict(opt_state)
+        rec = learn.recorder
+        learn.iter, learn.epoch, n_batches, rec.train_seconds, rec.train_images = self.counters
+        del rec.batches[n_batches:]
+        self.stopped_early = len(self.lrs) < self.num_it
 
 
 class EarlyStopping(Callback):
@@ -116,6 +166,8 @@ class SaveBest(Callback):
             self.state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
     def after_fit(self, learn, logs):
+        if learn.skip_validation:  # a fit without epochs to choose from, such as the LR finder's
+            return
         if self.state is not None and logs.get("status") in ("done", "stopped"):
             learn.model.load_state_dict(self.state)
             logs["best_epoch"] = self.best_epoch
@@ -159,18 +211,28 @@ class Learner:
         self.callbacks: list[Callback] = [self.recorder, *callbacks]
         self.cpu_threads = cpu_threads
         self.stop_event, self.pause_event = threading.Event(), threading.Event()
-        self.stop_training = False
+        self.stop_training = False  # set by a callback: the loop ends the fit after this batch
+        self.skip_validation = False  # set by a callback: the loop neither validates nor reports epochs
         self.iter = 0  # batches trained over the learner's life, across fits
         self.epoch = 0  # epochs done, across fits
-        self.groups = models.param_groups(self.model)
-        self.opt = torch.optim.AdamW(
-            [{"params": g} for g in self.groups], lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=wd,
-        )
+        self.groups = models.param_groups(self.model)  # layer groups: early body, late body, head
+        self.opt = torch.optim.AdamW(self._opt_groups(wd), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
         use_amp = self.device.type == "cuda" if mixed_precision is None else mixed_precision
         self.amp_dtype = None
         if use_amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _opt_groups(self, wd: float) -> list[dict]:
+        """Optimizer groups per layer group × (decayed, not): fastai's wd_bn_bias=False spares norm layers and biases."""
+        no_wd = {id(p) for p in models.norm_bias_params(self.model)}
+        groups = []
+        for i, params in enumerate(self.groups):
+            for decay in (True, False):
+                chosen = [p for p in params if (id(p) not in no_wd) == decay]
+                if chosen:
+                    groups.append({"params": chosen, "weight_decay": wd if decay else 0.0, "layer_group": i})
+        return groups
 
     # ---- freezing and hyper-parameters
 
@@ -182,9 +244,17 @@ class Learner:
         models.unfreeze(self.model)
 
     def set_hypers(self, lrs: Sequence[float], mom: float) -> None:
-        for group, lr in zip(self.opt.param_groups, lrs):
-            group["lr"] = lr
+        """Set one LR per layer group (early body, late body, head) and the momentum (Adam's β1)."""
+        for group in self.opt.param_groups:
+            group["lr"] = lrs[group["layer_group"]]
             group["betas"] = (mom, group["betas"][1])
+
+    def hypers(self) -> dict:
+        """The optimizer's LR per layer group (`lrs`), the head's (`lr`) and the momentum (`mom`)."""
+        lrs = [0.0] * len(self.groups)
+        for group in self.opt.param_groups:
+            lrs[group["layer_group"]] = group["lr"]
+        return {"lrs": lrs, "lr": lrs[-1], "mom": self.opt.param_groups[0]["betas"][0]}
 
     # ---- one step
 
@@ -219,10 +289,6 @@ class Learner:
 
     # ---- the fit loop
 
-    def _event(self, name: str, logs: dict) -> None:
-        for cb in self.callbacks:
-            getattr(cb, name)(self, logs)
-
     def _wait_while_paused(self) -> float:
         """Block while paused (stop still works); returns the seconds spent paused."""
         if not self.pause_event.is_set():
@@ -232,47 +298,55 @@ class Learner:
             time.sleep(0.05)
         return time.perf_counter() - start
 
-    def _fit(self, n_epoch: int, lr_sched: Callable[[float], list[float]], mom_sched: Schedule, phase: str = "") -> dict:
-        """Train n_epoch epochs, setting LRs and momentum from the schedules every batch."""
+    def _fit(self, n_epoch: int, cbs: Sequence[Callback] = (), phase: str = "") -> dict:
+        """The training loop: n_epoch epochs of train_step, each then validated (unless skipped), callbacks at every event."""
         if self.device.type == "cpu" and self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
+        # this fit's own callbacks (a scheduler, the LR finder) come first, so the others see the hypers they set
+        callbacks = [*cbs, *self.callbacks]
+
+        def event(name: str) -> None:
+            for cb in callbacks:
+                getattr(cb, name)(self, logs)
+
         n_batches = n_epoch * (self.dls.n_train // self.dls.bs or 1)
-        self.stop_training = False
+        self.stop_training = self.skip_validation = False
         logs: dict = {"n_epoch": n_epoch, "n_batches": n_batches, "phase": phase, "status": "running",
                       "epoch": self.epoch, "iter": self.iter}
         self.model.train()
-        self._event("before_fit", logs)
-        done = 0  # batches of this fit
+        event("before_fit")
+        done, avg = 0, 0.0  # batches of this fit; running average of their losses
         try:
             for _ in range(n_epoch):
                 # train one epoch
                 logs.update(epoch=self.epoch, epoch_start=time.perf_counter())
-                self._event("before_epoch", logs)
+                event("before_epoch")
                 paused = 0.0
                 for x, y in self.dls.train():
                     paused += self._wait_while_paused()
                     if self.stop_event.is_set():
                         break
-                    # set this batch's learning rates and momentum
-                    pos = done / n_batches
-                    lrs, mom = lr_sched(pos), mom_sched(pos)
-                    self.set_hypers(lrs, mom)
-                    logs.update(iter=self.iter, pos=pos, lr=lrs[-1], lrs=lrs, mom=mom, batch_size=len(y))
-                    self._event("before_batch", logs)
+                    # the batch's hypers: as they are, unless a scheduler sets them at before_batch
+                    logs.update(iter=self.iter, pos=done / n_batches, batch_size=len(y), **self.hypers())
+                    event("before_batch")
                     start = time.perf_counter()
                     logs["loss"] = self.train_step(x, y)
                     logs["batch_seconds"] = time.perf_counter() - start
                     self.iter, done = self.iter + 1, done + 1
+                    avg, logs["smooth_loss"] = smooth_step(avg, logs["loss"], done)
                     logs["done"] = done
-                    self._event("after_batch", logs)
+                    event("after_batch")
+                    if self.stop_training:
+                        break
                 if self.stop_event.is_set():
                     logs["status"] = "stopped"
                     break
                 # validate and report the epoch
-                logs.update(self.validate())
-                logs.update(train_loss=logs.get("smooth_loss", math.nan),
-                            time=time.perf_counter() - logs["epoch_start"] - paused)
-                self._event("after_epoch", logs)
+                if not self.skip_validation:
+                    logs.update(self.validate())
+                    logs.update(train_loss=logs.get("smooth_loss", math.nan),
+                                time=time.perf_counter() - logs["epoch_start"] - paused)
+                    event("after_epoch")
                 self.epoch += 1
                 if self.stop_training:
                     break
@@ -280,18 +354,23 @@ class Learner:
                 logs["status"] = "done"
         except BaseException as e:
             logs.update(status="failed", error=f"{type(e).__name__}: {e}")
-            self._event("after_fit", logs)
+            event("after_fit")
             raise
-        self._event("after_fit", logs)
+        event("after_fit")
         return logs
+
+    def fit(self, n_epoch: int, cbs: Sequence[Callback] = (), phase: str = "fit") -> dict:
+        """Train n_epoch epochs with the learner's callbacks, plus `cbs` for this fit only; returns the final logs."""
+        return self._fit(n_epoch, cbs, phase)
 
     def fit_one_cycle(self, n_epoch: int, lr_max: float | slice | Sequence[float] = 1e-3, div: float = 25.0,
                       div_final: float = 1e5, pct_start: float = 0.25,
                       moms: tuple[float, float, float] = (0.95, 0.85, 0.95), phase: str = "one_cycle") -> dict:
         """fastai's one-cycle policy: LR warms up by a cosine then anneals; momentum does the opposite."""
         maxes = lr_range(lr_max, len(self.groups))
-        scheds = [one_cycle_lr(m, div, div_final, pct_start) for m in maxes]
-        return self._fit(n_epoch, lambda pos: [s(pos) for s in scheds], one_cycle_mom(moms, pct_start), phase)
+        scheduler = ParamScheduler([one_cycle_lr(m, div, div_final, pct_start) for m in maxes],
+                                   one_cycle_mom(moms, pct_start))
+        return self._fit(n_epoch, [scheduler], phase)
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0) -> dict:
@@ -312,47 +391,18 @@ class Learner:
         self.unfreeze()
         return self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, phase="unfrozen")
 
-    # ---- the LR finder
-
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True,
                 on_step: Callable[[int, float, float], None] | None = None) -> LRFinderResult:
-        """Raise the LR exponentially for num_it batches, recording the smoothed loss; weights are restored after."""
-        model_state = copy.deepcopy(self.model.state_dict())
-        opt_state = copy.deepcopy(self.opt.state_dict())
-        if self.device.type == "cpu" and self.cpu_threads:
-            torch.set_num_threads(self.cpu_threads)
-        lrs: list[float] = []
-        losses: list[float] = []
-        avg, best, stopped = 0.0, math.inf, False
-        self.model.train()
+        """fastai's lr_find: the fit loop with an `LRFinder`, then its suggestions; the weights are left as they were."""
+        finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+        cbs: list[Callback] = [finder]
+        if on_step is not None:
+            cbs.append(FunctionCallback(lambda event, logs: on_step(logs["done"], logs["lr"], logs["smooth_loss"])
+                                        if event == "after_batch" else None))
+        self._fit(finder.num_it // (self.dls.n_train // self.dls.bs or 1) + 1, cbs, phase="lr_find")
         try:
-            while len(lrs) < num_it and not stopped:
-                for x, y in self.dls.train():
-                    self._wait_while_paused()
-                    if self.stop_event.is_set():
-                        stopped = True
-                        break
-                    i = len(lrs)
-                    lr = sched_exp(start_lr, end_lr, i / num_it)
-                    self.set_hypers([lr] * len(self.groups), self.opt.param_groups[0]["betas"][0])
-                    loss = self.train_step(x, y)
-                    avg = SMOOTH_BETA * avg + (1 - SMOOTH_BETA) * loss
-                    smooth = avg / (1 - SMOOTH_BETA ** (i + 1))
-                    lrs.append(lr)
-                    losses.append(smooth)
-                    if on_step is not None:
-                        on_step(i + 1, lr, smooth)
-                    best = min(best, smooth)
-                    if stop_div and (smooth > 4 * best or not np.isfinite(smooth)):
-                        stopped = True
-                        break
-                    if len(lrs) >= num_it:
-                        break
-        finally:
-            self.model.load_state_dict(model_state)
-            self.opt.load_state_dict(opt_state)
-        try:
-            suggestions = suggest_all(lrs, losses, num_it)
-        except ValueError:
+            suggestions = suggest_all(finder.lrs, finder.losses, finder.num_it)
+        except LRFinderError:
             suggestions = {}
-        return LRFinderResult(lrs=lrs, losses=losses, suggestions=suggestions, stopped_early=len(lrs) < num_it)
+        return LRFinderResult(lrs=finder.lrs, losses=finder.losses, suggestions=suggestions,
+                              stopped_early=finder.stopped_early)

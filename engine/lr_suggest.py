@@ -1,5 +1,6 @@
-"""LR finder suggestions as pure functions of the finder's record (lrs, smoothed losses), as in fastai.
+"""The training loss's smoothing, the LR finder's stop rule, and its suggestions: pure functions, as in fastai.
 
+`smooth_step` and `diverged` are what the fit loop and the LR finder run, batch by batch.
 Every suggestion function takes the finder's *whole* record and prepares it itself with `trim`,
 exactly as fastai's `lr_find` does before calling its `valley`, `minimum`, `steep` and `slide`.
 Pass the `num_it` the finder was asked for: when a run stopped early on divergence, fastai still
@@ -14,6 +15,7 @@ import numpy as np
 
 from engine.errors import UserError
 
+SMOOTH_BETA = 0.98  # fastai's Recorder: AvgSmoothLoss(beta=0.98)
 SKIP_END = 5  # fastai drops the last 5 points: the loss is usually exploding there
 LR_DIFF = 15  # slide's default window, in points
 
@@ -32,20 +34,27 @@ class Suggestion:
 
 
 EXPLANATIONS = {
-    "valley": "Valley: halfway down the longest stretch where the loss keeps falling (fastai's default).",
+    "valley": "Valley: halfway down the longest stretch where the loss keeps falling (fastai's default). "
+              "If the loss falls only once, right at the start, Loupe suggests the smallest learning rate where "
+              "fastai would suggest the largest.",
     "minimum": "Minimum ÷ 10: one tenth of the learning rate where the loss was lowest.",
     "steep": "Steepest descent: where the loss falls fastest.",
     "slide": "Slide: walking back from the end, the first place where the slope of the loss stops changing.",
 }
 
 
-def smooth_losses(raw: Sequence[float], beta: float = 0.98) -> np.ndarray:
-    """The finder's smoothed loss for each step: a debiased exponential moving average of the raw losses."""
+def smooth_step(avg: float, loss: float, count: int, beta: float = SMOOTH_BETA) -> tuple[float, float]:
+    """One batch of the debiased moving average: (new running average, smoothed loss of the first `count` losses)."""
+    avg = beta * avg + (1 - beta) * loss
+    return avg, avg / (1 - beta ** count)
+
+
+def smooth_losses(raw: Sequence[float], beta: float = SMOOTH_BETA) -> np.ndarray:
+    """The smoothed loss after each of the raw losses, as the fit loop reports them."""
     out = np.empty(len(raw), dtype=np.float64)
     avg = 0.0
     for count, loss in enumerate(raw, start=1):
-        avg = beta * avg + (1 - beta) * float(loss)
-        out[count - 1] = avg / (1 - beta ** count)
+        avg, out[count - 1] = smooth_step(avg, float(loss), count, beta)
     return out
 
 
@@ -58,14 +67,22 @@ def diverged(smoothed: float, best: float) -> bool:
 
 
 def trim(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """fastai's preparation: keep lrs[num_it//10 : -5] and the matching losses, cut at the first NaN or inf."""
+    """fastai's preparation: keep lrs[num_it//10 : -5] and the matching losses, cut at the first NaN or inf.
+
+    A NaN never stops fastai's finder (NaN > 4·best is false), so its record runs on to num_it, NaN from
+    the first NaN on; Loupe's finder stops at that NaN instead. A record ending in NaN is therefore
+    trimmed as if it ran to num_it: its last 5 points are counted from num_it, as fastai's are.
+    Unlike fastai, an inf also cuts the record (fastai cuts only at NaN; with stop_div an inf ends its
+    record and falls in the 5 points dropped, so the two differ only with stop_div=False).
+    """
     lrs = np.asarray(lrs, dtype=np.float64).reshape(-1)
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     if len(lrs) != len(losses):
         raise LRFinderError(f"The finder recorded {len(lrs)} learning rates but {len(losses)} losses; they must match.")
     if num_it is None:
         num_it = len(lrs)
-    lrs, losses = lrs[num_it // 10:-SKIP_END], losses[num_it // 10:-SKIP_END]
+    end = max(num_it, len(losses)) if len(losses) and np.isnan(losses[-1]) else len(losses)
+    lrs, losses = lrs[num_it // 10:end - SKIP_END], losses[num_it // 10:end - SKIP_END]
     bad = np.flatnonzero(~np.isfinite(losses))
     if len(bad):
         lrs, losses = lrs[:bad[0]], losses[:bad[0]]
@@ -78,7 +95,11 @@ def trim(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = Non
 
 
 def valley(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = None) -> Suggestion:
-    """fastai's valley: a point along the longest strictly decreasing stretch of the loss."""
+    """fastai's valley: a point along the longest strictly decreasing stretch of the loss.
+
+    One deliberate difference: when that stretch is just the first two points, fastai's index comes
+    out as -1 and it answers the *largest* LR (where the loss usually explodes); Loupe answers the first.
+    """
     lrs, losses = trim(lrs, losses, num_it)
     # lds[i]: length of the longest strictly decreasing subsequence (not necessarily contiguous) ending at i
     lds = np.ones(len(losses), dtype=np.int64)
@@ -90,8 +111,8 @@ def valley(lrs: Sequence[float], losses: Sequence[float], num_it: int | None = N
     length = int(lds[end])
     start = end - length  # fastai's convention: one before the subsequence's first possible point
     idx = start + length // 3 + length // 6
-    # fastai would index lrs[-1] (the largest LR) when idx is -1 (the loss never falls twice in a row);
-    # we take the first point instead.
+    # idx is -1 when the longest run is the first two points (fastai's lrs[-1]); or when the loss never
+    # falls (length 1), where fastai's own bookkeeping gives 0. Both answer the first point here.
     idx = max(idx, 0)
     return Suggestion("valley", float(lrs[idx]), float(losses[idx]), EXPLANATIONS["valley"])
 

@@ -40,6 +40,8 @@ WEIGHTS_URL_ENV = "LOUPE_WEIGHTS_URL"  # a base address to fetch weights from in
 CHUNK = 1 << 20  # download in 1 MiB pieces
 HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")  # torchvision's file names carry a sha256 prefix: resnet18-f37072fd.pth
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+NORM_TYPES = (*BN_TYPES, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LayerNorm)  # fastai's norm_types
+POOLS = ("max_avg", "avg_max")  # the concat pool's order: fastai's, and Loupe's before it matched fastai
 Progress = Callable[[int, int | None], None]
 
 
@@ -55,17 +57,30 @@ class ModelInfo:
 # ---------------------------------------------------------------- the head
 
 class AdaptiveConcatPool2d(nn.Module):
-    """Average and max pooling to 1×1, side by side: [B, C, H, W] -> [B, 2C, 1, 1] (avg first, then max)."""
+    """Max and average pooling to 1×1, side by side: [B, C, H, W] -> [B, 2C, 1, 1] (max first, as fastai).
+
+    order="avg_max" puts the average first: the layout of models exported by earlier Loupe versions.
+    """
+
+    def __init__(self, order: str = "max_avg") -> None:
+        super().__init__()
+        if order not in POOLS:
+            raise ValueError(f"unknown pooling order {order!r}; expected one of {POOLS}")
+        self.order = order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)], dim=1)
+        avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+        return torch.cat([mx, avg] if self.order == "max_avg" else [avg, mx], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"order={self.order!r}"
 
 
-def create_head(n_features: int, n_classes: int) -> nn.Sequential:
+def create_head(n_features: int, n_classes: int, pool: str = "max_avg") -> nn.Sequential:
     """fastai's default head: concat pool, then BatchNorm-Dropout-Linear twice (512 hidden units)."""
     nf = 2 * n_features
     head = nn.Sequential(
-        AdaptiveConcatPool2d(),
+        AdaptiveConcatPool2d(pool),
         nn.Flatten(),
         nn.BatchNorm1d(nf),
         nn.Dropout(0.25),
@@ -204,9 +219,12 @@ def _pretrained_resnet(arch: str, progress: Progress | None) -> nn.Module:
 
 # ---------------------------------------------------------------- the model
 
-def create_model(arch: str, n_classes: int, pretrained: bool = False,
-                 progress: Progress | None = None) -> tuple[nn.Module, ModelInfo]:
-    """`nn.Sequential(body, head)` for `arch`; falls back to random weights (with a message) if pretrained ones are unavailable."""
+def create_model(arch: str, n_classes: int, pretrained: bool = False, progress: Progress | None = None,
+                 pool: str = "max_avg") -> tuple[nn.Module, ModelInfo]:
+    """`nn.Sequential(body, head)` for `arch`; falls back to random weights (with a message) if pretrained ones are unavailable.
+
+    `pool` is the head's concat-pool order; only models exported before Loupe matched fastai need "avg_max".
+    """
     if arch not in ARCHS:
         raise UserError(f"Unknown model “{arch}”; choose one of {', '.join(ARCHS)}.")
     if n_classes < 2:
@@ -227,7 +245,7 @@ def create_model(arch: str, n_classes: int, pretrained: bool = False,
         net = net or _RESNETS[arch][0](weights=None)
         body, n_features, split_at = resnet_body(net), net.fc.in_features, 6
     body.split_at = split_at  # where param_groups cuts the body into early and late layers
-    model = nn.Sequential(body, create_head(n_features, n_classes))
+    model = nn.Sequential(body, create_head(n_features, n_classes, pool))
     return model, ModelInfo(arch=arch, n_classes=n_classes, pretrained=loaded, message=message, n_features=n_features)
 
 
@@ -236,6 +254,17 @@ def param_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     body, head = model[0], model[1]
     cut = body.split_at
     return [list(body[:cut].parameters()), list(body[cut:].parameters()), list(head.parameters())]
+
+
+def norm_bias_params(model: nn.Module) -> list[nn.Parameter]:
+    """fastai's norm_bias_params: every parameter of a normalisation layer and every bias (no weight decay on these)."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, NORM_TYPES):
+            out += list(m.parameters(recurse=False))
+        elif isinstance(getattr(m, "bias", None), nn.Parameter):
+            out.append(m.bias)
+    return out
 
 
 def freeze(model: nn.Module) -> None:

@@ -23,22 +23,28 @@ from torch import nn
 
 SMALL_CHANNELS = (32, 64, 128, 256)
 RESNETS = ("resnet18", "resnet34", "resnet50")
+POOLS = ("max_avg", "avg_max")  # the head's concat-pool order; exports without "pool" are "avg_max"
 
 
 # ---------------------------------------------------------------- the model (the same layers as Loupe's)
 
 class AdaptiveConcatPool2d(nn.Module):
-    """Average and max pooling to 1×1, side by side: [B, C, H, W] -> [B, 2C, 1, 1]."""
+    """Max and average pooling to 1×1, side by side: [B, C, H, W] -> [B, 2C, 1, 1], in the order `order` names."""
+
+    def __init__(self, order: str) -> None:
+        super().__init__()
+        self.order = order
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)], dim=1)
+        avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
+        return torch.cat([mx, avg] if self.order == "max_avg" else [avg, mx], dim=1)
 
 
-def create_head(n_features: int, n_classes: int) -> nn.Sequential:
+def create_head(n_features: int, n_classes: int, pool: str) -> nn.Sequential:
     """fastai's head: concat pool, then BatchNorm-Dropout-Linear twice (512 hidden units)."""
     nf = 2 * n_features
     return nn.Sequential(
-        AdaptiveConcatPool2d(), nn.Flatten(),
+        AdaptiveConcatPool2d(pool), nn.Flatten(),
         nn.BatchNorm1d(nf), nn.Dropout(0.25), nn.Linear(nf, 512, bias=False), nn.ReLU(inplace=True),
         nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, n_classes, bias=False),
     )
@@ -54,8 +60,10 @@ def small_body() -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
-def create_model(arch: str, n_classes: int) -> nn.Module:
+def create_model(arch: str, n_classes: int, pool: str) -> nn.Module:
     """`nn.Sequential(body, head)` with random weights, ready for the exported state dict."""
+    if pool not in POOLS:
+        raise SystemExit(f"error: unknown head layout {pool!r} in preprocessing.json")
     if arch == "small":
         body, n_features = small_body(), SMALL_CHANNELS[-1]
     elif arch in RESNETS:
@@ -65,7 +73,7 @@ def create_model(arch: str, n_classes: int) -> nn.Module:
         body, n_features = nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
     else:
         raise SystemExit(f"error: unknown model {arch!r} in preprocessing.json")
-    return nn.Sequential(body, create_head(n_features, n_classes))
+    return nn.Sequential(body, create_head(n_features, n_classes, pool))
 
 
 def load_model(folder: Path) -> tuple[nn.Module, list[str], dict]:
@@ -76,7 +84,7 @@ def load_model(folder: Path) -> tuple[nn.Module, list[str], dict]:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: cannot read the model files in {folder}: {e}")
-    model = create_model(prep["arch"], len(classes))
+    model = create_model(prep["arch"], len(classes), prep.get("pool", "avg_max"))
     model.load_state_dict(state)
     return model.eval(), classes, prep
 

@@ -1,4 +1,5 @@
 """Tests for engine/export.py: a small model trained on the built-in digits, exported, loaded back and used to predict."""
+import copy as copy_module
 import json
 import pickle
 import shutil
@@ -14,6 +15,7 @@ from engine.errors import UserError
 from engine.export import ExportedModel, export_run, load_run, predict, preprocess
 from engine.images import open_image
 from engine.interpret import get_preds
+from engine.models import create_model
 from engine.spec import DataSpec
 
 PRESIZE, SIZE = 32, 28
@@ -46,7 +48,7 @@ def test_export_writes_the_files(exported, dls):
     assert json.loads((exported / "labels.json").read_text()) == dls.classes
     assert json.loads((exported / "preprocessing.json").read_text()) == {
         "arch": "small", "n_classes": 10, "size": 28, "presize": 32, "method": "crop",
-        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "pool": "max_avg"}
     assert json.loads((exported / "run.json").read_text()) == {"accuracy": 0.5, "epochs": 3, "history": [1.0, 0.5]}
     assert isinstance(torch.load(exported / "model.pt", weights_only=True), dict)  # the state dict only
 
@@ -97,6 +99,48 @@ def test_predict_accepts_any_colour_mode(exported, dls):
     rgb = open_image(dls.items.root / dls.items.rel_paths[dls.valid_idx[0]])
     grey, rgba = rgb.convert("L"), rgb.convert("RGBA")
     assert predict(loaded, [rgb], k=2) == predict(loaded, [grey], k=2) == predict(loaded, [rgba], k=2)
+
+
+# ---------------------------------------------------------------- exports from before the fastai head
+
+def legacy_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Loupe's forward before its head matched fastai: the concat pool put the average first, then the max."""
+    features = model[0](x)
+    pooled = torch.cat([features.mean((2, 3), keepdim=True), features.amax((2, 3), keepdim=True)], dim=1)
+    return model[1][1:](pooled)
+
+
+def make_legacy(run_dir):
+    """An export as Loupe wrote it before the head matched fastai: no "pool" in preprocessing.json."""
+    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    del prep["pool"]
+    (run_dir / "preprocessing.json").write_text(json.dumps(prep))
+    return run_dir
+
+
+def test_an_export_without_a_pool_marker_predicts_as_before(exported, tmp_path, dls, trained):
+    legacy = make_legacy(shutil.copytree(exported, tmp_path / "legacy"))
+    loaded = load_run(legacy)
+    assert loaded.model[1][0].order == "avg_max" and "pool" not in loaded.preprocessing
+    reference = copy_module.deepcopy(trained[0]).eval()  # the same weights
+    x, _ = next(dls.valid())
+    with torch.no_grad():
+        before = legacy_forward(reference, x)
+        assert torch.equal(loaded.model(x), before)
+        assert not torch.allclose(load_run(exported).model(x), before)  # read with fastai's head, it would differ
+    images = [open_image(dls.items.root / dls.items.rel_paths[i]) for i in dls.valid_idx[:8].tolist()]
+    probs = legacy_forward(reference, preprocess(images, loaded.preprocessing)).softmax(dim=1)
+    top = probs.topk(3, dim=1)
+    assert predict(loaded, images, k=3) == [[(dls.classes[i], p) for i, p in zip(idx, values)]
+                                            for idx, values in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def test_the_pool_marker_follows_the_model(tmp_path, dls, trained):
+    _, config = trained
+    model, _ = create_model("small", 10, pool="avg_max")
+    run = export_run(tmp_path / "run", model, "small", dls.classes, config)
+    assert json.loads((run / "preprocessing.json").read_text())["pool"] == "avg_max"
+    assert load_run(run).model[1][0].order == "avg_max"
 
 
 # ---------------------------------------------------------------- damaged exports
@@ -169,4 +213,11 @@ def test_garbled_json_is_a_user_error(copy):
         load_run(copy)
     (copy / "labels.json").write_text(json.dumps(["only-one"]))
     with pytest.raises(UserError, match="at least two class names"):
+        load_run(copy)
+
+
+def test_an_unknown_pool_is_a_user_error(copy):
+    prep = json.loads((copy / "preprocessing.json").read_text())
+    (copy / "preprocessing.json").write_text(json.dumps({**prep, "pool": "min_max"}))
+    with pytest.raises(UserError, match="unknown head layout “min_max”"):
         load_run(copy)

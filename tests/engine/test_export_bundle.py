@@ -4,6 +4,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -200,6 +201,28 @@ def test_predict_py_rebuilds_a_resnet(tmp_path, digit_files, trained, capsys):
     assert _load_predict_module(folder).main(["--json", *map(str, digit_files)]) == 0
     expected = predict(load_run(run), [open_image(p) for p in digit_files], k=5)
     _check_same_predictions(json.loads(capsys.readouterr().out), expected)
+
+
+def test_predict_py_reads_an_export_from_before_the_fastai_head(small_run, trained, tmp_path):
+    # no "pool" in preprocessing.json: the head pooled avg then max, and predict.py must rebuild it so
+    legacy = shutil.copytree(small_run, tmp_path / "legacy")
+    prep = json.loads((legacy / "preprocessing.json").read_text())
+    assert prep.pop("pool") == "max_avg"
+    (legacy / "preprocessing.json").write_text(json.dumps(prep))
+    _, dls = trained
+    x, _ = next(dls.valid())
+    for run in (small_run, legacy):
+        folder = _unzip(export_zip(run), tmp_path / f"unzipped-{run.name}")
+        model, _, _ = _load_predict_module(folder).load_model(folder)
+        expected = load_run(run).model
+        with torch.no_grad():
+            assert torch.equal(model(x), expected(x))
+    with torch.no_grad():
+        new, old = load_run(small_run).model, load_run(legacy).model
+        features = old[0](x)
+        pooled = torch.cat([features.mean((2, 3), keepdim=True), features.amax((2, 3), keepdim=True)], dim=1)
+        assert torch.equal(old(x), old[1][1:](pooled))  # Loupe's forward before the change
+        assert torch.equal(new(x), new[1][1:](pooled.roll(pooled.shape[1] // 2, dims=1)))  # max first
 
 
 def test_an_incomplete_run_cannot_be_zipped(tmp_path):

@@ -4,14 +4,18 @@ from __future__ import annotations
 import math
 import threading
 
+import fastai_reference as fastai
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from engine.augment import AugSettings
 from engine.data import DataLoaders, PresizeCache, label_items
 from engine.labels import LabelRule
-from engine.learner import Callback, EarlyStopping, FunctionCallback, Learner, SaveBest, accuracy, error_rate
+from engine.learner import (Callback, EarlyStopping, FunctionCallback, Learner, LRFinder, SaveBest, accuracy,
+                            error_rate)
+from engine.lr_suggest import trim
 from engine.models import create_head, param_groups, small_body
 from engine.schedule import one_cycle_lr, one_cycle_mom, sched_exp
 from engine.sources import scan_folder
@@ -56,9 +60,68 @@ def test_metrics():
 def test_optimizer_is_adam_with_decoupled_weight_decay(pixels):
     learn = make_learner(pixels)
     assert isinstance(learn.opt, torch.optim.AdamW)
-    assert len(learn.opt.param_groups) == 3
-    for group in learn.opt.param_groups:
-        assert group["betas"] == (0.9, 0.99) and group["eps"] == 1e-5 and group["weight_decay"] == 0.01
+    groups = learn.opt.param_groups
+    # one group per layer group (early body, late body, head) and per decayed / not decayed
+    assert [(g["layer_group"], g["weight_decay"]) for g in groups] == [
+        (0, 0.01), (0, 0.0), (1, 0.01), (1, 0.0), (2, 0.01), (2, 0.0)]
+    for group in groups:
+        assert group["betas"] == (0.9, 0.99) and group["eps"] == 1e-5 and group["decoupled_weight_decay"]
+    # fastai's wd_bn_bias=False: Learner.create_opt sets do_wd=False on norm_bias_params(model)
+    no_wd = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert no_wd == {id(p) for p in fastai.norm_bias_params(learn.model)}
+    for lg, params in enumerate(param_groups(learn.model)):
+        assert {id(p) for g in groups if g["layer_group"] == lg for p in g["params"]} == {id(p) for p in params}
+
+
+def biased_model(n_classes: int) -> nn.Module:
+    """Convolutions with biases, so that weight decay has biases to spare."""
+    body = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.ReLU()),
+                         nn.Sequential(nn.Conv2d(4, 8, 3, bias=True), nn.ReLU()))
+    body.split_at = 1
+    return nn.Sequential(body, create_head(8, n_classes))
+
+
+def test_weight_decay_with_zero_gradients_is_exact(pixels):
+    # fastai/optimizer.py weight_decay: p *= 1 - lr·wd where do_wd; the Adam step of a zero gradient is 0.
+    items, images = pixels
+    dls = DataLoaders(items, images, size=28, bs=32, aug=AugSettings(do_flip=False), seed=0)
+    learn = Learner(biased_model(len(dls.classes)), dls)
+    lrs = [1e-3, 1e-2, 1e-1]
+    learn.set_hypers(lrs, 0.9)
+    before = {name: p.detach().clone() for name, p in learn.model.named_parameters()}
+    for p in learn.model.parameters():
+        p.grad = torch.zeros_like(p)
+    learn.opt.step()
+    after = dict(learn.model.named_parameters())
+    decayed = {"0.0.0.weight": lrs[0], "0.1.0.weight": lrs[1], "1.4.weight": lrs[2], "1.8.weight": lrs[2]}
+    spared = ["0.0.0.bias", "0.0.1.weight", "0.0.1.bias", "0.1.0.bias", "1.2.weight", "1.2.bias", "1.6.weight",
+              "1.6.bias"]
+    assert sorted([*decayed, *spared]) == sorted(before)
+    for name, lr in decayed.items():
+        assert torch.equal(after[name], before[name] * (1 - lr * 0.01)), name
+    for name in spared:
+        assert torch.equal(after[name], before[name]), name
+
+
+def test_two_adam_steps_match_fastai(pixels):
+    items, images = pixels
+    dls = DataLoaders(items, images, size=28, bs=32, aug=AugSettings(do_flip=False), seed=0)
+    torch.manual_seed(0)
+    learn = Learner(biased_model(len(dls.classes)), dls)
+    params = dict(learn.model.named_parameters())
+    no_wd = {id(p) for p in fastai.norm_bias_params(learn.model)}
+    states = {name: {} for name in params}
+    for step, (lrs, mom) in enumerate([([1e-3, 1e-2, 3e-2], 0.95), ([2e-3, 2e-2, 5e-2], 0.9)]):
+        learn.set_hypers(lrs, mom)
+        lr_of = {id(p): lrs[i] for i, group in enumerate(param_groups(learn.model)) for p in group}
+        grads = {name: torch.randn_like(p) for name, p in params.items()}
+        expected = {name: fastai.adam_step(p.detach(), grads[name], states[name], lr_of[id(p)], mom=mom,
+                                           do_wd=id(p) not in no_wd) for name, p in params.items()}
+        for name, p in params.items():
+            p.grad = grads[name].clone()
+        learn.opt.step()
+        for name, p in params.items():
+            torch.testing.assert_close(p.detach().double(), expected[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_fit_one_cycle_sets_lr_and_momentum_every_batch(pixels):
@@ -195,7 +258,7 @@ def test_an_error_in_the_loop_is_raised_and_reported(pixels):
 
 class FakeLearner:
     def __init__(self):
-        self.stop_training = False
+        self.stop_training = self.skip_validation = False
         self.model = torch.nn.Linear(2, 1)
 
 
@@ -229,33 +292,144 @@ def test_early_stopping_in_a_real_fit(pixels):
 
 
 def test_lr_find_restores_weights_bit_for_bit(pixels):
-    learn = make_learner(pixels)
+    learn = make_learner(pixels, callbacks=[SaveBest()])
     learn.fit_one_cycle(1, 1e-3)  # so the optimizer has state to restore too
+    with torch.no_grad():
+        learn.model[1][4].weight.add_(0.1)  # not the weights SaveBest keeps: it must not restore those after the finder
     params = [p.detach().clone() for p in learn.model.parameters()]
     buffers = [b.detach().clone() for b in learn.model.buffers()]
     opt_state = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in learn.opt.state.items()}
+    hypers = learn.hypers()
     result = learn.lr_find(num_it=12)
     assert all(torch.equal(a, b) for a, b in zip(params, learn.model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(buffers, learn.model.buffers()))
     for k, v in learn.opt.state.items():
         assert all(torch.equal(opt_state[k][n], t) for n, t in v.items() if torch.is_tensor(t))
+    assert learn.hypers() == hypers
     n = len(result.lrs)
     assert result.lrs == pytest.approx([sched_exp(1e-7, 10, i / 12) for i in range(n)], rel=1e-12)
+
+
+def test_the_lr_finder_is_a_callback_on_the_fit_loop(pixels, monkeypatch):
+    learn = make_learner(pixels)
+    learn.fit_one_cycle(1, 1e-3)
+    rec = learn.recorder
+    before = (list(rec.batches), list(rec.epochs), rec.train_seconds, rec.train_images, learn.iter, learn.epoch)
+    events = []
+    learn.callbacks.append(FunctionCallback(lambda event, logs: events.append(event)))
+    monkeypatch.setattr(learn, "validate", lambda: pytest.fail("the LR finder must not validate"))
+    finder = LRFinder(num_it=20)
+    logs = learn.fit(10, cbs=[finder], phase="lr_find")
+    # 6 batches an epoch: the finder ends the fit in the middle of the 4th
+    assert logs["status"] == "done" and len(finder.lrs) == len(finder.losses) == 20 and not finder.stopped_early
+    assert events.count("before_epoch") == 4 and events.count("after_batch") == 20 and "after_epoch" not in events
+    assert (events[0], events[-1]) == ("before_fit", "after_fit")
+    assert (list(rec.batches), list(rec.epochs), rec.train_seconds, rec.train_images, learn.iter, learn.epoch) == before
+    assert finder.losses[-1] == logs["smooth_loss"]  # the finder records the loop's smoothed loss
+
+
+def scripted(learn: Learner, raw: list[float]) -> None:
+    """train_step returns the losses of `raw` in turn (the model is never touched)."""
+    losses = iter(raw)
+    learn.train_step = lambda x, y: next(losses)
+
+
+def falling_then_rising(n: int = 100) -> list[float]:
+    """A finder-like raw loss: falls for 60 steps, then rises slowly (never 4× the best), with a little noise."""
+    t = np.arange(n)
+    raw = np.where(t < 60, 2.3 - 1.2 * t / 60, 1.1 + 0.03 * (t - 60)) + np.random.default_rng(0).normal(0, 0.05, n)
+    return raw.tolist()
+
+
+def diverging(n: int = 100) -> list[float]:
+    """Falls to 0.5 by step 50, then grows by a quarter every step: the smoothed loss passes 4× its best."""
+    return [2 - 1.5 * t / 50 if t < 50 else 0.5 * 1.25 ** (t - 50) for t in range(n)]
+
+
+CASES = {  # name: (raw losses, the length of fastai's record, how many points fastai's lr_find keeps)
+    "no trouble": (falling_then_rising(), 100, 85),
+    "NaN at 40": (falling_then_rising()[:40] + [math.nan] * 60, 100, 30),
+    "NaN at 80": (falling_then_rising()[:80] + [math.nan] * 20, 100, 70),
+    "NaN at 93": (falling_then_rising()[:93] + [math.nan] * 7, 100, 83),
+    "NaN at 97": (falling_then_rising()[:97] + [math.nan] * 3, 100, 85),
+    "inf at 50": (falling_then_rising()[:50] + [math.inf] * 50, 51, 36),
+    "diverges": (diverging(), None, None),
+}
+
+
+@pytest.mark.parametrize("case, stop_div", [(c, True) for c in CASES] + [(c, False) for c in CASES if "inf" not in c])
+def test_lr_find_keeps_fastais_points_and_suggestions(pixels, case, stop_div):
+    raw, record_len, n_kept = CASES[case]
+    if not stop_div and case == "diverges":
+        record_len = n_kept = None
+    learn = make_learner(pixels)
+    scripted(learn, raw)
+    result = learn.lr_find(num_it=100, stop_div=stop_div)
+    # fastai/callback/schedule.py: LRFinder on the same losses, then lr_find's slicing and NaN cut
+    ref_lrs, ref_losses = fastai.lr_finder_record(raw, num_it=100, stop_div=stop_div)
+    kept_lrs, kept_losses = fastai.lr_find_points(ref_lrs, ref_losses, num_it=100)
+    if record_len is not None:
+        assert (len(ref_lrs), len(kept_lrs)) == (record_len, n_kept)
+    # Loupe stops at the first NaN (fastai runs on, recording NaN), and keeps the same points
+    first_nan = next((i for i, x in enumerate(ref_losses) if math.isnan(x)), None)
+    n_run = len(ref_lrs) if first_nan is None else first_nan + 1
+    assert result.lrs == ref_lrs[:n_run]
+    np.testing.assert_array_equal(result.losses, ref_losses[:n_run])
+    assert result.stopped_early == (n_run < 100)
+    lrs, losses = trim(result.lrs, result.losses, 100)
+    assert lrs.tolist() == kept_lrs and losses.tolist() == kept_losses
+    expected = {name: f(kept_lrs, kept_losses) for name, f in fastai.SUGGESTIONS.items()
+                if name != "slide" or len(kept_lrs) > 15}
+    assert {name: s.lr for name, s in result.suggestions.items()} == expected
+
+
+def test_without_stop_div_an_inf_cuts_the_record(pixels):
+    # A deliberate difference: fastai cuts its record at the first NaN only, so without stop_div an inf
+    # reaches its suggestions; Loupe cuts at the first inf too (with stop_div both drop it with the last 5).
+    raw = falling_then_rising()[:50] + [math.inf] * 50
+    learn = make_learner(pixels)
+    scripted(learn, raw)
+    result = learn.lr_find(num_it=100, stop_div=False)
+    assert len(result.lrs) == 100 and not result.stopped_early
+    lrs, _ = trim(result.lrs, result.losses, 100)
+    assert lrs.tolist() == result.lrs[10:50]
+
+
+def test_lr_find_stops_at_divergence_like_fastai(pixels):
+    learn = make_learner(pixels)
+    scripted(learn, diverging())
+    result = learn.lr_find(num_it=100)
+    ref_lrs, _ = fastai.lr_finder_record(diverging(), num_it=100)
+    assert result.stopped_early and len(result.lrs) == len(ref_lrs) < 100
+    assert result.losses[-1] > 4 * min(result.losses) and result.losses[-2] <= 4 * min(result.losses[:-1])
+
+
+def test_lr_find_runs_at_least_six_batches(pixels):
+    learn = make_learner(pixels)
+    scripted(learn, [2.0] * 10)
+    steps = []
+    result = learn.lr_find(num_it=3, on_step=lambda i, lr, loss: steps.append((i, lr, loss)))
+    assert result.lrs == [sched_exp(1e-7, 10, i / 6) for i in range(6)] == fastai.lr_finder_record([2.0] * 10, 3)[0]
+    assert steps == [(i + 1, lr, pytest.approx(2.0, rel=1e-12)) for i, lr in enumerate(result.lrs)]
+    assert result.suggestions == {}  # lrs[0:-5] leaves a single point: too few to suggest anything
 
 
 def test_lr_find_stops_when_the_loss_explodes(pixels):
     learn = make_learner(pixels)
     result = learn.lr_find(start_lr=1e-2, end_lr=1e6, num_it=60)
     assert result.stopped_early and len(result.lrs) < 60
-    assert result.losses[-1] > 4 * min(result.losses) or not np.isfinite(result.losses[-1])
+    assert result.losses[-1] > 4 * min(result.losses) or math.isnan(result.losses[-1])
 
 
 def test_lr_find_suggestions(pixels):
     learn = make_learner(pixels)
-    result = learn.lr_find(num_it=45)  # 45 - 4 - 5 = 36 points after trimming: enough for all four
+    steps = []
+    result = learn.lr_find(num_it=45, on_step=lambda i, lr, loss: steps.append((i, lr, loss)))
+    # 45 - 4 - 5 = 36 points after trimming: enough for all four
     assert set(result.suggestions) >= {"valley", "minimum", "steep"}
     for s in result.suggestions.values():
         assert 1e-7 <= s.lr <= 10
+    assert steps == list(zip(range(1, len(result.lrs) + 1), result.lrs, result.losses))
 
 
 def test_param_groups_of_the_learner_cover_the_model(pixels):

@@ -6,13 +6,14 @@ start and 5 at the end).
 """
 import math
 
+import fastai_reference as fastai
 import numpy as np
 import pytest
 import torch
 
 from engine.errors import UserError
-from engine.lr_suggest import (LRFinderError, Suggestion, diverged, minimum, slide, smooth_losses, steep,
-                               suggest_all, trim, valley)
+from engine.lr_suggest import (EXPLANATIONS, LRFinderError, Suggestion, diverged, minimum, slide, smooth_losses,
+                               smooth_step, steep, suggest_all, trim, valley)
 
 NUM_IT = 100
 LRS = np.array([1e-7 * (10 / 1e-7) ** (i / NUM_IT) for i in range(NUM_IT)])  # the finder's schedule
@@ -82,6 +83,19 @@ def test_trim_too_short_raises():
     losses[11] = math.nan  # only full index 10 survives
     with pytest.raises(LRFinderError):
         trim(LRS, losses)
+
+
+def test_a_record_ending_in_nan_is_trimmed_as_fastais_full_record():
+    # Loupe's finder stops at the first NaN; fastai's runs on to num_it, recording NaN. Same points kept.
+    losses = np.arange(81.0)
+    losses[80] = math.nan
+    lrs, kept = trim(LRS[:81], losses, num_it=100)
+    np.testing.assert_array_equal(lrs, LRS[10:80])
+    full = np.concatenate([losses, np.full(19, math.nan)])  # what fastai's record holds
+    assert lrs.tolist() == fastai.lr_find_points(LRS.tolist(), full.tolist(), num_it=100)[0]
+    # a record stopped for another reason (divergence, the Stop button) loses its last 5 as usual
+    lrs, _ = trim(LRS[:81], np.arange(81.0), num_it=100)
+    np.testing.assert_array_equal(lrs, LRS[10:76])
 
 
 def test_trim_mismatched_lengths_raise():
@@ -156,9 +170,33 @@ def test_valley_follows_a_decreasing_subsequence_not_a_contiguous_run():
 
 
 def test_valley_on_a_loss_that_never_falls_takes_the_first_point():
-    # fastai computes idx = −1 here and returns the *last* LR; we return the first instead.
-    s = valley(*record(1.0 + 0.01 * T))
-    assert s.lr == LRS[10]
+    # fastai's bookkeeping never moves max_start, max_end off 0 here: it answers the first point too
+    lrs, losses = record(1.0 + 0.01 * T)
+    s = valley(lrs, losses)
+    assert s.lr == LRS[10] == fastai.valley(*fastai.lr_find_points(lrs.tolist(), losses.tolist()))
+
+
+def test_valley_where_fastai_has_no_valley():
+    # The longest decreasing run is the first two points: fastai's index is 0 − 2 + 0 + 0 = −1, which picks
+    # lrs[-1], the largest LR, where the loss is highest. A deliberate difference: Loupe takes the first point.
+    curve = 1.0 + 0.01 * T
+    curve[0] = 2.0  # falls once, from t = 0 to t = 1, then rises for good
+    lrs, losses = record(curve)
+    kept_lrs, kept_losses = fastai.lr_find_points(lrs.tolist(), losses.tolist())
+    assert fastai.valley(kept_lrs, kept_losses) == LRS[94]  # fastai: the last kept point
+    s = valley(lrs, losses)
+    assert s.lr == LRS[10] and s.loss == 2.0  # Loupe: the first
+    assert "fastai would suggest the largest" in s.explanation
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_all_four_match_fastai_on_noisy_curves(seed):
+    rng = np.random.default_rng(seed)
+    curve = 3 - 2 * np.sin(np.linspace(0, 3, 85)) + rng.normal(0, 0.1, 85)
+    lrs, losses = record(curve, head=5.0, tail=9.0)
+    kept = fastai.lr_find_points(lrs.tolist(), losses.tolist())
+    expected = {name: f(*kept) for name, f in fastai.SUGGESTIONS.items()}
+    assert {name: s.lr for name, s in suggest_all(lrs, losses).items()} == expected
 
 
 def reference_valley_index(losses):
@@ -236,7 +274,8 @@ def test_suggest_all_gives_all_four_with_explanations():
     assert list(out) == ["valley", "minimum", "steep", "slide"]
     for name, s in out.items():
         assert isinstance(s, Suggestion) and s.name == name
-        assert s.explanation.endswith(".") and s.explanation.count(". ") == 0
+        assert s.explanation == EXPLANATIONS[name] and s.explanation.endswith(".")
+        assert s.explanation.count(". ") == (1 if name == "valley" else 0)  # valley adds where it differs from fastai
     assert out["slide"] == slide(*record(kinked()))
     assert out["minimum"].lr == LRS[85] / 10  # lowest loss at t = 75 → full index 85
 
@@ -272,6 +311,17 @@ def test_smooth_losses_against_the_closed_form():
     expected = [sum((1 - beta) * beta ** (n - k) * raw[k] for k in range(n + 1)) / (1 - beta ** (n + 1))
                 for n in range(len(raw))]
     assert smooth_losses(raw, beta=beta).tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_smooth_step_is_fastais_avg_smooth_loss():
+    # fastai/learner.py AvgSmoothLoss: val = lerp(loss, val, 0.98); value = val / (1 − 0.98**count)
+    avg, out = 0.0, []
+    for count, loss in enumerate([2.0, 1.0, 4.0], start=1):
+        avg, smoothed = smooth_step(avg, loss, count)
+        out.append(smoothed)
+    assert out == pytest.approx([2.0, (0.98 * 0.04 + 0.02) / (1 - 0.98 ** 2),
+                                 (0.98 * (0.98 * 0.04 + 0.02) + 0.08) / (1 - 0.98 ** 3)], rel=1e-12)
+    assert smooth_losses([2.0, 1.0, 4.0]).tolist() == out  # the same function, run over a list
 
 
 def test_diverged_is_more_than_four_times_the_best():

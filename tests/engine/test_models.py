@@ -8,6 +8,7 @@ import pickle
 import socket
 import threading
 
+import fastai_reference as fastai
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,7 @@ from engine.builtin import digit_images
 from engine.errors import UserError
 from engine.models import (
     ARCHS, AdaptiveConcatPool2d, ModelInfo, count_params, create_model, download_weights, freeze,
-    load_weights_file, param_groups, unfreeze, weights_file,
+    load_weights_file, norm_bias_params, param_groups, unfreeze, weights_file,
 )
 
 RESNET_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -88,11 +89,24 @@ def test_resnet_body_is_torchvision_cut_before_pooling():
     assert len(body[:6]) == 6 and len(body[6:]) == 2
 
 
-def test_concat_pool_is_avg_then_max():
+def test_concat_pool_is_max_then_avg_as_fastai():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[-1.0, -5.0], [0.0, -2.0]]]])  # [1, 2, 2, 2]
     out = AdaptiveConcatPool2d()(x)
     assert out.shape == (1, 4, 1, 1)
-    assert out.flatten().tolist() == [3.0, -2.0, 6.0, 0.0]
+    assert out.flatten().tolist() == [6.0, 0.0, 3.0, -2.0]  # max of each channel, then mean
+    x = torch.randn(5, 7, 3, 4)
+    assert torch.equal(AdaptiveConcatPool2d()(x), fastai.concat_pool(x))
+    assert torch.equal(create_model("small", 3)[0][1][0](x), fastai.concat_pool(x))  # the head's first layer
+
+
+def test_legacy_concat_pool_is_avg_then_max():
+    # the layout of models exported before Loupe matched fastai: they must load and predict as before
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[-1.0, -5.0], [0.0, -2.0]]]])
+    assert AdaptiveConcatPool2d("avg_max")(x).flatten().tolist() == [3.0, -2.0, 6.0, 0.0]
+    model, _ = create_model("small", 3, pool="avg_max")
+    assert model[1][0].order == "avg_max"
+    with pytest.raises(ValueError, match="pooling order"):
+        AdaptiveConcatPool2d("min_max")
 
 
 def test_bad_arch_or_classes_is_a_user_error():
@@ -123,6 +137,18 @@ def test_resnet18_groups_follow_fastai_split():
     assert id(body[5][0].conv1.weight) in groups[0]  # layer2
     assert id(body[6][0].conv1.weight) in groups[1]  # layer3
     assert id(head[8].weight) in groups[2]
+
+
+def test_norm_bias_params_match_fastai():
+    # fastai's own example (fastai/torch_core.py, norm_bias_params): biases anywhere, all of a norm layer
+    model = nn.Sequential(nn.Linear(10, 20), nn.BatchNorm1d(20), nn.Conv1d(3, 4, 3))
+    assert norm_bias_params(model) == [model[0].bias, model[1].weight, model[1].bias, model[2].bias]
+    for arch in ("small", "resnet18"):
+        model, _ = create_model(arch, 5)
+        assert {id(p) for p in norm_bias_params(model)} == {id(p) for p in fastai.norm_bias_params(model)}
+        bn_params = {id(p) for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))
+                     for p in m.parameters()}
+        assert {id(p) for p in norm_bias_params(model)} == bn_params  # Loupe's layers have no other biases
 
 
 def test_small_groups_split_the_blocks_in_half():

@@ -10,7 +10,7 @@ from engine.augment import AugSettings
 from engine.builtin import DIGIT_WORDS
 from engine.data import PresizeCache
 from engine.export import load_run
-from engine.jobs import CANCELLED, DONE, FAILED, Job, JobManager
+from engine.jobs import DONE, FAILED, Job, JobManager
 from engine.labels import LabelRule
 from engine.learner import Callback, Learner
 from engine.runs import RunStore
