@@ -274,7 +274,7 @@ def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits, packed_bytes: int | None 
     # entries may claim the same compressed bytes, so the zip's own size caps what they can hold
     packed = max(1, min(compressed, packed_bytes if packed_bytes is not None else compressed))
     if total >= limits.total_ratio_min_bytes and total / packed > limits.max_total_ratio:
-        raise UserError(f"This zip was refused: {_size_text(packed)} unpack to {_size_text(total)}, "
+        raise UserError(f"This zip was refused: its {_size_text(packed)} unpack to {_size_text(total)}, "
                         f"{total / packed:,.0f} times as much, which looks like a zip bomb (Loupe allows "
                         f"{limits.max_total_ratio:,.0f} times). If it is genuine, unzip it yourself and choose the "
                         "folder instead. Nothing was extracted.")
