@@ -83,7 +83,7 @@ def _refuse_root(given: Path, root: Path) -> None:
                         "Choose the folder that holds your images.")
     system = next((s for s in SYSTEM_FOLDERS if _inside(str(root), s)), None) if sys.platform != "win32" else None
     if system:
-        raise UserError(f"'{given}' is inside {system}, a system folder of virtual files with no images. "
+        raise UserError(f"Loupe does not scan {system} ('{given}'): it holds the system's virtual files, not images. "
                         "Choose the folder that holds your images.")
 
 
