@@ -2,12 +2,15 @@
 
 Nothing is ever destroyed: a deleted image is moved into `<root>/.loupe-trash/<batch id>/`, a CSV is
 backed up there before it is rewritten, and every "Apply" is one line in `<root>/.loupe-trash/log.jsonl`
-that `undo_last` reverses. Every change is checked before anything on disk moves.
+that `undo_last` reverses. Every change is checked before anything on disk moves, a move never replaces a
+file, and one lock file per data set (`<root>/.loupe-trash/.lock`) lets one apply or undo run at a time
+across threads and processes (two browser tabs, two servers, the command line).
 """
 from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -18,23 +21,27 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from filelock import FileLock, Timeout
+
 from engine.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
-from engine.home import home_subdir
 from engine.labels import CSVLabeller, LabelRule, compile_pattern
-from engine.sources import TRASH_DIR
+from engine.sources import TRASH_DIR, move_to_loupe_trash
 
 KEEP, DELETE, RELABEL = "keep", "delete", "relabel"
 ACTIONS = (KEEP, DELETE, RELABEL)
 LOG_NAME = "log.jsonl"
+LOCK_NAME = ".lock"
+LOCK_TIMEOUT_S = 60.0  # a batch is renames and one CSV rewrite: another process holds the lock for moments only
 CSV_BACKUP_DIR = ".csv-backup"  # hidden, so it can never clash with a deleted image's relative path
 MAX_FREE_NAME_TRIES = 1000
 
-_lock = threading.Lock()  # one apply / undo / reset at a time in this process
+_reset_lock = threading.Lock()  # one built-in reset at a time in this process
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,28 @@ class ChangeBatch:
 
 
 def trash_dir(root: str | Path) -> Path:
-    """Where a data set's deleted images, CSV backups and undo log live."""
+    """Where a data set's deleted images, CSV backups, undo log and lock file live."""
     return Path(root) / TRASH_DIR
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold the data set's lock: one apply, undo or reset at a time, across threads and processes."""
+    lock_path = trash_dir(root) / LOCK_NAME
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_path, timeout=LOCK_TIMEOUT_S)
+        lock.acquire()
+    except Timeout:
+        raise UserError("Another Loupe window or command is changing this data set right now. "
+                        "Try again in a moment; nothing was changed.") from None
+    except OSError as e:
+        raise UserError(f"Loupe cannot write in {root} ({e.strerror or e}), so it cannot change this data set. "
+                        "Nothing was changed.") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------- checks
@@ -159,11 +186,12 @@ def _batches(events: list[dict]) -> list[ChangeBatch]:
 
 def history(root: str | Path) -> list[ChangeBatch]:
     """Every batch applied to this data set, newest first, with undone flags."""
-    with _lock:
-        return _batches(_read_log(Path(root).expanduser().resolve()))[::-1]
+    # no lock: log lines are appended whole, and a line cut short is skipped (a read-only folder has a history too)
+    return _batches(_read_log(Path(root).expanduser().resolve()))[::-1]
 
 
 def _next_id(root: Path, events: list[dict]) -> int:
+    """The next batch id (the caller holds the data set's lock, so no other process takes the same one)."""
     used = [int(e["id"]) for e in events]
     trash = trash_dir(root)
     if trash.is_dir():  # a batch folder left by a crash before its log line was written
@@ -382,9 +410,41 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _rename_no_replace(source: Path, target: Path) -> None:
+    """Rename a file; FileExistsError instead of replacing anything already at target."""
+    if not os.path.islink(source):
+        try:
+            os.link(source, target)  # atomic, and fails when target exists
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # no hard links on this file system (FAT, some network shares): fall back to a checked rename
+        else:
+            try:
+                os.unlink(source)
+            except OSError:
+                os.unlink(target)
+                raise
+            return
+    if os.path.lexists(target):  # between this check and the rename, the data set's lock keeps other Loupes out
+        raise FileExistsError(errno.EEXIST, "a file is already there", str(target))
+    os.rename(source, target)
+
+
 def _move(root: Path, src: str, dst: str) -> None:
     (root / dst).parent.mkdir(parents=True, exist_ok=True)
-    os.replace(root / src, root / dst)  # a rename: the bytes never change
+    _rename_no_replace(root / src, root / dst)  # a rename: the bytes never change
+
+
+def _undo_steps(root: Path, steps: list[dict]) -> list[str]:
+    """Reverse steps, newest first, carrying on past a step that fails; the files left where they are."""
+    stuck = []
+    for step in reversed(steps):
+        try:
+            _undo_step(root, step)
+        except OSError:
+            stuck.append(step.get("dst") or step.get("csv") or step.get("dir"))
+    return stuck
 
 
 def _undo_step(root: Path, step: dict) -> None:
@@ -429,6 +489,35 @@ def _check_undoable(root: Path, batch: ChangeBatch) -> None:
                                 "Nothing was changed.")
 
 
+def _plan_batch(root: Path, real_root: str, rule: LabelRule, todo: list[Change],
+                batch_id: int) -> tuple[_Plan, list[str], list[tuple[str, str]], list[str | None]]:
+    """Check every change and work out the whole batch, before anything on disk moves."""
+    seen: dict[str, Change] = {}
+    for c in todo:
+        _check_item(root, real_root, c.rel_path)
+        if c.rel_path in seen and seen[c.rel_path] != c:
+            raise UserError(f"'{c.rel_path}' has two different changes; choose one.")
+        seen[c.rel_path] = c
+    todo = list(seen.values())
+    deletes = [c.rel_path for c in todo if c.action == DELETE]
+    relabels = [(c.rel_path, _check_label(c.new_label, c.rel_path)) for c in todo if c.action == RELABEL]
+    old_labels = rule.labeller().label_all([rel for rel, _ in relabels]) if relabels else []
+    for (rel, new_label), old in zip(relabels, old_labels):
+        if old == new_label:
+            raise UserError(f"'{rel}' is already labelled '{new_label}'.")
+
+    plan = _Plan(batch_dir=f"{TRASH_DIR}/{batch_id}", moves=[], new_dirs=[])
+    if relabels and rule.kind == "csv":
+        _plan_csv_relabel(rule, relabels, plan)
+    elif relabels:
+        taken: set[str] = set()
+        for rel, new_label in relabels:
+            _plan_move_relabel(root, real_root, rule, rel, new_label, taken, plan)
+    for rel in deletes:
+        plan.moves.append((rel, f"{plan.batch_dir}/{rel}"))
+    return plan, deletes, relabels, old_labels
+
+
 # ---------------------------------------------------------------- the public functions
 
 def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> ChangeBatch | None:
@@ -444,39 +533,17 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
     if rule.kind not in ("regex", "folder", "csv"):
         rule.labeller()  # raises the UserError naming the known kinds
 
-    with _lock:
-        # check every change before anything on disk moves
-        seen: dict[str, Change] = {}
-        for c in todo:
-            _check_item(root, real_root, c.rel_path)
-            if c.rel_path in seen and seen[c.rel_path] != c:
-                raise UserError(f"'{c.rel_path}' has two different changes; choose one.")
-            seen[c.rel_path] = c
-        todo = list(seen.values())
-        deletes = [c.rel_path for c in todo if c.action == DELETE]
-        relabel_changes = [c for c in todo if c.action == RELABEL]
-        relabels = [(c.rel_path, _check_label(c.new_label, c.rel_path)) for c in relabel_changes]
-        old_labels = rule.labeller().label_all([rel for rel, _ in relabels]) if relabels else []
-        for (rel, new_label), old in zip(relabels, old_labels):
-            if old == new_label:
-                raise UserError(f"'{rel}' is already labelled '{new_label}'.")
-
-        events = _read_log(root)
-        batch_id = _next_id(root, events)
-        plan = _Plan(batch_dir=f"{TRASH_DIR}/{batch_id}", moves=[], new_dirs=[])
-        if relabels and rule.kind == "csv":
-            _plan_csv_relabel(rule, relabels, plan)
-        elif relabels:
-            taken: set[str] = set()
-            for rel, new_label in relabels:
-                _plan_move_relabel(root, real_root, rule, rel, new_label, taken, plan)
-        for rel in deletes:
-            plan.moves.append((rel, f"{plan.batch_dir}/{rel}"))
+    # check and plan once before taking the lock, so a refused batch writes nothing (not even the lock file),
+    # then again under the lock, where no other Loupe process can change the folder between check and move
+    _plan_batch(root, real_root, rule, todo, batch_id=0)
+    with _locked(root):
+        batch_id = _next_id(root, _read_log(root))
+        plan, deletes, relabels, old_labels = _plan_batch(root, real_root, rule, todo, batch_id)
 
         # do it, undoing what was done if a step fails (a full disk, a file locked by another program)
         done: list[dict] = []
         try:
-            (root / plan.batch_dir).mkdir(parents=True, exist_ok=True)
+            (root / plan.batch_dir).mkdir(parents=True)  # a new folder: its id was taken under the lock
             if plan.csv_path is not None:
                 backup = f"{plan.batch_dir}/{CSV_BACKUP_DIR}/{plan.csv_path.name}"
                 (root / backup).parent.mkdir(parents=True, exist_ok=True)
@@ -495,8 +562,10 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
             _append_log(root, {"event": "apply", "id": batch.id, "time": batch.time, "steps": batch.steps,
                                "summary": batch.summary})
         except OSError as e:
-            for step in reversed(done):
-                _undo_step(root, step)
+            stuck = _undo_steps(root, done)
+            if stuck:
+                raise UserError(f"Could not apply the changes ({e.strerror or e}), and {len(stuck)} of them could not "
+                                f"be put back: {', '.join(stuck[:5])} (nothing was deleted).") from None
             raise UserError(f"Could not apply the changes ({e.strerror or e}); everything was put back as it was.") from None
         return batch
 
@@ -504,7 +573,9 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
 def undo_last(root: str | Path) -> ChangeBatch | None:
     """Undo the most recent batch not yet undone and return it (now flagged undone); None if there is none."""
     root = Path(root).expanduser().resolve()
-    with _lock:
+    if not trash_dir(root).is_dir():
+        return None  # nothing was ever applied here
+    with _locked(root):
         pending = [b for b in _batches(_read_log(root)) if not b.undone]
         if not pending:
             return None
@@ -517,8 +588,15 @@ def undo_last(root: str | Path) -> ChangeBatch | None:
                 undone.append(step)
             _append_log(root, {"event": "undo", "id": batch.id, "time": time.time()})
         except OSError as e:
+            stuck = []
             for step in reversed(undone):
-                _redo_step(root, step)
+                try:
+                    _redo_step(root, step)
+                except OSError:
+                    stuck.append(step.get("src") or step.get("dir"))
+            if stuck:
+                raise UserError(f"Could not undo '{batch.summary}' ({e.strerror or e}); part of it was undone and "
+                                f"stays so: {', '.join(stuck[:5])} (nothing was deleted).") from None
             raise UserError(f"Could not undo '{batch.summary}' ({e.strerror or e}); nothing was changed.") from None
         batch.undone = True
         return batch
@@ -528,13 +606,9 @@ def reset_builtin(key: str, root: Path | None = None) -> Path:
     """Move a built-in data set into Loupe's trash folder (never deleted) and write it afresh."""
     if key not in BUILTINS:
         raise KeyError(f"unknown built-in data set {key!r}; known: {', '.join(BUILTINS)}")
-    with _lock:
+    with _reset_lock:
         dest = builtin_path(key, root)
         if os.path.lexists(dest):
-            trash = home_subdir("trash")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            target, n = trash / f"{key}-{stamp}", 1
-            while os.path.lexists(target):
-                target, n = trash / f"{key}-{stamp}-{n}", n + 1
-            shutil.move(str(dest), str(target))  # a rename on one disk; copies only across disks
+            with _locked(dest):  # waits for a batch another process is applying to it
+                move_to_loupe_trash(dest, key)
         return ensure_builtin(key, root)

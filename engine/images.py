@@ -2,19 +2,35 @@
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large, never decoded
+MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large (JPEGs are decoded smaller instead)
+LARGE_PIXELS = 16_000_000  # images over this decode one at a time, so a thread pool never holds several at once
+JPEG_SCALES = (1, 2, 4, 8)  # libjpeg decodes at these fractions for free
 PRESIZE_METHODS = ("crop", "squish")
 
 Progress = Callable[[int, int], None]
+
+_IGNORE_BOMB_WARNING = ("ignore", None, Image.DecompressionBombWarning, None, 0)  # as warnings.filters holds it
+_large_decode = threading.Lock()
+
+
+def _quiet_bomb_warnings() -> None:
+    """Silence PIL's DecompressionBombWarning: decode checks every size itself, so the warning is only noise."""
+    # one real data set printed 35 lines of it. A filter, not catch_warnings (which is not thread-safe, and
+    # decoding runs in threads), put back on each call because test runners restore the filter list
+    if _IGNORE_BOMB_WARNING not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -33,38 +49,71 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+def _too_large_to_open() -> ValueError:
+    return ValueError(f"too large to open safely (over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)")
+
+
+def jpeg_scale(width: int, height: int, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> int | None:
+    """The fraction (1, 2, 4 or 8) to decode a JPEG at: under max_pixels, and still covering draft×draft; None if none is."""
+    fits = [s for s in JPEG_SCALES if width * height <= max_pixels * s * s and min(width, height) >= s]
+    if not fits:
+        return None
+    scale = fits[0]
+    if draft and min(width, height) > 2 * draft:  # as PIL's draft((draft, draft)) chooses
+        scale = max(scale, max(s for s in JPEG_SCALES if min(width // draft, height // draft) >= s))
+    return scale
+
+
+def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS,
+           draft: int | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
     """Open, check the size before decoding, apply EXIF orientation; (RGB image, original mode, upright size).
 
-    `draft` lets libjpeg decode a large JPEG at a reduced scale that still covers draft×draft pixels.
+    A JPEG over max_pixels is decoded at 1/2, 1/4 or 1/8 scale (free in libjpeg); other formats over it are
+    refused. `draft` lets libjpeg decode a large JPEG at a reduced scale that still covers draft×draft pixels.
     Raises ValueError with a readable reason for files that are not usable images.
     """
+    _quiet_bomb_warnings()
     try:
         img = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"too large to open safely ({e})") from None
+    except Image.DecompressionBombError:
+        raise _too_large_to_open() from None
     except Exception as e:  # PIL raises many types for garbage input
         raise ValueError(f"not a readable image ({type(e).__name__})") from None
     width, height = img.size
-    if width * height > max_pixels:
-        raise ValueError(f"too large ({width}×{height} pixels; the limit is {max_pixels:,})")
     if width < 1 or height < 1:
         raise ValueError("has no pixels")
+    scale = jpeg_scale(width, height, max_pixels, draft) if img.format == "JPEG" else 1
+    if scale is None or (scale == 1 and width * height > max_pixels):
+        raise ValueError(f"too large ({width}×{height} pixels; the limit is {max_pixels:,})")
     mode = img.mode
     try:
-        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image a quarter
-            width, height = height, width
-        if draft and img.format == "JPEG" and min(width, height) > 2 * draft:
-            img.draft("RGB", (draft, draft))
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img), mode, (width, height)
+        with _large_decode if width * height > LARGE_PIXELS * scale * scale else nullcontext():
+            if scale > 1:
+                img.draft("RGB", (width // scale, height // scale))
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image a quarter
+                width, height = height, width
+            img = ImageOps.exif_transpose(img)
+            return to_rgb(img), mode, (width, height)
+    except Image.DecompressionBombError:  # a GIF frame or TIFF tile bigger than the image says
+        raise _too_large_to_open() from None
     except Exception as e:
         raise ValueError(f"corrupt or truncated ({type(e).__name__}: {e})") from None
 
 
-def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
+def open_image(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
     """An image file as upright RGB; raises ValueError with a readable reason for bad files."""
     return decode(path, max_pixels, draft)[0]
+
+
+def fit_to_box(img: Image.Image, box: int = 160) -> Image.Image:
+    """A copy scaled to fit a box×box square, at least 1 px on each side: safe to show at any aspect ratio."""
+    width, height = img.size
+    scale = box / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == img.size:
+        return img
+    # small images (8×8 digits) are enlarged with crisp pixels, large ones shrunk smoothly
+    return img.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
 
 
 def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:

@@ -6,20 +6,26 @@ import http.client
 import io
 import os
 import re
+import secrets
 import shutil
 import stat
+import sys
 import tarfile
-import tempfile
 import threading
+import time
 import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable
+
+from filelock import FileLock, Timeout
 
 from engine.errors import UserError
 from engine.home import home_subdir
@@ -29,9 +35,27 @@ TRASH_DIR = ".loupe-trash"
 COMPLETE_MARKER = ".loupe-complete"
 CHUNK = 1024 * 1024  # 1 MiB
 S3_BASE = "https://s3.amazonaws.com"
+EXTRACT_PREFIX = ".loupe-extract-"  # hidden folders archives are unpacked into before they move into place
+MAX_SCAN_ENTRIES = 1_000_000  # files and folders a scan looks at before it gives up
+SCAN_PROGRESS_EVERY = 1_000  # entries between two progress calls
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")  # hold no images; listing them can be endless or hang
+
+ScanProgress = Callable[[int, int], None]  # (files and folders looked at, images found)
+
+
+def _size_text(n: int) -> str:
+    """Bytes for people: '512 KB', '4.3 GB'."""
+    for unit, scale in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 # ---------------------------------------------------------------- folders
+
+class ScanStopped(UserError):
+    """The user stopped a folder scan (the page may show this more gently than an error)."""
+
 
 @dataclass
 class FolderScan:
@@ -39,6 +63,8 @@ class FolderScan:
     images: list[Path]  # sorted, absolute, recursive
     skipped: int  # non-image files ignored (e.g. Pets' .mat files)
     skipped_examples: list[str]  # up to 5 relative paths of skipped files
+    broken_links: list[str] = field(default_factory=list)  # relative paths of links to nothing (or looping), sorted
+    unreadable: list[str] = field(default_factory=list)  # relative paths of subfolders Loupe may not read, sorted
 
 
 def _is_ignored_name(name: str) -> bool:
@@ -50,8 +76,24 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def scan_folder(path: str | Path) -> FolderScan:
-    """Find every image under a folder (recursively), counting the other files that were skipped."""
+def _refuse_root(given: Path, root: Path) -> None:
+    """Refuse folders that are not worth scanning: a whole disk, or a system folder of virtual files."""
+    if root.parent == root:
+        raise UserError(f"'{given}' is the top of the whole disk; scanning all of it would take very long. "
+                        "Choose the folder that holds your images.")
+    system = next((s for s in SYSTEM_FOLDERS if _inside(str(root), s)), None) if sys.platform != "win32" else None
+    if system:
+        raise UserError(f"Loupe does not scan {system} ('{given}'): it holds the system's virtual files, not images. "
+                        "Choose the folder that holds your images.")
+
+
+def scan_folder(path: str | Path, max_files: int = MAX_SCAN_ENTRIES, progress: ScanProgress | None = None,
+                stop: threading.Event | None = None) -> FolderScan:
+    """Find every image under a folder (recursively), counting the other files that were skipped.
+
+    Gives up with a UserError after looking at `max_files` files and folders; `progress(looked_at, images)`
+    is called every SCAN_PROGRESS_EVERY entries; setting `stop` ends the scan with ScanStopped.
+    """
     given = Path(path).expanduser()
     if not given.exists():
         raise UserError(f"The folder '{given}' does not exist. Check the path for typos "
@@ -59,49 +101,79 @@ def scan_folder(path: str | Path) -> FolderScan:
     if not given.is_dir():
         raise UserError(f"'{given}' is a file, not a folder. Give the folder that holds your images.")
     root = given.resolve()
+    _refuse_root(given, root)
     real_root = os.path.realpath(root)
 
     images: list[Path] = []
     skipped_examples: list[str] = []
     skipped = 0
+    broken: list[str] = []
+    unreadable: list[str] = []
+    looked_at = 0
     visited = {real_root}
     stack = [str(root)]
     while stack:
         folder = stack.pop()
+        entries = []
         try:
-            # real entries before links, so a link to a folder already here is the one skipped
-            entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
-        except OSError:
+            with os.scandir(folder) as listing:
+                for entry in listing:  # counted one by one: a single folder may hold millions
+                    looked_at += 1
+                    if looked_at > max_files:
+                        raise UserError(f"The folder '{given}' holds more than {max_files:,} files and folders, "
+                                        "more than Loupe scans. Choose a smaller folder, e.g. one that holds "
+                                        "only your images.")
+                    if stop is not None and stop.is_set():
+                        raise ScanStopped(f"The scan of '{given}' was stopped after {looked_at:,} files and "
+                                          "folders; nothing was loaded.")
+                    if progress is not None and looked_at % SCAN_PROGRESS_EVERY == 0:
+                        progress(looked_at, len(images))
+                    entries.append(entry)
+        except OSError as e:
+            if folder == str(root):
+                why = "permission denied" if isinstance(e, PermissionError) else (e.strerror or str(e))
+                raise UserError(f"Loupe cannot read the folder '{given}' ({why}). Choose a folder you may open, "
+                                "or change its permissions.") from None
+            unreadable.append(Path(folder).relative_to(root).as_posix())
             continue  # unreadable folder: nothing to take from it
-        for entry in entries:
+        # real entries before links, so a link to a folder already here is the one skipped
+        for entry in sorted(entries, key=lambda e: (e.is_symlink(), e.name)):
             if _is_ignored_name(entry.name):
                 continue
-            # only links need the costly checks: do they stay inside the root, do they loop?
-            if entry.is_symlink():
-                real = os.path.realpath(entry.path)
-                if not _inside(real, real_root):
-                    continue
-                if os.path.isdir(real):
+            try:
+                # only links need the costly checks: do they lead anywhere, stay inside the root, loop?
+                if entry.is_symlink():
+                    if not os.path.exists(entry.path):  # a link to nothing, or a loop of links
+                        broken.append(Path(entry.path).relative_to(root).as_posix())
+                        continue
+                    real = os.path.realpath(entry.path)
+                    if not _inside(real, real_root):
+                        continue
+                    if os.path.isdir(real):
+                        if real not in visited:
+                            visited.add(real)
+                            stack.append(entry.path)
+                        continue
+                    if not os.path.isfile(real):
+                        continue  # a link to a socket, device or fifo
+                elif entry.is_dir(follow_symlinks=False):
+                    real = os.path.realpath(entry.path)
                     if real not in visited:
                         visited.add(real)
                         stack.append(entry.path)
                     continue
-                if not os.path.isfile(real):
-                    continue  # a broken link
-            elif entry.is_dir(follow_symlinks=False):
-                real = os.path.realpath(entry.path)
-                if real not in visited:
-                    visited.add(real)
-                    stack.append(entry.path)
-                continue
-            elif not entry.is_file(follow_symlinks=False):
-                continue  # sockets, devices, fifos
+                elif not entry.is_file(follow_symlinks=False):
+                    continue  # sockets, devices, fifos
+            except OSError:
+                continue  # vanished or unreadable while we looked
             if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                 images.append(Path(entry.path))
             else:
                 skipped += 1
                 if len(skipped_examples) < 5:
                     skipped_examples.append(Path(entry.path).relative_to(root).as_posix())
+    if progress is not None:
+        progress(looked_at, len(images))
 
     if not images:
         if skipped:
@@ -109,10 +181,14 @@ def scan_folder(path: str | Path) -> FolderScan:
                 f"The folder '{given}' holds no images (found {skipped} other files such as "
                 f"{', '.join(skipped_examples[:3])}). Loupe reads {', '.join(sorted(IMAGE_EXTENSIONS))} "
                 "files; choose a folder that contains photos (they may sit in subfolders).")
+        if unreadable:
+            raise UserError(f"The folder '{given}' holds no images Loupe may read: {len(unreadable):,} of its "
+                            f"subfolders are not readable (e.g. {unreadable[0]}). Check their permissions.")
         raise UserError(f"The folder '{given}' holds no images (it is empty). "
                         "Choose a folder that contains photos (they may sit in subfolders).")
     images.sort()
-    return FolderScan(root=root, images=images, skipped=skipped, skipped_examples=skipped_examples)
+    return FolderScan(root=root, images=images, skipped=skipped, skipped_examples=skipped_examples,
+                      broken_links=sorted(broken), unreadable=sorted(unreadable))
 
 
 # ---------------------------------------------------------------- uploaded zips
@@ -123,6 +199,9 @@ class ZipLimits:
     max_total_bytes: int = 4 * 1024**3  # uncompressed
     max_ratio: float = 200.0  # per-entry compression ratio (zip bomb)
     ratio_min_bytes: int = 1024 * 1024  # small files may compress very well; only judge the ratio above this
+    max_total_ratio: float = 100.0  # the whole archive: unpacked bytes / zip bytes (a bomb of many small entries)
+    total_ratio_min_bytes: int = 64 * 1024**2  # only judge the whole archive's ratio when it unpacks to more
+    disk_margin_bytes: int = 1024**3  # free space that must remain on the disk after unpacking
 
 
 def safe_folder_name(name: str, default: str = "upload") -> str:
@@ -154,13 +233,20 @@ def _zip_entry_parts(info: zipfile.ZipInfo) -> list[str]:
     return [p for p in info.filename.split("/") if p not in ("", ".")]
 
 
-def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
-    """Validate every entry before anything is written; return the entries to extract."""
+def _is_image_entry(info: zipfile.ZipInfo) -> bool:
+    parts = _zip_entry_parts(info)
+    return (not info.is_dir() and bool(parts) and not any(_is_ignored_name(p) for p in parts)
+            and PurePosixPath(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits, packed_bytes: int | None = None,
+               free_bytes: int | None = None) -> list[zipfile.ZipInfo]:
+    """Validate every entry and the totals before anything is written; return the entries to extract."""
     infos = zf.infolist()
     if len(infos) > limits.max_files:
         raise UserError(f"This zip was refused: it holds {len(infos):,} entries, more than the limit of "
                         f"{limits.max_files:,}. Split it into smaller zips. Nothing was extracted.")
-    total = 0
+    total = compressed = 0
     for info in infos:
         name = info.filename
         why = _bad_path_reason(name)
@@ -176,6 +262,7 @@ def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
         if info.is_dir():
             continue
         total += info.file_size
+        compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise UserError(f"This zip was refused: unpacked it would take more than "
                             f"{limits.max_total_bytes / 1024**3:.1f} GB (reached at the entry '{name}'). "
@@ -184,7 +271,25 @@ def _check_zip(zf: zipfile.ZipFile, limits: ZipLimits) -> list[zipfile.ZipInfo]:
                 and info.file_size / max(info.compress_size, 1) > limits.max_ratio):
             raise _refuse(name, f"is compressed {info.file_size / max(info.compress_size, 1):,.0f} times, "
                                 "which looks like a zip bomb")
-    return [i for i in infos if not (_zip_entry_parts(i) and _zip_entry_parts(i)[0] == "__MACOSX")]
+    # entries may claim the same compressed bytes, so the zip's own size caps what they can hold
+    packed = max(1, min(compressed, packed_bytes if packed_bytes is not None else compressed))
+    if total >= limits.total_ratio_min_bytes and total / packed > limits.max_total_ratio:
+        raise UserError(f"This zip was refused: its {_size_text(packed)} unpack to {_size_text(total)}, "
+                        f"{total / packed:,.0f} times as much, which looks like a zip bomb (Loupe allows "
+                        f"{limits.max_total_ratio:,.0f} times). If it is genuine, unzip it yourself and choose the "
+                        "folder instead. Nothing was extracted.")
+    if free_bytes is not None and total > free_bytes - limits.disk_margin_bytes:
+        raise UserError(f"This zip was refused: unpacked it takes {_size_text(total)}, but the disk has "
+                        f"{_size_text(max(free_bytes, 0))} free and Loupe keeps {_size_text(limits.disk_margin_bytes)} "
+                        "of it free. Free some space and try again. Nothing was extracted.")
+    kept = [i for i in infos if not (_zip_entry_parts(i) and _zip_entry_parts(i)[0] == "__MACOSX")]
+    if not any(_is_image_entry(i) for i in kept):
+        others = [i.filename for i in kept if not i.is_dir()]
+        found = (f"only {len(others):,} other file{'s' if len(others) != 1 else ''} such as {', '.join(others[:3])}"
+                 if others else "no files")
+        raise UserError(f"This zip holds no images ({found}). Loupe reads {', '.join(sorted(IMAGE_EXTENSIONS))} "
+                        "files. Nothing was extracted.")
+    return kept
 
 
 def _copy_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
@@ -204,11 +309,81 @@ def _copy_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
     return written
 
 
-def _unique_child(parent: Path, base: str) -> Path:
-    candidate, n = parent / base, 2
-    while candidate.exists():
-        candidate, n = parent / f"{base}-{n}", n + 1
-    return candidate
+def _claim_child(parent: Path, base: str) -> Path:
+    """A new empty folder parent/base (or base-2, base-3…), made atomically so no two unpackings share one."""
+    for n in range(1, 10_000):
+        candidate = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"There are too many uploads named '{base}' already; rename the zip and try again.")
+
+
+@contextmanager
+def _extraction_dir(parent: Path) -> Iterator[Path]:
+    """A new hidden folder in parent to unpack into, locked while in use (see clean_stale_extractions), removed after."""
+    name = f"{EXTRACT_PREFIX}{secrets.token_hex(8)}"
+    lock = FileLock(parent / f"{name}.lock")
+    lock.acquire()  # before the folder exists, so a cleaner never sees it unlocked
+    tmp = parent / name
+    try:
+        tmp.mkdir()
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already empty or gone when its contents moved into place
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
+
+
+def clean_stale_extractions(folder: Path | None = None) -> int:
+    """Remove the unpacking folders a crash left in folder (default: Loupe's uploads and data sets); return how many.
+
+    A folder that a live unpacking (in this or another Loupe process) holds the lock of is left alone.
+    """
+    folders = [Path(folder)] if folder is not None else [home_subdir("uploads"), home_subdir("datasets")]
+    removed = 0
+    for parent in folders:
+        if not parent.is_dir():
+            continue
+        names = sorted({p.name.removesuffix(".lock") for p in parent.iterdir() if p.name.startswith(EXTRACT_PREFIX)})
+        for name in names:
+            lock = FileLock(parent / f"{name}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except (Timeout, OSError):
+                continue  # still being unpacked into, or not ours to touch
+            try:
+                if (parent / name).is_dir():
+                    shutil.rmtree(parent / name, ignore_errors=True)
+                    removed += 1
+            finally:
+                lock.release()
+                (parent / f"{name}.lock").unlink(missing_ok=True)
+    return removed
+
+
+def _archive_bytes(data: bytes | BinaryIO | Path) -> int | None:
+    """The size of the zip itself, or None if it cannot be told."""
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    try:
+        if isinstance(data, (str, os.PathLike)):
+            return os.stat(data).st_size
+        here = data.tell()
+        end = data.seek(0, os.SEEK_END)
+        data.seek(here)
+        return end
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def extract_zip(data: bytes | BinaryIO | Path, name: str, limits: ZipLimits = ZipLimits(),
@@ -216,6 +391,7 @@ def extract_zip(data: bytes | BinaryIO | Path, name: str, limits: ZipLimits = Zi
     """Safely unpack an uploaded zip into a new folder under dest_root (default: Loupe's uploads) and return it."""
     dest_root = Path(dest_root) if dest_root is not None else home_subdir("uploads")
     dest_root.mkdir(parents=True, exist_ok=True)
+    packed_bytes = _archive_bytes(data)
     source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     try:
         zf = zipfile.ZipFile(source)
@@ -224,40 +400,65 @@ def extract_zip(data: bytes | BinaryIO | Path, name: str, limits: ZipLimits = Zi
                         "your computer's 'Compress' command.") from None
 
     with zf:
-        entries = _check_zip(zf, limits)
-        tmp = Path(tempfile.mkdtemp(prefix=".loupe-extract-", dir=dest_root))
+        entries = _check_zip(zf, limits, packed_bytes, _free_bytes(dest_root))
         try:
-            real_tmp = os.path.realpath(tmp)
-            written = 0
-            for info in entries:
-                parts = _zip_entry_parts(info)
-                if not parts:
-                    continue
-                target = tmp.joinpath(*parts)
-                if not _inside(os.path.realpath(target), real_tmp):  # belt and braces
-                    raise _refuse(info.filename, "would be written outside its folder")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                written = _copy_zip_entry(zf, info, target, written, limits)
-            final = _unique_child(dest_root, safe_folder_name(name))
-            os.rename(tmp, final)
-        except UserError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with _extraction_dir(dest_root) as tmp:
+                real_tmp = os.path.realpath(tmp)
+                written = 0
+                for info in entries:
+                    parts = _zip_entry_parts(info)
+                    if not parts:
+                        continue
+                    target = tmp.joinpath(*parts)
+                    if not _inside(os.path.realpath(target), real_tmp):  # belt and braces
+                        raise _refuse(info.filename, "would be written outside its folder")
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    written = _copy_zip_entry(zf, info, target, written, limits)
+                final = _claim_child(dest_root, safe_folder_name(name))
+                try:
+                    for child in list(tmp.iterdir()):
+                        os.rename(child, final / child.name)
+                except OSError:
+                    shutil.rmtree(final, ignore_errors=True)
+                    raise
         except (zipfile.BadZipFile, EOFError, RuntimeError, zlib.error) as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(f"'{name}' is damaged and could not be unpacked ({e}). "
                             "Make the zip again and re-upload it. Nothing was extracted.") from None
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(f"Could not unpack '{name}': {e.strerror or e}. Is the disk full? "
                             "Nothing was extracted.") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return final
+
+
+def move_to_loupe_trash(path: Path, tag: str) -> Path:
+    """Move a file or folder into a new folder of its own in Loupe's trash (never deleted); return its new path."""
+    trash = home_subdir("trash")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        holder = trash / (f"{tag}-{stamp}" if n == 0 else f"{tag}-{stamp}-{n}")
+        try:
+            holder.mkdir()  # atomic: two processes trashing at once never share a holder
+        except FileExistsError:
+            continue
+        return Path(shutil.move(str(path), str(holder / Path(path).name)))  # a rename on one disk; copies across disks
+    raise UserError(f"Could not move '{path}' to Loupe's trash: too many items named '{tag}' went there this second.")
+
+
+def delete_upload(folder: str | Path, uploads_dir: Path | None = None) -> Path:
+    """Move an uploaded data set from Loupe's uploads into Loupe's trash (never deleted); return where it went."""
+    uploads = Path(uploads_dir) if uploads_dir is not None else home_subdir("uploads")
+    folder = Path(folder)
+    if (folder.is_symlink() or not folder.is_dir() or _is_ignored_name(folder.name)
+            or os.path.realpath(folder.parent) != os.path.realpath(uploads)):
+        raise UserError(f"'{folder}' is not a data set in Loupe's uploads folder ({uploads}), so Loupe will not move it.")
+    try:
+        return move_to_loupe_trash(folder, "upload")
+    except OSError as e:
+        raise UserError(f"Could not move '{folder.name}' to Loupe's trash ({e.strerror or e}); "
+                        "it is still in the uploads folder.") from None
 
 
 # ---------------------------------------------------------------- fastai data sets
@@ -415,21 +616,19 @@ def download_dataset(key: str, progress: Callable[[int, int | None], None] | Non
                 raise
 
         # extract into a hidden temporary folder, mark complete, then move into place
-        tmp = Path(tempfile.mkdtemp(prefix=".loupe-extract-", dir=base))
         try:
-            try:
-                _extract_tar(archive, tmp, ds.title)
-            except UserError:
-                archive.unlink(missing_ok=True)  # untrustworthy: fetch it afresh next time
-                raise
-            src = tmp / ds.folder if (tmp / ds.folder).is_dir() else tmp
-            (src / COMPLETE_MARKER).write_text(url + "\n")
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.rename(src, dest)
+            with _extraction_dir(base) as tmp:
+                try:
+                    _extract_tar(archive, tmp, ds.title)
+                except UserError:
+                    archive.unlink(missing_ok=True)  # untrustworthy: fetch it afresh next time
+                    raise
+                src = tmp / ds.folder if (tmp / ds.folder).is_dir() else tmp
+                (src / COMPLETE_MARKER).write_text(url + "\n")
+                if dest.exists():
+                    shutil.rmtree(dest)
+                os.rename(src, dest)
         except OSError as e:
             raise UserError(f"Could not unpack {ds.title}: {e.strerror or e}. Is the disk full?") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         archive.unlink(missing_ok=True)
     return dest

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from filelock import FileLock
+
+from engine import clean
 from engine.builtin import BUILTINS, ensure_builtin
-from engine.clean import (DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir,
-                          undo_last)
+from engine.clean import (DELETE, KEEP, LOCK_NAME, RELABEL, Change, apply_changes, history, reset_builtin,
+                          trash_dir, undo_last)
 from engine.data import label_items
 from engine.errors import UserError
 from engine.labels import LabelRule, apply_label_rule
@@ -327,6 +330,56 @@ def test_undo_refused_when_the_trashed_file_is_gone(names_root):
         undo_last(names_root)
 
 
+# ---------------------------------------------------------------- several cleaners at once
+# (two real processes racing: tests/engine/test_hostile.py)
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_move_never_replaces_a_file(names_root, monkeypatch, hard_links):
+    if not hard_links:  # a file system without them (FAT, some network shares)
+        def no_link(*args, **kwargs):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(clean.os, "link", no_link)
+    a, b = first(names_root, "seven_*.png"), first(names_root, "three_*.png")
+    before = tree(names_root)
+    with pytest.raises(FileExistsError):
+        clean._move(names_root, a, b)
+    assert tree(names_root) == before
+    clean._move(names_root, a, "sub/moved.png")
+    assert tree(names_root)["sub/moved.png"] == before[a] and a not in tree(names_root)
+
+
+def test_a_batch_waits_for_the_lock_of_another_cleaner(names_root, monkeypatch):
+    monkeypatch.setattr(clean, "LOCK_TIMEOUT_S", 0)  # give up at once instead of waiting
+    seven = first(names_root, "seven_*.png")
+    apply_changes(names_root, NAMES, [Change(seven, DELETE)])
+    before = tree(names_root)
+    with FileLock(trash_dir(names_root) / LOCK_NAME):  # as another process applying a batch holds it
+        with pytest.raises(UserError, match="Another Loupe window or command is changing this data set"):
+            apply_changes(names_root, NAMES, [Change(first(names_root, "two_*.png"), DELETE)])
+        with pytest.raises(UserError, match="Another Loupe window"):
+            undo_last(names_root)
+    assert tree(names_root) == before and len(history(names_root)) == 1
+    assert undo_last(names_root).id == 1 and seven in tree(names_root)
+
+
+def test_a_failed_step_puts_back_what_was_done(names_root, monkeypatch):
+    a, b = first(names_root, "seven_*.png"), first(names_root, "three_*.png")
+    before = tree(names_root)
+    moves = []
+    real_move = clean._move
+
+    def move_once(root, src, dst):  # the second move fails, as on a full disk
+        moves.append(src)
+        if len(moves) == 2:
+            raise OSError(28, "No space left on device")
+        real_move(root, src, dst)
+
+    monkeypatch.setattr(clean, "_move", move_once)
+    with pytest.raises(UserError, match=r"No space left on device\); everything was put back as it was"):
+        apply_changes(names_root, NAMES, [Change(a, DELETE), Change(b, DELETE)])
+    assert tree(names_root) == before and history(names_root) == []
+
+
 # ---------------------------------------------------------------- built-ins
 
 def test_reset_builtin_keeps_the_old_folder_in_the_trash(tmp_path, monkeypatch):
@@ -340,7 +393,9 @@ def test_reset_builtin_keeps_the_old_folder_in_the_trash(tmp_path, monkeypatch):
     again = reset_builtin("digits-names", root=builtin_root)
     assert again == root and len(list(again.glob("*.png"))) == 1797
     assert not trash_dir(again).exists()
-    (old,) = (tmp_path / "home" / "trash").iterdir()
-    assert old.name.startswith("digits-names-")
+    (holder,) = (tmp_path / "home" / "trash").iterdir()  # a folder of its own, so two resets never clash
+    assert holder.name.startswith("digits-names-")
+    (old,) = holder.iterdir()
+    assert old.name == "digits-names"
     assert len(list(old.glob("*.png"))) == 1796 and (old / TRASH_DIR / "1" / gone).is_file()
     assert np.array_equal(np.asarray(Image.open(again / gone)), np.asarray(Image.open(old / TRASH_DIR / "1" / gone)))

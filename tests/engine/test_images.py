@@ -1,4 +1,5 @@
 """Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.images import open_image, presize, presize_all, to_pil, to_rgb
+from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -257,3 +258,90 @@ def test_to_pil_round_trip():
     # floats in [0, 1] are scaled to 0..255 and clamped; channels first in, pixels first out
     f = torch.tensor([[[0.0, 0.5]], [[1.0, 1.5]], [[-0.2, 0.2]]])  # [3, 1, 2]
     assert np.array(to_pil(f)).tolist() == [[[0, 255, 0], [128, 255, 51]]]
+
+
+# ---------------------------------------------------------------- extreme sizes
+
+def halves(width: int, height: int) -> Image.Image:
+    """Left half black, right half white (or top and bottom for a tall image)."""
+    arr = np.zeros((height, width), dtype=np.uint8)
+    if width >= height:
+        arr[:, width // 2:] = 255
+    else:
+        arr[height // 2:, :] = 255
+    return Image.fromarray(arr, "L").convert("RGB")
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+@pytest.mark.parametrize("width, height", [(20000, 100), (100, 20000)])
+def test_extreme_aspect_ratios_are_presized(tmp_path, fmt, width, height):
+    path = save(halves(width, height), tmp_path / f"strip.{fmt}")
+    out = presize_all([path], 2, "crop")
+    assert out.ok.tolist() == [True] and out.sizes.tolist() == [[width, height]]
+    grey = out.pixels[0, 0].int()
+    # the centre square holds the border between the halves: black then white along the long side
+    first, second = (grey[:, 0], grey[:, 1]) if width > height else (grey[0], grey[1])
+    assert (first < 64).all() and (second > 191).all()
+    squished = np.asarray(presize(open_image(path), 2, "squish"))[..., 0].astype(int)
+    assert squished.shape == (2, 2) and squished.min() < 64 and squished.max() > 191
+
+
+def test_one_pixel_image_fills_the_square(tmp_path):
+    path = save(Image.new("RGB", (1, 1), (10, 200, 30)), tmp_path / "dot.png")
+    for method in ("crop", "squish"):
+        out = presize_all([path], 4, method)
+        assert out.ok.tolist() == [True] and out.sizes.tolist() == [[1, 1]]
+        assert out.pixels[0].reshape(3, -1).T.tolist() == [[10, 200, 30]] * 16
+
+
+@pytest.mark.parametrize("size, expected", [((20000, 100), (160, 1)), ((100, 20000), (1, 160)), ((1, 1), (160, 160)),
+                                            ((28, 28), (160, 160)), ((320, 240), (160, 120)), ((160, 90), (160, 90))])
+def test_fit_to_box_never_makes_a_side_of_zero(size, expected):
+    # Streamlit shrinks a shown image to its width with int(height * width / actual_width), which is 0 for
+    # a 20000×100 image at 160 px and crashed the Predict page; a copy that already fits is shown as it is
+    out = fit_to_box(Image.new("RGB", size), 160)
+    assert out.size == expected
+
+
+def test_fit_to_box_enlarges_small_images_with_crisp_pixels():
+    img = Image.new("L", (2, 1))
+    img.putdata([0, 255])
+    assert np.asarray(fit_to_box(img, 4)).tolist() == [[0, 0, 255, 255], [0, 0, 255, 255]]
+
+
+@pytest.mark.parametrize("width, height, max_pixels, draft, scale", [
+    (400, 300, 10**9, None, 1),
+    (400, 300, 30_000, None, 2),  # 120,000 pixels: half size is 30,000
+    (400, 300, 29_999, None, 4),
+    (400, 300, 10**9, 100, 2),  # PIL's draft((100, 100)): min(400 // 100, 300 // 100) = 3 → 2
+    (400, 300, 30_000, 20, 8),  # the larger of the two
+    (400, 300, 1_000, None, None),  # even 1/8 is 1,875 pixels
+    (20000, 1, 10_000, None, None),  # a 1-pixel side cannot shrink
+])
+def test_jpeg_scale(width, height, max_pixels, draft, scale):
+    assert jpeg_scale(width, height, max_pixels, draft) == scale
+
+
+def test_large_jpeg_is_decoded_smaller_and_others_are_refused(tmp_path):
+    jpeg = save(halves(40, 40), tmp_path / "big.jpg", quality=95)
+    png = save(halves(40, 40), tmp_path / "big.png")
+    img, mode, size = decode(jpeg, max_pixels=500)
+    assert (img.size, mode, size) == ((20, 20), "RGB", (40, 40))  # decoded at 1/2, the real size reported
+    with pytest.raises(ValueError, match=r"^too large \(40×40 pixels; the limit is 500\)$"):
+        decode(png, max_pixels=500)
+    with pytest.raises(ValueError, match=r"^too large \(40×40 pixels; the limit is 20\)$"):
+        decode(jpeg, max_pixels=20)  # 1/8 is still 25 pixels
+
+
+def test_images_past_pils_bomb_limits_decode_quietly_or_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL warns over 1,000 pixels and refuses over 2,000
+    between = save(halves(40, 40), tmp_path / "between.png")  # 1,600 pixels
+    over = save(halves(50, 50), tmp_path / "over.png")  # 2,500 pixels
+    with warnings.catch_warnings(record=True) as caught:  # keeps the filters in force, records what gets through
+        assert open_image(between).size == (40, 40)
+        with pytest.raises(ValueError, match=r"^too large to open safely \(over 2,000 pixels\)$"):
+            open_image(over)
+        out = presize_all([between, over], 4)
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    assert out.ok.tolist() == [True, False]
+    assert out.failures == {1: "too large to open safely (over 2,000 pixels)"}

@@ -3,6 +3,7 @@ import io
 import os
 import socket
 import stat
+import sys
 import tarfile
 import threading
 import zipfile
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from filelock import FileLock
+
 from engine import sources
 from engine.errors import UserError
-from engine.sources import (FASTAI_DATASETS, ZipLimits, dataset_path, dataset_url, download_dataset,
-                            extract_zip, is_downloaded, scan_folder)
+from engine.sources import (FASTAI_DATASETS, ScanStopped, ZipLimits, clean_stale_extractions, dataset_path,
+                            dataset_url, delete_upload, download_dataset, extract_zip, is_downloaded, scan_folder)
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +107,114 @@ def test_scan_folder_missing_path_and_file_path(tmp_path):
         scan_folder(tmp_path / "nope")
     with pytest.raises(UserError, match="not a folder"):
         scan_folder(write(tmp_path / "a.jpg"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX system folders")
+@pytest.mark.parametrize("folder, message", [
+    ("/", "the top of the whole disk"), ("/proc", "does not scan /proc "), ("/proc/self", "does not scan /proc "),
+    ("/sys", "does not scan /sys "), ("/dev", "does not scan /dev "),
+])
+def test_scan_folder_refuses_the_disk_and_system_folders(folder, message):
+    if not os.path.isdir(folder):
+        pytest.skip(f"{folder} is not on this machine")
+    with pytest.raises(UserError, match=message):
+        scan_folder(folder)
+
+
+def test_scan_folder_lists_broken_links_and_survives_link_loops(tmp_path):
+    root = tmp_path / "root"
+    image = write(root / "sub" / "a.png")
+    os.symlink(root / "nowhere.png", root / "gone.png")
+    os.symlink(root / "loop-b", root / "loop-a")  # a loop of links: points nowhere
+    os.symlink(root / "loop-a", root / "loop-b")
+    os.symlink(root / "self", root / "self")
+    os.symlink(root, root / "sub" / "up")  # a folder loop: back to the root
+    os.symlink("..", root / "sub" / "parent")
+
+    scan = scan_folder(root)
+
+    assert scan.images == [image.resolve()]
+    assert scan.broken_links == ["gone.png", "loop-a", "loop-b", "self"]
+    assert scan.unreadable == [] and scan.skipped == 0
+
+
+def test_scan_folder_skips_and_lists_unreadable_subfolders(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    image = write(root / "ok" / "a.png")
+    write(root / "locked" / "b.png")
+    write(root / "locked" / "deeper" / "c.png")
+    real_scandir = os.scandir
+
+    def scandir(path):  # as for a folder without permission (root may read anything, so chmod cannot show it)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(sources.os, "scandir", scandir)
+    scan = scan_folder(root)
+    assert scan.images == [image.resolve()]
+    assert scan.unreadable == ["locked"]
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="chmod does not stop root (or Windows)")
+def test_scan_folder_with_a_real_chmod_000_subfolder(tmp_path):
+    image = write(tmp_path / "ok" / "a.png")
+    write(tmp_path / "locked" / "b.png")
+    (tmp_path / "locked").chmod(0)
+    try:
+        scan = scan_folder(tmp_path)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert scan.images == [image.resolve()] and scan.unreadable == ["locked"]
+
+
+def test_scan_folder_unreadable_root_is_a_user_error(tmp_path, monkeypatch):
+    write(tmp_path / "a.png")
+
+    def scandir(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(sources.os, "scandir", scandir)
+    with pytest.raises(UserError, match=r"Loupe cannot read the folder '.*' \(permission denied\)"):
+        scan_folder(tmp_path)
+
+
+def test_scan_folder_only_unreadable_subfolders_says_so(tmp_path, monkeypatch):
+    write(tmp_path / "locked" / "a.png")
+    real_scandir = os.scandir
+    monkeypatch.setattr(sources.os, "scandir", lambda path: (_ for _ in ()).throw(PermissionError(13, "denied"))
+                        if Path(path).name == "locked" else real_scandir(path))
+    with pytest.raises(UserError, match="1 of its subfolders are not readable"):
+        scan_folder(tmp_path)
+
+
+def test_scan_folder_gives_up_past_max_files(tmp_path):
+    for i in range(30):
+        write(tmp_path / "many" / f"{i}.png")
+    with pytest.raises(UserError, match="holds more than 25 files and folders, more than Loupe scans"):
+        scan_folder(tmp_path, max_files=25)
+    assert len(scan_folder(tmp_path, max_files=31).images) == 30  # 30 files and the folder 'many'
+
+
+def test_scan_folder_reports_progress(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "SCAN_PROGRESS_EVERY", 10)
+    for i in range(25):
+        write(tmp_path / f"{i}.png")
+    write(tmp_path / "notes.txt")
+    calls = []
+    scan_folder(tmp_path, progress=lambda looked_at, images: calls.append((looked_at, images)))
+    # entries are counted as the folder is listed; images once the listing is sorted and read
+    assert calls == [(10, 0), (20, 0), (26, 25)]
+
+
+def test_scan_folder_stops_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "SCAN_PROGRESS_EVERY", 10)
+    for i in range(25):
+        write(tmp_path / f"{i}.png")
+    stop = threading.Event()
+    with pytest.raises(ScanStopped, match="stopped after 11 files and folders; nothing was loaded"):
+        scan_folder(tmp_path, progress=lambda looked_at, images: stop.set(), stop=stop)
+    assert isinstance(ScanStopped("x"), UserError)
 
 
 # ---------------------------------------------------------------- extract_zip
@@ -232,6 +343,115 @@ def test_extract_zip_damaged_entry_midway_leaves_nothing(tmp_path):
     with pytest.raises(UserError, match="damaged"):
         extract_zip(bytes(data), "x.zip", dest_root=tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_extract_zip_refuses_many_small_entries_that_unpack_to_far_more(tmp_path):
+    # each entry is under the 1 MiB the per-entry ratio check needs; together they unpack to ~550 times the zip
+    entries = {f"img/{i}.png": b"\0" * 20_000 for i in range(100)}
+    data = make_zip(entries, zipfile.ZIP_DEFLATED)
+    limits = ZipLimits(total_ratio_min_bytes=1024**2)
+    with pytest.raises(UserError, match=r"its \d\.\d KB unpack to 1\.9 MB, \d+ times as much, which looks like a zip bomb"):
+        extract_zip(data, "x.zip", limits=limits, dest_root=tmp_path)
+    assert os.listdir(tmp_path) == []
+    # below the size where the whole-archive ratio is judged, the same kind of zip is fine
+    assert extract_zip(make_zip({"a.png": b"\0" * 20_000}, zipfile.ZIP_DEFLATED), "x.zip", limits=limits,
+                       dest_root=tmp_path).is_dir()
+
+
+def test_the_zip_size_caps_what_its_entries_may_claim(tmp_path):
+    # entries may share compressed bytes (an "overlapping" zip bomb): the ratio uses the zip's own size then
+    data = make_zip({f"{i}.png": bytes(range(256)) * 1024 for i in range(8)})  # 2 MiB stored, ratio 1
+    limits = ZipLimits(total_ratio_min_bytes=1024**2)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert len(sources._check_zip(zf, limits, packed_bytes=len(data))) == 8
+        with pytest.raises(UserError, match="looks like a zip bomb"):
+            sources._check_zip(zf, limits, packed_bytes=len(data) // 200)
+
+
+def test_extract_zip_refuses_more_than_the_free_disk_space(tmp_path):
+    data = make_zip({"a.png": b"a" * 1000})
+    with pytest.raises(UserError, match="but the disk has .* free and Loupe keeps .* of it free. Free some space"):
+        extract_zip(data, "x.zip", limits=ZipLimits(disk_margin_bytes=2**62), dest_root=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("entries, found", [
+    ({}, "no files"),
+    ({"empty/": b""}, "no files"),
+    ({"notes.txt": b"x", "data/list.csv": b"y"}, "only 2 other files such as notes.txt, data/list.csv"),
+    ({"__MACOSX/._a.png": b"x", ".hidden.png": b"y"}, "only 1 other file such as .hidden.png"),
+])
+def test_extract_zip_without_images_leaves_nothing(tmp_path, entries, found):
+    with pytest.raises(UserError, match=f"This zip holds no images \\({found}\\).*Nothing was extracted"):
+        extract_zip(make_zip(entries), "x.zip", dest_root=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_clean_stale_extractions_removes_only_unlocked_leftovers(tmp_path):
+    write(tmp_path / ".loupe-extract-crashed" / "a.png")  # left by a crash (no lock file, as older Loupes made)
+    write(tmp_path / ".loupe-extract-crashed2" / "b.png")
+    write(tmp_path / ".loupe-extract-crashed2.lock", b"")  # its lock file, no longer held
+    write(tmp_path / ".loupe-extract-orphan.lock", b"")
+    write(tmp_path / "my-pets" / "c.png")  # a finished upload
+    live = FileLock(tmp_path / ".loupe-extract-live.lock")
+    with live:  # another server unpacking right now
+        write(tmp_path / ".loupe-extract-live" / "d.png")
+        assert clean_stale_extractions(tmp_path) == 2
+        assert sorted(os.listdir(tmp_path)) == [".loupe-extract-live", ".loupe-extract-live.lock", "my-pets"]
+    assert clean_stale_extractions(tmp_path) == 1
+    assert os.listdir(tmp_path) == ["my-pets"]
+    assert clean_stale_extractions(tmp_path / "missing") == 0
+
+
+def test_clean_stale_extractions_during_an_extraction_leaves_it_alone(tmp_path, monkeypatch):
+    copy = sources._copy_zip_entry
+    removed = []
+
+    def copy_then_clean(*args):  # a second server starting up while this one unpacks
+        removed.append(clean_stale_extractions(tmp_path))
+        return copy(*args)
+
+    monkeypatch.setattr(sources, "_copy_zip_entry", copy_then_clean)
+    out = extract_zip(make_zip({"a/1.png": b"1", "a/2.png": b"2"}), "pets.zip", dest_root=tmp_path)
+    assert removed == [0, 0]
+    assert (out / "a" / "1.png").read_bytes() == b"1" and os.listdir(tmp_path) == ["pets"]
+
+
+def test_clean_stale_extractions_default_is_loupe_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    write(tmp_path / "uploads" / ".loupe-extract-x" / "a.png")
+    write(tmp_path / "datasets" / ".loupe-extract-y" / "b.png")
+    assert clean_stale_extractions() == 2
+    assert os.listdir(tmp_path / "uploads") == os.listdir(tmp_path / "datasets") == []
+
+
+def test_delete_upload_moves_it_to_loupes_trash(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path / "home"))
+    uploads = tmp_path / "home" / "uploads"
+    first = extract_zip(make_zip(GOOD), "pets.zip")
+    second = extract_zip(make_zip(GOOD), "pets.zip")
+    assert (first.parent, first.name, second.name) == (uploads, "pets", "pets-2")
+
+    moved = delete_upload(first)
+    again = delete_upload(second)
+    assert os.listdir(uploads) == []
+    assert moved.parent.parent == again.parent.parent == tmp_path / "home" / "trash"
+    assert moved.parent != again.parent and (moved.name, again.name) == ("pets", "pets-2")
+    assert (moved / "pets" / "cat" / "1.jpg").read_bytes() == GOOD["pets/cat/1.jpg"]
+
+
+@pytest.mark.parametrize("where", ["outside", "missing", "hidden", "link", "uploads itself"])
+def test_delete_upload_refuses_anything_but_an_upload(tmp_path, where):
+    uploads = tmp_path / "uploads"
+    write(uploads / "real" / "a.png")
+    write(uploads / ".loupe-extract-x" / "a.png")
+    write(tmp_path / "elsewhere" / "b.png")
+    os.symlink(tmp_path / "elsewhere", uploads / "link")
+    folder = {"outside": tmp_path / "elsewhere", "missing": uploads / "nope", "hidden": uploads / ".loupe-extract-x",
+              "link": uploads / "link", "uploads itself": uploads}[where]
+    with pytest.raises(UserError, match="is not a data set in Loupe's uploads folder"):
+        delete_upload(folder, uploads_dir=uploads)
+    assert (tmp_path / "elsewhere" / "b.png").is_file() and (uploads / "real" / "a.png").is_file()
 
 
 # ---------------------------------------------------------------- download_dataset
