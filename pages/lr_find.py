@@ -9,7 +9,8 @@ from engine.training import lr_find_target
 from ui.charts_train import lr_finder_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
-from ui.state import LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_summary, job_manager, presize_cache, run_spec, update_draft
+from ui.train_view import ask_for_data
+from ui.state import LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec, update_draft
 
 require_app_frame("pages/lr_find.py")
 
@@ -21,8 +22,7 @@ spec, summary = run_spec(), data_summary()
 manager = job_manager()
 running = manager.latest("lr_find")
 if spec is None and not (running and running.active):
-    st.info("Choose a data set on the Data page first.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+    ask_for_data(data_problem())
     st.stop()
 
 arch, pretrained = model_choice()

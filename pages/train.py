@@ -11,9 +11,9 @@ from engine.training import batches_per_epoch, estimate_seconds, train_target
 from ui.charts_train import training_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
-from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_summary, draft,
+from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec)
-from ui.train_view import epoch_table, format_seconds, kept_model_caption, final_metrics
+from ui.train_view import ask_for_data, epoch_table, final_metrics, format_seconds, kept_model_caption
 
 require_app_frame("pages/train.py")
 
@@ -58,9 +58,9 @@ def settings_form() -> None:
         if train.lr_slice is not None:
             low, high = st.columns(2)
             low.number_input("Lowest LR (earliest layers)", 1e-8, 10.0, format="%.1e",
-                             **bind("train.lr_slice", lambda s: s[0], lambda v: (v, view_spec().train.lr_slice[1])))
+                             **bind("train.lr_slice", lambda s: s[0], lambda v: (v, view_spec().train.lr_slice[1]), part="low"))
             high.number_input("Highest LR (head)", 1e-8, 10.0, format="%.1e",
-                              **bind("train.lr_slice", lambda s: s[1], lambda v: (view_spec().train.lr_slice[0], v)))
+                              **bind("train.lr_slice", lambda s: s[1], lambda v: (view_spec().train.lr_slice[0], v), part="high"))
             st.caption(f"Every layer unfrozen, with learning rates spread from {train.lr_slice[0]:.1e} (earliest "
                        f"layers) to {train.lr_slice[1]:.1e} (head), one cycle.")
         else:
@@ -138,8 +138,7 @@ if job is not None and job.active:
     live(job.id)
     st.stop()
 if spec is None:
-    st.info("Choose a data set on the Data page first.")
-    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+    ask_for_data(data_problem())
 else:
     launch_panel()
 

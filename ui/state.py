@@ -12,6 +12,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 import streamlit as st
 
+from engine.builtin import ensure_builtin
 from engine.data import LabelledItems, PresizeCache, load_items
 from engine.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.errors import UserError
@@ -85,7 +86,7 @@ DRAFT = SessionKey[RunSpec]("loupe.draft")  # this window's draft, as saved unde
 SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)
 FRAMED = SessionKey[bool]("loupe.framed", False)
 INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
-DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # (data spec JSON, DataSummary)
+DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # (data spec JSON, DataSummary or the error message)
 FOLDER_TEXT = SessionKey[str]("data.folder_text", "")  # the last folder typed, kept while another source is shown
 ZIP_VERDICTS = SessionKey[dict]("data.zip_verdicts", factory=dict)  # upload file_id -> message, checked once
 VIEW_SEED = SessionKey[int]("view.seed", 0)
@@ -197,7 +198,10 @@ def view_spec(spec: RunSpec | None = None) -> RunSpec:
     spec = spec or draft()
     if not source_ready(spec):
         return spec
-    return _resolved(spec.to_json())
+    try:
+        return _resolved(spec.to_json())
+    except (UserError, OSError):  # e.g. a folder with no images: the Data page says what is wrong
+        return spec
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -205,10 +209,15 @@ def _resolved(spec_json: str) -> RunSpec:
     return resolve(RunSpec.from_json(spec_json))
 
 
+def widget_key(name: str, part: str = "") -> str:
+    """The session key of the widget bound to a draft setting (`part` tells apart widgets showing parts of one)."""
+    return f"spec.{name}" + (f".{part}" if part else "")
+
+
 def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
-         from_widget: Callable[[Any], Any] = lambda v: v) -> dict:
+         from_widget: Callable[[Any], Any] = lambda v: v, part: str = "") -> dict:
     """Keyword arguments that bind a widget to a draft setting: its value comes from the draft, changes go back to it."""
-    key = f"spec.{name}"
+    key = widget_key(name, part)
     st.session_state[key] = to_widget(get(view_spec(), name))
     return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
 
@@ -237,8 +246,8 @@ def remember_data(spec: RunSpec, items: LabelledItems, n_train: int, n_valid: in
     DATA_SUMMARY.set((json.dumps(spec.to_dict()["data"]), summary))
 
 
-def data_summary() -> DataSummary | None:
-    """The summary of the draft's data set: the Data page's, or computed now (after a reload or a restart)."""
+def _data_status() -> DataSummary | str | None:
+    """The draft's data set: its summary, the message of what is wrong with it, or None while none is chosen."""
     spec = view_spec()
     if not source_ready(spec) or spec.data.label is None:
         return None
@@ -247,13 +256,28 @@ def data_summary() -> DataSummary | None:
     if known and known[0] == key:
         return known[1]
     try:
+        if spec.data.kind == "builtin":
+            ensure_builtin(spec.data.key)  # written on first use, as the Data page would
         items = load_items(spec.data)
-    except (UserError, OSError, ValueError):
-        return None
-    summary = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
-                          n_train=int((items.split == "train").sum()), n_valid=int((items.split == "valid").sum()))
-    DATA_SUMMARY.set((key, summary))
-    return summary
+    except (UserError, OSError, ValueError) as e:
+        status: DataSummary | str = str(e)
+    else:
+        status = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
+                             n_train=int((items.split == "train").sum()), n_valid=int((items.split == "valid").sum()))
+    DATA_SUMMARY.set((key, status))
+    return status
+
+
+def data_summary() -> DataSummary | None:
+    """The summary of the draft's data set: the Data page's, or computed now (after a reload or a restart)."""
+    status = _data_status()
+    return status if isinstance(status, DataSummary) else None
+
+
+def data_problem() -> str | None:
+    """What is wrong with the draft's data settings (a bad label rule, a missing folder…), if anything."""
+    status = _data_status()
+    return status if isinstance(status, str) else None
 
 
 def run_spec() -> RunSpec | None:

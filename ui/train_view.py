@@ -5,6 +5,15 @@ import pandas as pd
 import streamlit as st
 
 
+def ask_for_data(problem: str | None) -> None:
+    """What a page that needs a data set says when the draft has none it can use."""
+    if problem:
+        st.error(f"The data settings have a problem: {problem} Fix them on the Data page.")
+    else:
+        st.info("Choose a data set on the Data page first.")
+    st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+
+
 def format_seconds(seconds: float) -> str:
     """62 → '1:02', 3725 → '1:02:05'."""
     seconds = int(round(seconds))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import streamlit as st
@@ -24,3 +25,9 @@ def fresh_resources(home):
         os.environ.pop("LOUPE_HOME", None)
     else:
         os.environ["LOUPE_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def fresh_drafts(home):
+    """Each test's window starts from Loupe's defaults, not from the draft an earlier test left behind."""
+    shutil.rmtree(home / "drafts", ignore_errors=True)

@@ -8,25 +8,26 @@ import onnx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataConfig, PresizeCache
+from engine.builtin import ensure_builtin
+from engine.data import PresizeCache
 from engine.interpret import most_confused, top_losses
 from engine.jobs import Job
 from engine.review import review_run
-from engine.training import TrainSettings, train_target
-from ui.state import run_store
+from engine.spec import RunSpec, override
+from engine.training import train_target
+from ui.state import (CLEAN_LABEL, INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_K, INTERPRET_PREDICTED, PREDICT_SOURCE,
+                      PREDICT_VALID_ITEMS, REVIEW_RUN, clean_choice, run_store)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-SPEC = BUILTINS["digits-names"]
 
 
 @pytest.fixture(scope="module")
 def run_id(fresh_resources) -> int:
     """One epoch of the small model on the built-in digits, recorded in this module's run history."""
-    config = DataConfig(root=str(ensure_builtin("digits-names")), name=SPEC.title, label=SPEC.label_rule,
-                        split=SPEC.split_rule, size=28, presize=32, aug=SPEC.aug)
-    settings = TrainSettings(arch="small", pretrained=False, method="one_cycle", epochs=1, lr=3e-3, seed=0)
-    job = Job("train", "review pages", train_target(config, settings, PresizeCache(), run_store()))
+    ensure_builtin("digits-names")
+    spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3,
+                                "train.seed": 0})
+    job = Job("train", "review pages", train_target(spec, PresizeCache(), run_store()))
     job.run()
     assert job.state == "done", job.error_detail
     return job.result["run_id"]
@@ -51,26 +52,26 @@ def image_captions(at) -> list[str]:
 def test_interpret_top_losses_confusion_cell_metrics_and_unsure(app, run_id):
     app.switch_page("pages/interpret.py").run()
     assert not app.exception, app.exception
-    assert app.selectbox(key="review.run_id").value == run_id
+    assert app.selectbox(key=REVIEW_RUN.key).value == run_id
     review = review_run(run_store().run(run_id), PresizeCache())
     expected = top_losses(review.preds, 9)
     titles = image_captions(app)
     wanted = [f"{r.predicted}/{r.actual} / {r.loss:.2f} / {r.probability:.2f}" for r in expected.itertuples()]
     assert titles[:9] == wanted
 
-    app.number_input(key="interpret.k").set_value(4).run()
+    app.number_input(key=INTERPRET_K.key).set_value(4).run()
     titles = image_captions(app)
     assert titles[:4] == wanted[:4] and wanted[4] not in titles
 
     actual, predicted, count = most_confused(review.preds)[0]
-    app.selectbox(key="interpret.actual").set_value(actual).run()
-    app.selectbox(key="interpret.predicted").set_value(predicted).run()
+    app.selectbox(key=INTERPRET_ACTUAL.key).set_value(actual).run()
+    app.selectbox(key=INTERPRET_PREDICTED.key).set_value(predicted).run()
     assert not app.exception
     assert any(f"{count:,} image(s) of {actual} predicted as {predicted}" in m.value for m in app.markdown)
     cell = [c for c in image_captions(app) if c.endswith(".png / " + c.rsplit(" / ", 1)[-1])]
     assert len(cell) == min(count, 50)
 
-    app.toggle(key="interpret.gradcam").set_value(True).run()
+    app.toggle(key=INTERPRET_CAM.key).set_value(True).run()
     assert not app.exception
     table = next(d.value for d in app.dataframe if "precision" in d.value.columns)
     assert list(table["class"]) == review.preds.classes
@@ -81,9 +82,9 @@ def test_predict_validation_images_and_export_buttons(app, run_id):
     app.switch_page("pages/predict.py").run()
     assert not app.exception, app.exception
     review = review_run(run_store().run(run_id), PresizeCache())
-    app.segmented_control(key="predict.source").set_value("Validation images").run()
+    app.segmented_control(key=PREDICT_SOURCE.key).set_value("Validation images").run()
     picks = review.preds.items[:2]
-    app.multiselect(key="predict.valid_items").set_value(picks).run()
+    app.multiselect(key=PREDICT_VALID_ITEMS.key).set_value(picks).run()
     assert not app.exception, app.exception
     tops = [review.preds.classes[i] for i in review.preds.preds[:2].tolist()]
     shown = [m.value for m in app.markdown if m.value.startswith("**")]
@@ -97,16 +98,16 @@ def test_predict_validation_images_and_export_buttons(app, run_id):
 
 
 def test_clean_delete_and_relabel_then_undo(app, run_id, home):
-    root = Path(run_store().run(run_id)["data"]["root"])
+    root = run_store().run(run_id)["spec"].data.root
     before = tree(root)
     app.switch_page("pages/clean.py").run()
     assert not app.exception, app.exception
-    app.selectbox(key="clean.label").set_value("seven").run()
+    app.selectbox(key=CLEAN_LABEL.key).set_value("seven").run()
     choices = [s for s in app.selectbox if s.key and s.key.startswith("clean.choice.")]
     assert len(choices) == 12
     first, second = choices[0].key.removeprefix("clean.choice."), choices[1].key.removeprefix("clean.choice.")
     choices[0].set_value("delete").run()
-    app.selectbox(key="clean.choice." + second).set_value("one").run()
+    app.selectbox(key=clean_choice(second).key).set_value("one").run()
     app.button(key="clean.apply").click().run()
     assert not app.exception, app.exception
     assert not (root / first).exists() and not (root / second).exists()
@@ -119,7 +120,7 @@ def test_clean_delete_and_relabel_then_undo(app, run_id, home):
 
 
 def test_reset_builtin_from_the_clean_page(app, run_id):
-    root = Path(run_store().run(run_id)["data"]["root"])
+    root = run_store().run(run_id)["spec"].data.root
     victim = sorted(root.glob("three_*.png"))[0]
     victim.unlink()  # as if cleaned outside Loupe
     app.switch_page("pages/clean.py").run()

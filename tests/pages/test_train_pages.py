@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ui.state import job_manager, run_store
+from engine.data import PresizeCache
+from engine.drafts import DraftStore
+from engine.spec import RunSpec, override
+from engine.training import train_run
+from ui.state import DRAFT, DRAFT_ID, LRF_CHOSEN, job_manager, run_store, widget_key
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -31,12 +35,18 @@ def wait_for_job(kind: str, timeout: float = 180):
     return job
 
 
-def test_pages_without_data_point_to_the_data_page(home, monkeypatch):
+def test_the_train_page_works_from_the_first_visit_and_points_to_the_data_page_when_it_cannot(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/train.py").run()
-    assert not at.exception
-    assert any("Data page first" in i.value for i in at.info)
+    at.switch_page("pages/train.py").run()  # a fresh window: the default spec's built-in digits, never seen on Data
+    assert not at.exception and at.button(key="train.start")
+    missing = override(RunSpec(), {"data.source": str(home / "gone")})
+    DraftStore().save(at.session_state[DRAFT_ID.key], missing)
+    again = AppTest.from_file(APP, default_timeout=60)
+    again.query_params["draft"] = at.session_state[DRAFT_ID.key]
+    again.switch_page("pages/train.py").run()
+    assert not again.exception
+    assert any("Data page first" in i.value for i in again.info)
 
 
 def test_lr_finder_then_use_the_lr_on_the_train_page(app):
@@ -51,19 +61,22 @@ def test_lr_finder_then_use_the_lr_on_the_train_page(app):
     assert {b.key for b in suggestion_buttons} >= {"lrf.pick.valley", "lrf.pick.minimum", "lrf.pick.steep"}
     app.button(key="lrf.pick.valley").click().run()
     valley = job.result.suggestions["valley"].lr
-    assert app.session_state["lrf.chosen"] == valley
+    assert app.session_state[LRF_CHOSEN.key] == valley
     app.button(key="lrf.use").click().run()
     assert not app.exception
-    assert app.session_state["train.lr"] == pytest.approx(valley, rel=1e-2)
-    assert app.number_input(key="train.lr").value == pytest.approx(valley, rel=1e-2)
+    assert app.session_state[DRAFT.key].train.lr == pytest.approx(valley, rel=1e-2)
+    assert app.number_input(key=widget_key("train.lr")).value == pytest.approx(valley, rel=1e-2)
 
 
 def test_train_a_short_run_and_find_it_on_the_runs_page(app):
     app.switch_page("pages/train.py").run()
     assert not app.exception
-    app.button_group(key="train.method").set_value("one_cycle").run()
-    app.number_input(key="train.epochs").set_value(1).run()
-    app.number_input(key="train.lr").set_value(3e-3).run()
+    assert app.number_input(key=widget_key("train.epochs")).value == RunSpec().train.epochs  # the spec's defaults
+    assert app.number_input(key=widget_key("train.lr")).value == 2e-3  # fine_tune's base_lr
+    app.button_group(key=widget_key("train.schedule")).set_value("one_cycle").run()
+    assert app.number_input(key=widget_key("train.lr")).value == 1e-3  # fit_one_cycle's lr_max, until one is set
+    app.number_input(key=widget_key("train.epochs")).set_value(1).run()
+    app.number_input(key=widget_key("train.lr")).set_value(3e-3).run()
     app.button(key="train.estimate_button").click().run()
     assert any("About" in c.value and "1 epoch" in c.value for c in app.caption)
     app.button(key="train.start").click().run()
@@ -74,6 +87,9 @@ def test_train_a_short_run_and_find_it_on_the_runs_page(app):
     assert not app.exception
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Epochs"] == "1" and float(metrics["Accuracy"].rstrip("%")) > 50
+    assert any("Model from epoch 0 (lowest validation loss)" in c.value for c in app.caption)
+    run = run_store().run(job.result["run_id"])
+    assert run["spec"].train.schedule == "one_cycle" and run["spec"].train.epochs == 1 and run["kept_epoch"] == 0
     table = app.table[-1].value
     assert list(table.columns) == ["epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time"]
     assert len(table) == 1
@@ -84,6 +100,7 @@ def test_train_a_short_run_and_find_it_on_the_runs_page(app):
     assert not app.exception
     shown = app.dataframe[0].value
     assert int(job.result["run_id"]) in shown["id"].tolist()
+    assert "kept_epoch" in shown.columns and "accuracy" in shown.columns and "best_accuracy" not in shown.columns
 
 
 def test_a_failed_run_shows_its_error_and_the_app_stays_up(app, monkeypatch):
@@ -101,3 +118,63 @@ def test_a_failed_run_shows_its_error_and_the_app_stays_up(app, monkeypatch):
     assert not app.exception
     assert any("simulated out-of-memory" in e.value for e in app.error)
     assert app.button(key="train.start")  # the next run can start
+
+
+def test_discriminative_learning_rates(app):
+    app.switch_page("pages/train.py").run()
+    app.button_group(key=widget_key("train.schedule")).set_value("one_cycle").run()
+    app.toggle(key="train.lr_slice_on").set_value(True).run()
+    assert not app.exception
+    assert app.session_state[DRAFT.key].train.lr_slice == pytest.approx((1e-5, 1e-3))
+    assert any("spread from 1.0e-05" in c.value for c in app.caption)
+    app.number_input(key=widget_key("train.lr_slice", "low")).set_value(1e-6).run()
+    assert not app.exception
+    assert app.session_state[DRAFT.key].train.lr_slice == pytest.approx((1e-6, 1e-3))
+    app.toggle(key="train.lr_slice_on").set_value(False).run()
+    assert app.session_state[DRAFT.key].train.lr_slice is None
+
+
+def test_a_reload_or_a_restart_comes_back_to_the_draft_and_windows_keep_their_own(home, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    first = AppTest.from_file(APP, default_timeout=120)
+    first.run()
+    first.switch_page("pages/train.py").run()
+    first.number_input(key=widget_key("train.epochs")).set_value(7).run()
+    draft_id = first.session_state[DRAFT_ID.key]
+    assert first.query_params["draft"] in (draft_id, [draft_id])  # the window's draft travels in the page address
+
+    # a reload, a bookmark or a restarted server: a new session with the same address
+    again = AppTest.from_file(APP, default_timeout=120)
+    again.query_params["draft"] = draft_id
+    again.switch_page("pages/train.py").run()
+    assert not again.exception
+    assert again.number_input(key=widget_key("train.epochs")).value == 7
+
+    # a new window starts from the latest draft, then keeps its own
+    other = AppTest.from_file(APP, default_timeout=120)
+    other.switch_page("pages/train.py").run()
+    assert other.session_state[DRAFT_ID.key] != draft_id
+    assert other.number_input(key=widget_key("train.epochs")).value == 7
+    other.number_input(key=widget_key("train.epochs")).set_value(2).run()
+    again.run()
+    assert again.number_input(key=widget_key("train.epochs")).value == 7
+
+
+def test_the_runs_page_shows_a_cli_run_with_its_settings_and_replay_line(app, home):
+    spec = override(RunSpec(), {"train.schedule": "one_cycle", "train.epochs": 1, "train.seed": 3,
+                                "train.keep_best": False})
+    result = train_run(spec, PresizeCache(), run_store(), source="cli")
+    app.switch_page("pages/runs.py").run()
+    assert not app.exception
+    table = app.dataframe[0]
+    row = table.value.set_index("id").loc[result["run_id"]]
+    assert row["source"] == "cli" and row["kept_epoch"] == 0
+    app.session_state["runs.table"] = {"selection": {"rows": [list(table.value["id"]).index(result["run_id"])],
+                                                     "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception
+    settings = next(df.value for df in app.dataframe if "setting" in df.value.columns)
+    shown = dict(zip(settings["setting"], settings["value"]))
+    assert shown["train.schedule"] == "one_cycle" and shown["train.seed"] == "3" and shown["train.keep_best"] == "False"
+    assert shown["data.label"].startswith("regex on file name")
+    assert any(f"--spec {home / 'runs' / str(result['run_id']) / 'spec.json'}" in c.value for c in app.code)
