@@ -10,7 +10,8 @@ from ui.charts_train import lr_finder_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.train_view import ask_for_data
-from ui.state import LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec, update_draft
+from ui.state import (LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
+                      update_draft, window_id)
 
 require_app_frame("pages/lr_find.py")
 
@@ -20,7 +21,8 @@ st.caption("Trains for a moment while raising the learning rate from tiny to hug
 
 spec, summary = run_spec(), data_summary()
 manager = job_manager()
-running = manager.latest("lr_find")
+owner = window_id()
+running = manager.latest("lr_find", owner=owner)
 if spec is None and not (running and running.active):
     ask_for_data(data_problem())
     st.stop()
@@ -28,11 +30,12 @@ if spec is None and not (running and running.active):
 arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
-                             lr_find_target(run_spec(), presize_cache(), default_threads=background_threads())))
+                             lr_find_target(run_spec(), presize_cache(), default_threads=background_threads()),
+                             owner=owner))
     LRF_JOB.set(job.id)
     LRF_CHOSEN.clear()
 
-job = manager.get(LRF_JOB.get()) or manager.latest("lr_find")
+job = manager.get(LRF_JOB.get()) or manager.latest("lr_find", owner=owner)
 
 
 @st.fragment(run_every=0.5)
@@ -41,9 +44,11 @@ def live(job_id: str) -> None:
     job = manager.get(job_id)
     if job is None or not job.active:
         st.rerun()
-    steps = [e.data for e in job.since(0) if e.kind == "lr_step"]
-    stage = next((e.data["text"] for e in reversed(job.since(0)) if e.kind == "stage"), "Starting…")
-    st.progress(job.progress, text=f"{stage} · {len(steps)} of 100 steps" + (" (queued behind another job)" if job.state == "queued" else ""))
+    steps = [e.data for e in job.of_kind("lr_step")]
+    stage = job.last("stage").data["text"] if job.last("stage") else "Starting…"
+    place = manager.queue_position(job)
+    st.progress(job.progress, text=f"{stage} · {len(steps)} of 100 steps"
+                + (f" (queued behind another window's job: number {place} in line)" if place else ""))
     if st.button("Stop", key="lrf.stop"):
         job.stop()
     if steps:
@@ -52,9 +57,8 @@ def live(job_id: str) -> None:
 
 if job is None:
     st.stop()
-for event in job.since(0):
-    if event.kind == "note":
-        st.info(event.data["text"])
+for event in job.of_kind("note"):
+    st.info(event.data["text"])
 if job.active:
     live(job.id)
     st.stop()

@@ -5,14 +5,14 @@ import streamlit as st
 
 from engine.device import background_threads
 from engine.errors import UserError
-from engine.jobs import CANCELLED, FAILED, PAUSED, Job
+from engine.jobs import CANCELLED, FAILED, PAUSED, QUEUED, Job
 from engine.spec import total_epochs
 from engine.training import batches_per_epoch, estimate_seconds, train_target
 from ui.charts_train import training_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
-                      job_manager, presize_cache, run_spec, run_store, update_draft, view_spec)
+                      job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
 from ui.train_view import ask_for_data, epoch_table, final_metrics, format_seconds, kept_model_caption
 
 require_app_frame("pages/train.py")
@@ -22,7 +22,8 @@ SCHEDULES = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle"
 st.title("Train")
 spec, summary = run_spec(), data_summary()
 manager, store = job_manager(), run_store()
-job = manager.get(TRAIN_JOB.get()) or manager.latest("train")  # re-attach after a reload
+owner = window_id()  # jobs belong to the window that started them
+job = manager.get(TRAIN_JOB.get()) or manager.latest("train", owner=owner)  # re-attach after a reload
 
 
 def lr_slice_toggled() -> None:
@@ -97,7 +98,7 @@ def launch_panel() -> None:
         ready = run_spec()
         title = f"{summary.name} · {ready.model.arch} · {total_epochs(ready)} epochs"
         job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads()),
-                                 meta={"spec": ready, "n_train": summary.n_train}))
+                                 meta={"spec": ready, "n_train": summary.n_train}, owner=owner))
         TRAIN_JOB.set(job.id)
         st.rerun()
 
@@ -108,9 +109,12 @@ def live(job_id: str) -> None:
     job = manager.get(job_id)
     if job is None or not job.active:
         st.rerun()  # the whole page, to show the finished run
-    events = job.since(0)
-    run_id = next((e.data["run_id"] for e in events if e.kind == "run"), None)
-    stage = next((e.data["text"] for e in reversed(events) if e.kind == "stage"), "Starting…")
+    if job.state == QUEUED:
+        waiting(job)
+        return
+    run_event, stage_event = job.last("run"), job.last("stage")
+    run_id = run_event.data["run_id"] if run_event else None
+    stage = stage_event.data["text"] if stage_event else "Starting…"
     eta = job.eta_seconds
     st.progress(job.progress, text=f"{stage} · {job.state}" + (f" · about {format_seconds(eta)} left" if eta and job.state != PAUSED else ""))
     c1, c2, _ = st.columns([1, 1, 4])
@@ -129,9 +133,19 @@ def live(job_id: str) -> None:
         st.table(epoch_table(epochs), hide_index=True)
 
 
-for event in (job.since(0) if job else []):
-    if event.kind == "note":
-        st.info(event.data["text"])
+def waiting(job: Job) -> None:
+    """This window's run waits for another window's: say so, and offer to cancel it."""
+    running = manager.others_active(owner)
+    where = f"number {manager.queue_position(job)} in line" if manager.queue_position(job) else "next"
+    st.info(("Another run is training (started by another window); " if running else "Another job is running; ")
+            + f"yours is queued ({where}) and starts by itself when that one ends.")
+    if st.button("Cancel my queued run", key="train.cancel_queued", icon=":material/cancel:"):
+        job.stop()
+        st.rerun()
+
+
+for event in (job.of_kind("note") if job else []):
+    st.info(event.data["text"])
 
 if job is not None and job.active:
     st.subheader(job.title)
@@ -147,7 +161,7 @@ if job is None:
     st.stop()
 st.divider()
 st.subheader(f"Last run: {job.title}")
-run_id = next((e.data["run_id"] for e in job.since(0) if e.kind == "run"), None)
+run_id = job.last("run").data["run_id"] if job.last("run") else None
 if job.state == FAILED:
     st.error(f"The run failed: {job.error}")
 elif job.state == CANCELLED:

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from engine.jobs import PAUSED
-from ui.state import data_summary, job_manager, view_spec
+from ui.state import data_summary, job_manager, view_spec, window_id
 
 
 def render_sidebar() -> None:
@@ -33,9 +33,14 @@ def job_status() -> None:
     job = manager.active
     if job is None:
         return
-    st.subheader("Running")
+    mine = job.owner == window_id()
+    st.subheader("Running" if mine else "Running (another window)")
     eta = job.eta_seconds
     text = f"{job.title} · {job.state}" + (f" · about {eta:,.0f} s left" if eta and job.state != PAUSED else "")
     st.progress(job.progress, text=text)
-    if manager.queued:
-        st.caption(f"{len(manager.queued)} more queued")
+    queued = manager.queued
+    own = [j for j in queued if j.owner == window_id()]
+    if own:
+        st.caption(f"Yours is queued: number {manager.queue_position(own[0])} in line.")
+    elif queued:
+        st.caption(f"{len(queued)} more queued")

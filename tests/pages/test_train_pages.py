@@ -178,3 +178,43 @@ def test_the_runs_page_shows_a_cli_run_with_its_settings_and_replay_line(app, ho
     assert shown["train.schedule"] == "one_cycle" and shown["train.seed"] == "3" and shown["train.keep_best"] == "False"
     assert shown["data.label"].startswith("regex on file name")
     assert any(f"--spec {home / 'runs' / str(result['run_id']) / 'spec.json'}" in c.value for c in app.code)
+
+
+def test_two_windows_each_see_their_own_run_and_the_second_waits_in_line(home, monkeypatch, tmp_path):
+    """A second window's Train click is queued behind the first window's run and said so; nobody sees another's run."""
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    go = tmp_path / "go"
+    monkeypatch.setenv("LOUPE_HOLD_AT_BATCH", "1")  # the first run waits after its second batch until `go` exists
+    monkeypatch.setenv("LOUPE_HOLD_FILE", str(go))
+    windows = []
+    for epochs in (1, 2):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.switch_page("pages/train.py").run()
+        at.button_group(key=widget_key("train.schedule")).set_value("one_cycle").run()
+        at.number_input(key=widget_key("train.epochs")).set_value(epochs).run()
+        windows.append(at)
+    first, second = windows
+    first.button(key="train.start").click().run()
+    mine = job_manager().latest("train", owner=first.session_state[DRAFT_ID.key])
+    deadline = time.monotonic() + 120
+    while mine.last("batch") is None:  # held after batch 1: it is running, whatever the machine's speed
+        assert mine.active and time.monotonic() < deadline, mine.error_detail
+        time.sleep(0.05)
+    second.button(key="train.start").click().run()
+    assert not second.exception
+    assert any("Another run is training (started by another window); yours is queued (number 1 in line)" in i.value
+               for i in second.info)
+    theirs = job_manager().latest("train", owner=second.session_state[DRAFT_ID.key])
+    assert theirs is not mine and theirs.state == "queued"
+    first.run()
+    assert not any("queued" in i.value for i in first.info)
+    go.write_text("")
+    assert job_manager().wait(mine, timeout=300) and job_manager().wait(theirs, timeout=300)
+    assert mine.state == theirs.state == "done", (mine.error_detail, theirs.error_detail)
+    first.run()
+    second.run()
+    assert any(c.value.startswith("Last run") or "Last run" in c.value for c in first.subheader)
+    first_run, second_run = mine.result["run_id"], theirs.result["run_id"]
+    assert first_run != second_run
+    assert any(f"{run_store().run(first_run)['spec'].train.epochs} epochs" in h.value for h in first.subheader)
+    assert any("2 epochs" in h.value for h in second.subheader) and not any("1 epochs" in h.value for h in second.subheader)
