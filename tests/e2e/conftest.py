@@ -46,39 +46,69 @@ def browser():
         browser.close()
 
 
+class Server:
+    """A Loupe server process on a free localhost port with a given LOUPE_HOME."""
+
+    def __init__(self, home: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.home, self.log_path, self.port = home, log_path, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log_path.open("a")
+        full_env = {**os.environ, "LOUPE_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port), "--server.headless",
+             "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120  # a safety net: a busy machine starts slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail("Loupe did not start:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 @pytest.fixture()
-def loupe_server(tmp_path):
+def server_env() -> dict[str, str]:
+    """Extra environment for the server (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture()
+def loupe_server(tmp_path, server_env):
     """A Loupe server on a free localhost port with its own LOUPE_HOME; yields (url, home)."""
     home = tmp_path / "loupe-home"
     home.mkdir()
-    port = free_port()
-    env = {**os.environ, "LOUPE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("Loupe did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
-        time.sleep(0.3)
-    yield url, home
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    server = Server(home, tmp_path / "server.log", server_env)
+    yield server.url, home
+    server.stop()
+
+
+@pytest.fixture()
+def start_server(tmp_path):
+    """Start another server (e.g. a restart on the same LOUPE_HOME); each is stopped at the end of the test."""
+    servers = []
+
+    def start(home: Path, env: dict[str, str] | None = None) -> Server:
+        servers.append(Server(home, tmp_path / f"server-{len(servers) + 2}.log", env))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture()
