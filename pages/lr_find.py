@@ -15,6 +15,8 @@ from ui.state import (LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary
 
 require_app_frame("pages/lr_find.py")
 
+NUM_IT = 100  # fastai's lr_find default
+
 st.title("Learning rate finder")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
            "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
@@ -30,7 +32,7 @@ if spec is None and not (running and running.active):
 arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
-                             lr_find_target(run_spec(), presize_cache(), default_threads=background_threads()),
+                             lr_find_target(run_spec(), presize_cache(), num_it=NUM_IT, default_threads=background_threads()),
                              owner=owner))
     LRF_JOB.set(job.id)
     LRF_CHOSEN.clear()
@@ -47,7 +49,7 @@ def live(job_id: str) -> None:
     steps = [e.data for e in job.of_kind("lr_step")]
     stage = job.last("stage").data["text"] if job.last("stage") else "Starting…"
     place = manager.queue_position(job)
-    st.progress(job.progress, text=f"{stage} · {len(steps)} of 100 steps"
+    st.progress(job.progress, text=f"{stage} · {len(steps)} of {NUM_IT} steps"
                 + (f" (queued behind another window's job: number {place} in line)" if place else ""))
     if st.button("Stop", key="lrf.stop"):
         job.stop()
@@ -73,7 +75,7 @@ result = job.result
 if not result.suggestions:
     st.warning("The curve is too short for suggestions (the loss blew up at once, or there are very few batches).")
 chosen = LRF_CHOSEN.get()
-event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen), key="lrf.chart",
+event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT), key="lrf.chart",
                         on_select="rerun", selection_mode="points")
 points = event.selection.points if event and event.selection else []
 if points:

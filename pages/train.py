@@ -94,7 +94,9 @@ def launch_panel() -> None:
             st.error(str(e))
     if TRAIN_ESTIMATE.get():
         st.caption(TRAIN_ESTIMATE.get())
-    if c1.button("Train", type="primary", key="train.start", icon=":material/model_training:"):
+    epochs = total_epochs(view_spec())
+    if c1.button(f"Train ({epochs} epoch{'s' if epochs != 1 else ''})", type="primary", key="train.start",
+                 icon=":material/model_training:"):
         ready = run_spec()
         title = f"{summary.name} · {ready.model.arch} · {total_epochs(ready)} epochs"
         job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads()),

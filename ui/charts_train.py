@@ -1,6 +1,8 @@
 """Plotly figures for the LR finder, live training curves and run comparison."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -10,10 +12,19 @@ from engine.lr_suggest import Suggestion
 COLOURS = ["#d2691e", "#4c78a8", "#54a24b", "#e45756", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b"]
 
 
+def plotted_points(losses: list[float | None], num_it: int) -> int:
+    """How many points fastai's plot_lr_find shows: all but the last 5 of a record run to num_it (a record that
+    stopped at a NaN counts as one that ran on to num_it with NaNs, as fastai's does), never a NaN."""
+    finite = [x is not None and math.isfinite(x) for x in losses]
+    if losses and not finite[-1]:  # stopped at the first NaN or inf
+        return max(1, min(finite.index(False), num_it - 5))
+    return max(1, len(losses) - 5)
+
+
 def lr_finder_figure(lrs: list[float], losses: list[float], suggestions: dict[str, Suggestion],
-                     chosen: float | None = None) -> go.Figure:
-    """Smoothed loss against learning rate on a log axis, the last 5 points dropped, suggestions marked."""
-    keep = max(1, len(lrs) - 5)
+                     chosen: float | None = None, num_it: int | None = None) -> go.Figure:
+    """Smoothed loss against learning rate on a log axis (fastai's plot: the last 5 points dropped), suggestions marked."""
+    keep = plotted_points(losses, num_it or len(losses)) if suggestions or num_it else len(lrs)
     fig = go.Figure(go.Scatter(x=lrs[:keep], y=losses[:keep], mode="lines+markers", name="loss",
                                marker=dict(size=6, color="#d2691e"), line=dict(color="#d2691e"),
                                hovertemplate="LR %{x:.2e}<br>loss %{y:.3f}<extra>click to choose</extra>"))

@@ -16,5 +16,5 @@ def start_one_cycle_run(page, epochs: int) -> None:
     field = page.get_by_role("spinbutton", name="Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
-    page.wait_for_timeout(1000)  # the number reaches the server before the click
-    page.get_by_role("button", name="Train").click()
+    # the button names the epochs once the server has them: no racing the number to the server
+    page.get_by_role("button", name=f"Train ({epochs} epoch{'s' if epochs != 1 else ''})").click()

@@ -39,7 +39,7 @@ def browser():
         pytest.skip("Chromium not found: install it (apt-get install chromium) to run the browser tests.")
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=30_000)  # first loads write the built-in data and decode it
+    expect.set_options(timeout=90_000)  # a safety net only: first loads write the built-in data and decode it
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -115,6 +115,6 @@ def start_server(tmp_path):
 def page(browser, loupe_server):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)
     yield page
     context.close()

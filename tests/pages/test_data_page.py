@@ -22,7 +22,7 @@ DIGIT_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "e
 @pytest.fixture()
 def app(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    at = AppTest.from_file(APP, default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=300)
     at.run()
     return at
 

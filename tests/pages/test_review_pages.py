@@ -36,7 +36,7 @@ def run_id(fresh_resources) -> int:
 @pytest.fixture()
 def app(home, monkeypatch, run_id):
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    return AppTest.from_file(APP, default_timeout=120)
+    return AppTest.from_file(APP, default_timeout=300)
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 @pytest.fixture()
 def app(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    at = AppTest.from_file(APP, default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=300)
     at.run()  # the Data page picks the built-in digits
     assert not at.exception
     return at
@@ -37,12 +37,12 @@ def wait_for_job(kind: str, timeout: float = 180):
 
 def test_the_train_page_works_from_the_first_visit_and_points_to_the_data_page_when_it_cannot(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=300)
     at.switch_page("pages/train.py").run()  # a fresh window: the default spec's built-in digits, never seen on Data
     assert not at.exception and at.button(key="train.start")
     missing = override(RunSpec(), {"data.source": str(home / "gone")})
     DraftStore().save(at.session_state[DRAFT_ID.key], missing)
-    again = AppTest.from_file(APP, default_timeout=60)
+    again = AppTest.from_file(APP, default_timeout=300)
     again.query_params["draft"] = at.session_state[DRAFT_ID.key]
     again.switch_page("pages/train.py").run()
     assert not again.exception
@@ -136,7 +136,7 @@ def test_discriminative_learning_rates(app):
 
 def test_a_reload_or_a_restart_comes_back_to_the_draft_and_windows_keep_their_own(home, monkeypatch):
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    first = AppTest.from_file(APP, default_timeout=120)
+    first = AppTest.from_file(APP, default_timeout=300)
     first.run()
     first.switch_page("pages/train.py").run()
     first.number_input(key=widget_key("train.epochs")).set_value(7).run()
@@ -144,14 +144,14 @@ def test_a_reload_or_a_restart_comes_back_to_the_draft_and_windows_keep_their_ow
     assert first.query_params["draft"] in (draft_id, [draft_id])  # the window's draft travels in the page address
 
     # a reload, a bookmark or a restarted server: a new session with the same address
-    again = AppTest.from_file(APP, default_timeout=120)
+    again = AppTest.from_file(APP, default_timeout=300)
     again.query_params["draft"] = draft_id
     again.switch_page("pages/train.py").run()
     assert not again.exception
     assert again.number_input(key=widget_key("train.epochs")).value == 7
 
     # a new window starts from the latest draft, then keeps its own
-    other = AppTest.from_file(APP, default_timeout=120)
+    other = AppTest.from_file(APP, default_timeout=300)
     other.switch_page("pages/train.py").run()
     assert other.session_state[DRAFT_ID.key] != draft_id
     assert other.number_input(key=widget_key("train.epochs")).value == 7
@@ -188,7 +188,7 @@ def test_two_windows_each_see_their_own_run_and_the_second_waits_in_line(home, m
     monkeypatch.setenv("LOUPE_HOLD_FILE", str(go))
     windows = []
     for epochs in (1, 2):
-        at = AppTest.from_file(APP, default_timeout=120)
+        at = AppTest.from_file(APP, default_timeout=300)
         at.switch_page("pages/train.py").run()
         at.button_group(key=widget_key("train.schedule")).set_value("one_cycle").run()
         at.number_input(key=widget_key("train.epochs")).set_value(epochs).run()
