@@ -194,7 +194,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         logs = fit(learn, spec.train)
     except BaseException as e:
         if store is not None:
-            if isinstance(e, KeyboardInterrupt) or interrupted():
+            if isinstance(e, KeyboardInterrupt):
                 store.finish(run_id, "interrupted")
             else:
                 store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
