@@ -29,6 +29,18 @@ TRAIN = ["-m", "engine", "train", "--label", r"regex:^(.+)_\d+\.png$", "--arch",
          "--size", "28", "--presize", "32", "--bs", "32", "--epochs", "2", "--schedule", "one_cycle", "--no-flip",
          "--seed", "0", "--threads", "1", "--json"]
 
+SPEC = """
+import os
+from engine.augment import AugSettings
+from engine.labels import LabelRule
+from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
+
+spec = RunSpec(data=DataSpec(source=os.environ["DIGITS"], label=LabelRule(pattern=r"^(.+)_\\d+\\.png$"), size=28,
+                             presize=32, bs=32), augment=AugSettings(do_flip=False),
+               model=ModelSpec(arch="small", pretrained=False),
+               train=TrainSpec(schedule="one_cycle", epochs=10, lr=3e-3, seed=0), device=DeviceSpec(threads=1))
+"""  # the run of the job tests: 10 epochs of 7 batches (on the digits below), one thread
+
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory, write_digits) -> Path:
@@ -141,19 +153,13 @@ def test_a_second_signal_or_one_before_training_ends_the_command_at_once(monkeyp
 
 # ---------------------------------------------------------------- a JobManager in a plain process
 
-JOB_PROCESS = """
-import signal, sys, threading
-from engine.augment import AugSettings
+JOB_PROCESS = SPEC + """
+import signal, threading
 from engine.data import PresizeCache
 from engine.jobs import Job, JobManager
-from engine.labels import LabelRule
 from engine.runs import RunStore
-from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
 from engine.training import train_target
 
-spec = RunSpec(data=DataSpec(source=sys.argv[1], label=LabelRule(pattern=r"^(.+)_\\d+\\.png$"), size=28, presize=32,
-                             bs=32), augment=AugSettings(do_flip=False), model=ModelSpec(arch="small", pretrained=False),
-               train=TrainSpec(schedule="one_cycle", epochs=10, lr=3e-3, seed=0), device=DeviceSpec(threads=1))
 exiting = threading.Event()
 for s in (signal.SIGTERM, signal.SIGINT):  # as Streamlit does: the main thread returns, the interpreter exits
     signal.signal(s, lambda *_: exiting.set())
@@ -166,7 +172,7 @@ while not exiting.wait(0.1):
 def test_sigterm_to_a_process_whose_job_is_in_torch_exits_0_with_the_run_interrupted(digits_dir, tmp_path):
     # held late (batch 40 of 70), signalled after the first batch: the worker is most likely inside torch, where a
     # daemon thread left running while the interpreter finalizes aborts the process (exit 134)
-    process = Process(["-c", JOB_PROCESS, str(digits_dir)], tmp_path, hold_at=40)
+    process = Process(["-c", JOB_PROCESS], tmp_path, hold_at=40, env={"DIGITS": str(digits_dir)})
     process.wait_for_rows("batches", 1)
     assert process.signal_and_wait(signal.SIGTERM) == 0
     output = process.output()
@@ -226,20 +232,12 @@ def test_sigterm_to_an_idle_server_exits_0_without_a_traceback(tmp_path):
     assert_clean(server.output())
 
 
-JOB_PAGE = """
-import os
+JOB_PAGE = SPEC + """
 import streamlit as st
-from engine.augment import AugSettings
 from engine.jobs import Job
-from engine.labels import LabelRule
-from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
 from engine.training import train_target
 from ui.state import job_manager, presize_cache, run_store
 
-spec = RunSpec(data=DataSpec(source=os.environ["DIGITS"], label=LabelRule(pattern=r"^(.+)_\\d+\\.png$"), size=28,
-                             presize=32, bs=32), augment=AugSettings(do_flip=False),
-               model=ModelSpec(arch="small", pretrained=False),
-               train=TrainSpec(schedule="one_cycle", epochs=10, lr=3e-3, seed=0), device=DeviceSpec(threads=1))
 if job_manager().latest("train") is None:
     job_manager().submit(Job("train", "digits", train_target(spec, presize_cache(), run_store())))
 st.write("training")
