@@ -7,13 +7,20 @@
     python -m engine runs --json                                 # every run: app, command line, torchrun
     python -m engine predict --model runs/digits photo.png another.jpg
     python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
+
+Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
+'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
+(the shell's convention, 128 + 2) but 0 for SIGTERM (the way a service manager or a container asks a process to
+stop: an orderly stop, not a failure). A second signal ends the process at once.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -228,17 +235,76 @@ class EpochTable(Callback):
             print(logs["note"], file=sys.stderr)
 
 
+def signal_exit_code(signum: int) -> int:
+    """130 after Ctrl-C (128 + SIGINT, the shell's convention); 0 after SIGTERM, an orderly stop asked from outside."""
+    return 130 if signum == signal.SIGINT else 0
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to end at once (a second signal, or one before training began)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = signal_exit_code(signum)
+
+
+class StopOnSignal(Callback):
+    """While a run trains, SIGINT and SIGTERM stop it at the end of the batch (the run ends 'interrupted');
+    before training begins, or the second time, they end the process at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stop, self.interrupt = threading.Event(), threading.Event()
+        self.signum: int | None = None
+        self.training = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def before_fit(self, learn, logs):
+        self.training = True
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None or not self.training:
+            raise Interrupted(self.signum or signum)
+        self.signum = signum
+        self.interrupt.set()
+        self.stop.set()
+        print(f"{signal.Signals(signum).name}: stopping at the end of this batch (again to quit at once)…",
+              file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        return signal_exit_code(self.signum) if self.signum is not None else 0
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     spec = spec_from_args(args)
     if spec.data.kind == "fastai":
         prepare_source(spec, progress=_print_download(spec.data.key.upper()))
     store = RunStore()
     try:
-        result = train_run(spec, PresizeCache(max_entries=1), store, source="cli", out_dir=args.out,
-                           callbacks=[EpochTable()])
+        with StopOnSignal() as signals:
+            result = train_run(spec, PresizeCache(max_entries=1), store, source="cli", out_dir=args.out,
+                               callbacks=[EpochTable(), signals], stop_event=signals.stop,
+                               interrupt_event=signals.interrupt)
     finally:
         store.close()
-    if result["out"]:
+    if result["status"] == "interrupted":
+        result["exit_code"] = signals.exit_code
+        kept = (f"model from epoch {result['kept_epoch']} and spec.json in {result['out']}" if result["out"]
+                else "no model (no epoch finished)")
+        print(f"run #{result['run_id']} interrupted after {result['epochs']} epoch(s): its curves are in the runs "
+              f"database; {kept}", file=sys.stderr)
+    elif result["out"]:
         print(f"run #{result['run_id']}: model and spec.json in {result['out']}", file=sys.stderr)
     return result
 
@@ -350,8 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({str(e) or 'SIGINT'})", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     if args.command == "spec":
         print(json.dumps(result, indent=2), flush=True)
     elif getattr(args, "json", False):
         print(json.dumps(result["predictions"] if args.command == "predict" else result), flush=True)
+    if args.command == "train" and result["status"] == "interrupted":
+        return result["exit_code"]
     return 1 if args.command == "predict" and result["failed"] else 0

@@ -8,21 +8,31 @@ races the end of a run can never leave the job paused for ever: finishing wins f
 
 Each job has an `owner`, an opaque id of whoever submitted it (a browser session), so that one
 window is never shown another window's run as its own.
+
+When the process exits (the Streamlit server after SIGTERM or Ctrl-C), an `atexit` hook stops every manager's
+jobs with `reason="shutdown"` and waits, at most `SHUTDOWN_SECONDS`, for the worker to leave torch: a daemon
+thread still inside torch while the interpreter finalizes aborts the process (exit code 134). A job stopped for a
+shutdown ends INTERRUPTED, not CANCELLED (which means the user pressed Stop).
 """
 from __future__ import annotations
 
+import atexit
 import itertools
+import sys
 import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 QUEUED, RUNNING, PAUSED, STOPPING = "queued", "running", "paused", "stopping"
-DONE, CANCELLED, FAILED = "done", "cancelled", "failed"
-FINISHED = (DONE, CANCELLED, FAILED)
+DONE, CANCELLED, FAILED, INTERRUPTED = "done", "cancelled", "failed", "interrupted"
+FINISHED = (DONE, CANCELLED, FAILED, INTERRUPTED)
+STOP_REASONS = ("user", "shutdown")
+SHUTDOWN_SECONDS = 30.0  # how long the exit hook waits for a running job before giving up on it
 
 _order = itertools.count()  # submission order: two jobs made within one clock tick still compare
 
@@ -45,6 +55,8 @@ class Job:
         self.owner = owner  # who submitted it (a browser session id); "" for scripts
         self.meta = dict(meta or {})  # what the submitter wants to remember (e.g. the settings)
         self.stop_event, self.pause_event = threading.Event(), threading.Event()
+        self.interrupt_event = threading.Event()  # set with stop_event when the process shuts down
+        self.stop_reason: str | None = None
         self.state = QUEUED
         self.error: str | None = None
         self.error_detail: str | None = None
@@ -158,19 +170,28 @@ class Job:
             self._append("resumed", {})
             self._changed.notify_all()
 
-    def stop(self) -> None:
-        """Ask the worker to stop at the next batch (a queued job is cancelled at once and never runs)."""
+    def stop(self, reason: str = "user") -> None:
+        """Ask the worker to stop at the next batch (a queued job is cancelled at once and never runs).
+
+        `reason` is "user" (the Stop button: the job ends CANCELLED) or "shutdown" (the process is exiting: it ends
+        INTERRUPTED); a job already stopping keeps its first reason.
+        """
+        if reason not in STOP_REASONS:
+            raise ValueError(f"unknown stop reason {reason!r}")
         with self._lock:
             if self.state in FINISHED or self.state == STOPPING:
                 return
+            self.stop_reason = reason
+            if reason == "shutdown":
+                self.interrupt_event.set()  # before stop_event: a worker that sees the stop sees why
             self.stop_event.set()
             self._end_pause()
             if self.state == QUEUED:
                 self.state, self.finished = CANCELLED, self.clock()
-                self._append("cancelled", {})
+                self._append("cancelled", {"reason": reason})
             else:
                 self.state = STOPPING
-                self._append("stopping", {})
+                self._append("stopping", {"reason": reason})
             self._changed.notify_all()
 
     def _end_pause(self) -> None:
@@ -205,7 +226,7 @@ class Job:
             return True
 
     def _finish(self, state: str, result: Any = None, error: str | None = None, detail: str | None = None) -> None:
-        """RUNNING, PAUSED or STOPPING -> DONE (CANCELLED if asked to stop) or FAILED, in one step."""
+        """RUNNING, PAUSED or STOPPING -> DONE (CANCELLED or INTERRUPTED if asked to stop) or FAILED, in one step."""
         with self._lock:
             self._end_pause()  # a pause that came after the last batch must not outlive the run
             if state == FAILED:
@@ -213,7 +234,8 @@ class Job:
                 self._append("failed", {"error": error})
             else:
                 self.result = result
-                state = CANCELLED if self.stop_event.is_set() else DONE
+                state = (INTERRUPTED if self.interrupt_event.is_set() else CANCELLED if self.stop_event.is_set()
+                         else DONE)
                 if state == DONE:
                     self.progress = 1.0
                 self._append(state, {})
@@ -246,18 +268,28 @@ class EventReader:
 
 
 class JobManager:
-    """At most one running job and a queue of the next; finished jobs are kept for reading."""
+    """At most one running job and a queue of the next; finished jobs are kept for reading.
 
-    def __init__(self, keep: int = 20) -> None:
+    Every manager is stopped by `shutdown()` when the process exits (see `stop_all_at_exit`).
+    """
+
+    def __init__(self, keep: int = 20, shutdown_seconds: float = SHUTDOWN_SECONDS) -> None:
         self._lock = threading.Lock()
         self._queue: deque[Job] = deque()
         self._active: Job | None = None
         self._finished: deque[Job] = deque(maxlen=keep)
         self._threads: dict[str, threading.Thread] = {}
+        self._closed = False  # set by shutdown(): nothing starts any more
+        self.shutdown_seconds = shutdown_seconds
+        _register(self)
 
     def submit(self, job: Job) -> Job:
-        """Start the job now if nothing runs, else queue it."""
+        """Start the job now if nothing runs, else queue it (after `shutdown()`, it is cancelled at once)."""
         with self._lock:
+            if self._closed:
+                job.stop(reason="shutdown")
+                self._finished.append(job)
+                return job
             self._queue.append(job)
             self._start_next()
         return job
@@ -268,6 +300,8 @@ class JobManager:
             return
         while self._queue:
             job = self._queue.popleft()
+            if self._closed:
+                job.stop(reason="shutdown")
             if job.state == CANCELLED:
                 self._finished.append(job)
                 continue
@@ -310,8 +344,9 @@ class JobManager:
             out += [j for j in self._queue if j not in out]
         return out if owner is None else [j for j in out if j.owner == owner]
 
-    def get(self, job_id: str) -> Job | None:
-        return next((j for j in self.jobs() if j.id == job_id), None)
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job with this id (only if `owner` submitted it, when given), else None."""
+        return next((j for j in self.jobs(owner) if j.id == job_id), None)
 
     def latest(self, kind: str, owner: str | None = None) -> Job | None:
         """The most recently submitted job of a kind (of one owner, if given): active, queued or finished."""
@@ -339,3 +374,55 @@ class JobManager:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             return not thread.is_alive()
         return True
+
+    def shutdown(self, timeout: float | None = None) -> list[Job]:
+        """Stop everything for a process exit: queued jobs are cancelled, the running one stops at its next batch
+        (ending INTERRUPTED), nothing starts any more. Waits up to `timeout` seconds (default `shutdown_seconds`)
+        for the worker threads; returns the jobs whose thread is still alive after that (stuck: given up on)."""
+        timeout = self.shutdown_seconds if timeout is None else timeout
+        with self._lock:
+            self._closed = True
+            jobs = [*self._queue, *([self._active] if self._active is not None else [])]
+            threads = {job_id: t for job_id, t in self._threads.items() if t is not threading.current_thread()}
+        for job in jobs:
+            job.stop(reason="shutdown")
+        deadline = time.monotonic() + timeout
+        for thread in threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = {job_id for job_id, t in threads.items() if t.is_alive()}
+        return [j for j in self.jobs() if j.id in stuck]
+
+
+# ---------------------------------------------------------------- process exit
+
+_managers: "weakref.WeakSet[JobManager]" = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hook_registered = False
+
+
+def _register(manager: JobManager) -> None:
+    """Remember a manager for the exit hook, registering the hook the first time."""
+    global _hook_registered
+    with _hook_lock:
+        _managers.add(manager)
+        if not _hook_registered:
+            # atexit hooks run after the main thread has returned and before the interpreter finalizes, while
+            # daemon threads still run: the last moment a worker can be stopped and joined safely
+            atexit.register(stop_all_at_exit)
+            _hook_registered = True
+
+
+def stop_all_at_exit(managers: Iterable[JobManager] | None = None) -> None:
+    """The exit hook: stop every live manager's jobs (or these managers') for shutdown and wait, bounded, for them,
+    saying so on stderr."""
+    for manager in list(_managers if managers is None else managers):
+        running = [j for j in manager.jobs() if j.state not in FINISHED and j.state != QUEUED]
+        for job in running:
+            print(f"Loupe: stopping {job.title!r} for shutdown…", file=sys.stderr, flush=True)
+        stuck = manager.shutdown()
+        for job in running:
+            if job in stuck:
+                print(f"Loupe: {job.title!r} did not stop within {manager.shutdown_seconds:.0f} s; it will show as "
+                      "interrupted next time.", file=sys.stderr, flush=True)
+            else:
+                print(f"Loupe: {job.title!r} {job.state}; what it did so far is kept.", file=sys.stderr, flush=True)

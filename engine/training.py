@@ -150,16 +150,23 @@ def hold_from_env() -> list[Callback]:
 
 def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
-              default_threads: int | None = None, stop_event: threading.Event | None = None) -> dict:
+              default_threads: int | None = None, stop_event: threading.Event | None = None,
+              interrupt_event: threading.Event | None = None) -> dict:
     """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
 
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
     run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
+    A stop ends the run 'cancelled' (the user's Stop), or 'interrupted' when `interrupt_event` (a job's own,
+    by default) is set too (the process is shutting down); either way its rows, and its model if an epoch
+    finished, are kept. A KeyboardInterrupt (a second Ctrl-C) also ends it 'interrupted', without a model.
     """
     prepared = prepare(spec, cache, job, default_threads)
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
     if stop_event is not None:
         learn.stop_event = stop_event
+    if interrupt_event is None and job is not None:
+        interrupt_event = job.interrupt_event
+    interrupted = interrupt_event.is_set if interrupt_event is not None else (lambda: False)
     if info.message and job is not None:
         job.emit("note", text=info.message)
     classes = learn.dls.classes
@@ -187,10 +194,13 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         logs = fit(learn, spec.train)
     except BaseException as e:
         if store is not None:
-            store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
+            if isinstance(e, KeyboardInterrupt):
+                store.finish(run_id, "interrupted")
+            else:
+                store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise
     seconds = time.perf_counter() - start
-    status = "cancelled" if learn.stop_event.is_set() else "done"
+    status = "interrupted" if interrupted() else "cancelled" if learn.stop_event.is_set() else "done"
     epochs = learn.recorder.epochs
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),

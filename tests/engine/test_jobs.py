@@ -1,5 +1,5 @@
 """Jobs: states, pause/resume/stop within a batch, races with the end of a run, failures, the queue and its owners,
-and reads while the worker writes.
+reads while the worker writes, and the stop for a process exit.
 
 No test depends on how fast the machine is: the test decides when each batch of a target happens (`Batches`), and
 races are forced into one order with events. Timeouts are a safety net only (a hung test fails instead of hanging).
@@ -11,8 +11,9 @@ import threading
 
 import pytest
 
-from engine.jobs import (CANCELLED, DONE, FAILED, FINISHED, PAUSED, QUEUED, RUNNING, STOPPING, EventReader, Job,
-                         JobManager)
+import engine.jobs
+from engine.jobs import (CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPING, EventReader,
+                         Job, JobManager, stop_all_at_exit)
 
 T = 60  # seconds: a safety net, never a measurement
 
@@ -317,6 +318,18 @@ def test_a_queued_job_starts_when_the_running_one_ends():
     assert manager.wait(second, T) and second.state == DONE
 
 
+def test_a_window_is_never_given_another_windows_finished_job():
+    manager = JobManager()
+    mine = manager.submit(Job("train", "mine", Batches(0), owner="a"))  # no batches: done at once
+    assert manager.wait(mine, T)
+    theirs = manager.submit(Job("train", "theirs", Batches(0), owner="b"))
+    assert manager.wait(theirs, T) and theirs.state == DONE
+    assert manager.latest("train", owner="a") is mine  # theirs is newer, and never a's
+    assert manager.latest("train", owner="c") is None and manager.latest("train") is theirs
+    assert manager.get(theirs.id, owner="a") is None and manager.get(theirs.id, owner="b") is theirs
+    assert manager.get(theirs.id) is theirs
+
+
 # ---------------------------------------------------------------- reading events
 
 def test_last_and_of_kind_read_without_scanning():
@@ -410,3 +423,85 @@ def test_eta_and_running_time_leave_pauses_out():
     now[0] = 500.0
     assert job.running_seconds == 8.0 and job.eta_seconds == 0.0
     assert job.state in FINISHED
+
+
+# ---------------------------------------------------------------- the process is exiting
+
+class UntilStopped:
+    """A job target that does one batch, then waits until it is stopped (as a run held by the Hold hook)."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+
+    def __call__(self, job: Job) -> int:
+        job.emit("batch", i=0)
+        self.reached.set()
+        assert job.stop_event.wait(T), "the job was never stopped"
+        return 1
+
+
+def test_a_stop_for_shutdown_ends_interrupted_not_cancelled():
+    manager, work = JobManager(), UntilStopped()
+    job = manager.submit(Job("train", "t", work))
+    assert work.reached.wait(T)
+    job.stop(reason="shutdown")
+    assert job.state == STOPPING and job.stop_reason == "shutdown" and job.interrupt_event.is_set()
+    job.stop()  # a Stop pressed now changes nothing: the first reason stays
+    assert manager.wait(job, T)
+    assert job.state == INTERRUPTED and job.result == 1 and job.state in FINISHED
+    assert kinds(job) == ["started", "batch", "stopping", "interrupted"]
+    assert job.last("stopping").data == {"reason": "shutdown"}
+
+
+def test_a_users_stop_is_not_an_interruption():
+    manager, work = JobManager(), UntilStopped()
+    job = manager.submit(Job("train", "t", work))
+    assert work.reached.wait(T)
+    job.stop()
+    job.stop(reason="shutdown")  # the process exits while the job is stopping: it stays the user's stop
+    assert manager.wait(job, T)
+    assert job.state == CANCELLED and job.stop_reason == "user" and not job.interrupt_event.is_set()
+    with pytest.raises(ValueError, match="unknown stop reason"):
+        Job("train", "t", work).stop(reason="tired")
+
+
+def test_shutdown_interrupts_the_running_job_cancels_the_queue_and_starts_nothing_after():
+    manager, work = JobManager(), UntilStopped()
+    running = manager.submit(Job("train", "run", work, owner="a"))
+    queued = manager.submit(Job("lr_find", "next", Batches(1), owner="b"))
+    assert work.reached.wait(T)
+    assert manager.shutdown() == []  # every thread left in time
+    assert running.state == INTERRUPTED and queued.state == CANCELLED and queued.started is None
+    assert queued.last("cancelled").data == {"reason": "shutdown"}
+    late = manager.submit(Job("train", "late", Batches(0)))
+    assert late.state == CANCELLED and late.started is None and manager.active is None
+    assert manager.shutdown() == []  # a second call is harmless
+
+
+def test_shutdown_gives_up_on_a_job_that_does_not_stop(capsys):
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(job: Job) -> str:  # never looks at its stop event
+        started.set()
+        assert release.wait(T)
+        return "late"
+
+    manager = JobManager(shutdown_seconds=0)  # give up at once: no waiting on the clock
+    job = manager.submit(Job("train", "stuck", stuck))
+    assert started.wait(T)
+    stop_all_at_exit([manager])
+    assert job.state == STOPPING and "'stuck' did not stop within 0 s" in capsys.readouterr().err
+    assert manager.shutdown(timeout=0) == [job]
+    release.set()
+    assert manager.wait(job, T) and job.state == INTERRUPTED and job.result == "late"
+
+
+def test_every_manager_is_stopped_by_the_exit_hook_which_says_so(capsys):
+    manager, work = JobManager(), UntilStopped()
+    job = manager.submit(Job("train", "digits", work))
+    assert work.reached.wait(T)
+    assert manager in engine.jobs._managers and engine.jobs._hook_registered  # atexit runs stop_all_at_exit
+    stop_all_at_exit([manager])
+    assert job.state == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "Loupe: stopping 'digits' for shutdown" in err and "Loupe: 'digits' interrupted" in err

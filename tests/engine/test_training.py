@@ -10,7 +10,7 @@ from engine.augment import AugSettings
 from engine.builtin import DIGIT_WORDS
 from engine.data import PresizeCache
 from engine.export import load_run
-from engine.jobs import DONE, FAILED, Job, JobManager
+from engine.jobs import DONE, FAILED, INTERRUPTED, Job, JobManager
 from engine.labels import LabelRule
 from engine.learner import Callback, Learner
 from engine.runs import RunStore
@@ -99,6 +99,63 @@ def test_stopping_a_training_run_keeps_its_rows(config, env):
     run = store.run(result["run_id"])
     assert run["status"] == "cancelled" and result["status"] == "cancelled"
     assert len(store.epochs(run["id"])) == 1 and run["kept_epoch"] == 0 and run["weights_path"]
+
+
+class HoldAt(Callback):
+    """After batch `at`, says so and waits until the run is stopped (the Hold hook, without files)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.reached = at, threading.Event()
+
+    def after_batch(self, learn, logs):
+        if logs["iter"] == self.at:
+            self.reached.set()
+            assert learn.stop_event.wait(60), "the run was never stopped"
+
+
+def test_a_job_stopped_for_shutdown_is_interrupted_with_its_rows_kept(config, env):
+    manager, store, cache = env
+    hold = HoldAt(2)
+    job = manager.submit(Job("train", "digits", lambda job: train_run(config, cache, store, job=job, callbacks=[hold])))
+    assert hold.reached.wait(60)
+    assert manager.shutdown() == []
+    assert job.state == INTERRUPTED and job.result["status"] == "interrupted", job.error_detail
+    run = store.run(job.result["run_id"])
+    assert run["status"] == "interrupted" and run["finished"] is not None
+    assert store.batches(run["id"])["iter"].tolist() == [0, 1, 2]  # the batches before the stop, kept
+    assert run["weights_path"] is None and job.result["out"] is None  # no epoch finished: no model
+
+
+def test_an_interrupted_run_keeps_the_model_of_its_finished_epochs(config, env):
+    _, store, cache = env
+    stop, interrupt = threading.Event(), threading.Event()
+
+    class SignalAfterFirstEpoch(Callback):  # what the command line's SIGINT/SIGTERM handler does
+        def after_epoch(self, learn, logs):
+            interrupt.set()
+            stop.set()
+
+    result = train_run(with_train(config, epochs=50), cache, store, stop_event=stop, interrupt_event=interrupt,
+                       callbacks=[SignalAfterFirstEpoch()])
+    run = store.run(result["run_id"])
+    assert run["status"] == result["status"] == "interrupted"
+    assert len(store.batches(run["id"])) == 6 and len(store.epochs(run["id"])) == 1
+    assert run["kept_epoch"] == result["kept_epoch"] == 0 and load_run(run["weights_path"]).classes
+
+
+def test_a_keyboard_interrupt_inside_training_is_recorded_as_interrupted(config, env):
+    _, store, cache = env
+
+    class SecondCtrlC(Callback):
+        def after_batch(self, learn, logs):
+            if logs["iter"] == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, cache, store, callbacks=[SecondCtrlC()])
+    run = store.runs().iloc[0]
+    assert run["status"] == "interrupted" and run["error"] is None
+    assert len(store.batches(int(run["id"]))) == 2
 
 
 def test_a_failure_inside_training_is_recorded(config, env, monkeypatch):
