@@ -12,6 +12,7 @@ from engine.errors import UserError
 from ui.frame import require_app_frame
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_review
+from ui.text import md
 from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_LABEL, CLEAN_MESSAGE, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE,
                       CLEAN_SPLIT, clean_choice, run_loss_table)
 
@@ -29,7 +30,7 @@ if config.split.kind == "random":
     st.caption("This data set uses a random split, drawn from the list of files as fastai does: deleting or "
                "relabelling images changes which images validate. Compare runs trained after the same cleaning.")
 if CLEAN_MESSAGE.is_set():
-    st.success(CLEAN_MESSAGE.pop())
+    st.success(md(CLEAN_MESSAGE.pop()))
 
 classes = review.dls.items.classes
 if (CLEAN_PENDING.get() or {}).get("root") != str(root):  # choices belong to one data set
@@ -58,13 +59,13 @@ split = c2.segmented_control("Split", ["train", "valid"], key=CLEAN_SPLIT.key, d
 per_page = c3.selectbox("Per page", [12, 24, 48], key=CLEAN_PER_PAGE.key)
 table = run_loss_table(run, split, label)
 if table.empty:
-    st.info(f"There are no {split} images labelled {label}.")
+    st.info(f"There are no {split} images labelled {md(label)}.")
 else:
     pages = (len(table) - 1) // per_page + 1
     CLEAN_PAGE.set(min(CLEAN_PAGE.get(), pages))
     page = st.number_input(f"Page (of {pages})", 1, pages, key=CLEAN_PAGE.key) if pages > 1 else 1
     shown = table.iloc[(page - 1) * per_page: page * per_page]
-    st.caption(f"{len(table):,} {split} image(s) labelled **{label}**, largest loss first. "
+    st.caption(f"{len(table):,} {split} image(s) labelled **{md(label)}**, largest loss first. "
                "Each shows the model's prediction, its probability and the loss.")
     options = [KEEP, DELETE] + [c for c in classes if c != label]
     names = {KEEP: "keep", DELETE: "delete"}
@@ -74,7 +75,8 @@ else:
             row = st.columns(COLS)
             for col, (_, r), x in zip(row, shown.iloc[start:start + COLS].iterrows(), images[start:start + COLS]):
                 col.image(display_image(x), width=DISPLAY_PX,
-                          caption=f"{r['item'].rsplit('/', 1)[-1]} · {r['predicted']} {r['probability']:.2f} · loss {r['loss']:.2f}")
+                          caption=md(f"{r['item'].rsplit('/', 1)[-1]} · {r['predicted']} {r['probability']:.2f} · "
+                                     f"loss {r['loss']:.2f}"))
                 choice = clean_choice(r["item"])
                 choice.setdefault(chosen.get(r["item"], KEEP))
                 col.selectbox("Action", options, key=choice.key, label_visibility="collapsed",
@@ -86,7 +88,7 @@ if c1.button(f"Apply {len(changes)} change(s)", type="primary", disabled=not cha
     try:
         batch = apply_changes(root, config.label, changes)
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
     else:
         forget_choices()
         CLEAN_MESSAGE.set(f"{batch.summary}. Scores and the Interpret page now use the cleaned data.")
@@ -103,11 +105,11 @@ last = next((b for b in done if not b.undone), None)
 st.subheader("Changes")
 if last is None:
     st.caption("No changes yet." if not done else "Every change has been undone.")
-elif st.button(f"Undo: {last.summary}", key="clean.undo", icon=":material/undo:"):
+elif st.button(f"Undo: {md(last.summary)}", key="clean.undo", icon=":material/undo:"):
     try:
         undone = undo_last(root)
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
     else:
         CLEAN_MESSAGE.set(f"Undone: {undone.summary}.")
         st.rerun()
@@ -118,13 +120,13 @@ if done:
         "what": [b.summary for b in done],
         "undone": [b.undone for b in done],
     }), hide_index=True, key="clean.history")
-    st.caption(f"Deleted images and the log are kept in {trash_dir(root)}.")
+    st.caption(f"Deleted images and the log are kept in {md(trash_dir(root))}.")
 
 builtin = next((key for key in BUILTINS if builtin_path(key).resolve() == root.resolve()), None)
 if builtin is not None:
     st.subheader("Reset")
     if not CLEAN_CONFIRM_RESET.get():
-        if st.button(f"Reset “{BUILTINS[builtin].title}” to its original images…", key="clean.reset"):
+        if st.button(f"Reset “{md(BUILTINS[builtin].title)}” to its original images…", key="clean.reset"):
             CLEAN_CONFIRM_RESET.set(True)
             st.rerun()
     else:

@@ -16,6 +16,7 @@ from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
 from ui.gallery import image_grid
 from ui.source_picker import pick_source
+from ui.text import md, md_list
 from ui.state import VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
 
 require_app_frame("pages/data.py")
@@ -65,7 +66,7 @@ def pick_csv(root: Path, rule: str, second: str, second_label: str) -> bool:
     try:
         columns = list(read_label_csv(current.csv_path).columns)
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
         return False
     fixes = {}  # columns another CSV had: start from this one's
     if current.file_col not in columns:
@@ -95,13 +96,13 @@ if source is None:
 try:
     scan = scan_folder(source.root)
 except UserError as e:
-    st.error(str(e))
+    st.error(md(e))
     st.stop()
 if draft().data.label is None or draft().data.split is None:  # a new source: its rules, as guessed, into the draft
     guessed = resolve(draft(), scan).data
     update_draft({"data.label": draft().data.label or guessed.label, "data.split": draft().data.split or guessed.split})
-st.caption(f"{len(scan.images):,} images in {scan.root}"
-           + (f" · {scan.skipped:,} other files ignored (e.g. {', '.join(scan.skipped_examples[:3])})" if scan.skipped else ""))
+st.caption(f"{len(scan.images):,} images in {md(scan.root)}"
+           + (f" · {scan.skipped:,} other files ignored (e.g. {md_list(scan.skipped_examples[:3])})" if scan.skipped else ""))
 
 # ---- labels
 st.header("2 · Labels", divider="orange")
@@ -139,8 +140,8 @@ spec = view_spec()
 try:
     items = label_items(scan, spec.data.label, spec.data.split)
 except UserError as e:
-    tester.error(str(e))
-    st.error(str(e))
+    tester.error(md(e))
+    st.error(md(e))
     st.stop()
 
 # the live tester, beside the rule
@@ -150,7 +151,7 @@ with tester:
     m1.metric("Labelled images", f"{report.n_matched:,}", help=f"of {items.n_files:,} images found")
     m2.metric("Classes", len(report.class_counts))
     if report.n_unmatched:
-        st.warning(f"{report.n_unmatched:,} file(s) got no label, e.g. " + ", ".join(f"`{x}`" for x in report.unmatched_examples))
+        st.warning(f"{report.n_unmatched:,} file(s) got no label, e.g. " + md_list(report.unmatched_examples))
     else:
         st.success("Every image has a label.")
 m3, m4 = st.columns(2)
@@ -159,7 +160,7 @@ m4.metric("Validation images", f"{int((items.split == 'valid').sum()):,}")
 st.plotly_chart(class_counts_figure(items.counts()), key="data.class_chart")
 for warning in items.warnings():
     if "no label" not in warning:  # said beside the rule
-        st.warning(warning)
+        st.warning(md(warning))
 
 # ---- presizing
 st.header("4 · Image size", divider="orange")
@@ -184,7 +185,7 @@ def show_progress(done: int, total: int) -> None:
 try:
     images = presize_cache().get(items.scanned_paths, spec.data.presize, spec.data.presize_method, progress=show_progress)
 except UserError as e:
-    st.error(str(e))
+    st.error(md(e))
     st.stop()
 bar.empty()
 
@@ -227,7 +228,7 @@ def show_batch_section(items, images) -> None:
         dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=default_device(),
                           seed=VIEW_SEED.get())
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
         return
     x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
     image_grid(x, titles, cols, key="show_batch")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.interpret import cell_items, confusion_matrix, most_confused, most_unsure, per_class_metrics, top_losses
-from ui.charts_interpret import class_metrics_figure, confusion_figure
+from ui.charts_interpret import class_metrics_figure, clicked_cell, confusion_figure
 from ui.frame import require_app_frame
 from ui.gallery import review_gallery
 from ui.run_picker import pick_review
 from ui.state import (INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_CLICKED, INTERPRET_K, INTERPRET_MIN_VAL,
                       INTERPRET_NORMALISE, INTERPRET_PREDICTED, INTERPRET_UNSURE_K)
+from ui.text import md
 from ui.train_view import kept_model_caption
 
 require_app_frame("pages/interpret.py")
@@ -48,8 +49,8 @@ with confusion_tab:
     event = st.plotly_chart(confusion_figure(cm, p.classes, normalise), key="interpret.confusion", width="content",
                             on_select="rerun", selection_mode="points", config={"displayModeBar": False})
     points = event.selection.points if event and event.selection else []
-    if points:
-        clicked = (str(points[0]["y"]), str(points[0]["x"]))
+    clicked = clicked_cell(points[0], p.classes) if points else None
+    if clicked:
         if clicked != INTERPRET_CLICKED.get():  # a new click picks the cell below
             INTERPRET_CLICKED.set(clicked)
             INTERPRET_ACTUAL.set(clicked[0])
@@ -63,7 +64,7 @@ with confusion_tab:
     actual = c1.selectbox("Actual class", p.classes, key=INTERPRET_ACTUAL.key)
     predicted = c2.selectbox("Predicted class", p.classes, key=INTERPRET_PREDICTED.key)
     cell = cell_items(p, actual, predicted)
-    st.markdown(f"**{len(cell):,} image(s) of {actual} predicted as {predicted}**"
+    st.markdown(f"**{len(cell):,} image(s) of {md(actual)} predicted as {md(predicted)}**"
                 + (f" (the {MAX_CELL_IMAGES} with the largest loss shown)" if len(cell) > MAX_CELL_IMAGES else ""))
     if len(cell):
         shown = cell.head(MAX_CELL_IMAGES)

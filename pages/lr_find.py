@@ -9,6 +9,7 @@ from engine.training import lr_find_target
 from ui.charts_train import lr_finder_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
+from ui.text import md
 from ui.train_view import ask_for_data
 from ui.state import (LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
                       update_draft, window_id)
@@ -60,12 +61,12 @@ def live(job_id: str) -> None:
 if job is None:
     st.stop()
 for event in job.of_kind("note"):
-    st.info(event.data["text"])
+    st.info(md(event.data["text"]))
 if job.active:
     live(job.id)
     st.stop()
 if job.state == FAILED:
-    st.error(f"The LR finder failed: {job.error}")
+    st.error(f"The LR finder failed: {md(job.error)}")
     st.stop()
 if job.state != DONE or not job.result.lrs:
     st.warning("The LR finder was stopped before it had a curve to show. Run it again.")

@@ -12,6 +12,7 @@ from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
 from ui.frame import require_app_frame
 from ui.run_picker import pick_run
+from ui.text import md
 from ui.state import PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS, run_model, run_review
 
 require_app_frame("pages/predict.py")
@@ -26,7 +27,7 @@ if run is None:
 try:
     exported = run_model(run)
 except UserError as e:
-    st.error(str(e))
+    st.error(md(e))
     st.stop()
 st.caption(f"{len(exported.classes)} classes · {exported.preprocessing['arch']} · "
            f"images presized to {exported.preprocessing['presize']} px, seen at {exported.preprocessing['size']} px")
@@ -48,7 +49,7 @@ else:
     try:
         review = run_review(run)
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
         st.stop()
     picked = st.multiselect("Validation images", review.preds.items, key=PREDICT_VALID_ITEMS.key, max_selections=MAX_SHOWN,
                             placeholder="Type part of a file name…")
@@ -59,14 +60,14 @@ else:
             problems.append(f"{rel} cannot be read any more: it is {e}.")
 
 for message in problems:
-    st.error(message)
+    st.error(md(message))
 if named_images:
     results = predict(exported, [im for _, im in named_images])
     for i, ((name, image), top) in enumerate(list(zip(named_images, results))[:MAX_SHOWN]):
         with st.container(key=f"prediction-{i}", border=True):
             c1, c2 = st.columns([1, 3], vertical_alignment="center")
-            c1.image(image, caption=name, width=160)
-            c2.markdown(f"**{top[0][0]}** · {top[0][1]:.1%}")
+            c1.image(image, caption=md(name), width=160)
+            c2.markdown(f"**{md(top[0][0])}** · {top[0][1]:.1%}")
             c2.plotly_chart(top_k_figure(top), key=f"predict.chart.{i}")
     if len(named_images) > MAX_SHOWN:
         st.caption(f"The first {MAX_SHOWN} of {len(named_images)} images are shown.")

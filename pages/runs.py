@@ -7,6 +7,7 @@ from ui.charts_train import compare_figure
 from ui.frame import require_app_frame
 from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
+from ui.text import md
 from ui.train_view import epoch_table, format_seconds, kept_model_caption
 
 require_app_frame("pages/runs.py")
@@ -22,7 +23,8 @@ if runs.empty:
     st.stop()
 
 latest = runs.iloc[0]
-st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {latest['data']} · {latest['arch']} · {latest['status']}")
+st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {md(latest['data'])} · {latest['arch']} · "
+           f"{latest['status']}")
 view = runs[["id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
              "status", "seconds"]].copy()
 view["seconds"] = view["seconds"].map(lambda s: format_seconds(s) if s == s and s is not None else "")
@@ -44,9 +46,9 @@ curves = {f"#{r} {runs.set_index('id').loc[r, 'arch']}": (store.batches(r), stor
 st.plotly_chart(compare_figure(curves), key="runs.compare")
 for run_id in selected:
     run = store.run(run_id)
-    with st.expander(f"Run #{run_id} · {run['name']} · {run['model'].get('arch')} · {run['status']}"):
+    with st.expander(f"Run #{run_id} · {md(run['name'])} · {run['model'].get('arch')} · {run['status']}"):
         if run.get("error"):
-            st.error(run["error"])
+            st.error(md(run["error"]))
         st.caption(kept_model_caption(run) + f" Started from the {run.get('source') or 'app'}.")
         st.markdown("**Settings** (grey: Loupe's defaults)")
         st.dataframe(settings_table(run["spec"]), hide_index=True, key=f"runs.settings.{run_id}")
@@ -75,7 +77,7 @@ else:
                 errors.append(f"#{run_id}: {e}")
         RUNS_CONFIRM.clear()
         for message in errors:
-            st.error(message)
+            st.error(md(message))
         if not errors:
             st.rerun()
     if c2.button("Cancel", key="runs.delete_no"):

@@ -13,6 +13,7 @@ from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
+from ui.text import md
 from ui.train_view import ask_for_data, epoch_table, final_metrics, format_seconds, kept_model_caption
 
 require_app_frame("pages/train.py")
@@ -91,7 +92,7 @@ def launch_panel() -> None:
                 seconds = estimate_seconds(run_spec(), presize_cache(), default_threads=background_threads())
             TRAIN_ESTIMATE.set(f"About {format_seconds(seconds)} for {total_epochs(run_spec())} epoch(s) on this computer.")
         except UserError as e:
-            st.error(str(e))
+            st.error(md(e))
     if TRAIN_ESTIMATE.get():
         st.caption(TRAIN_ESTIMATE.get())
     epochs = total_epochs(view_spec())
@@ -147,10 +148,10 @@ def waiting(job: Job) -> None:
 
 
 for event in (job.of_kind("note") if job else []):
-    st.info(event.data["text"])
+    st.info(md(event.data["text"]))
 
 if job is not None and job.active:
-    st.subheader(job.title)
+    st.subheader(md(job.title), anchor=False)
     live(job.id)
     st.stop()
 if spec is None:
@@ -162,10 +163,10 @@ else:
 if job is None:
     st.stop()
 st.divider()
-st.subheader(f"Last run: {job.title}")
+st.subheader(f"Last run: {md(job.title)}", anchor=False)
 run_id = job.last("run").data["run_id"] if job.last("run") else None
 if job.state == FAILED:
-    st.error(f"The run failed: {job.error}")
+    st.error(f"The run failed: {md(job.error)}")
 elif job.state == CANCELLED:
     st.warning("The run was stopped. Its epochs so far are kept below and on the Runs page.")
 if run_id is None:
@@ -177,7 +178,7 @@ final_metrics(run, epochs)
 st.plotly_chart(training_figure(batches, epochs, kept_epoch=kept), key="train.final_chart")
 st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):
-    st.caption(f"{kept_model_caption(run)} Saved in {run['weights_path']}.")
+    st.caption(f"{kept_model_caption(run)} Saved in {md(run['weights_path'])}.")
     if TRAIN_LINKED_RUN.get() != run_id:  # the Interpret, Clean and Predict pages open on a new run
         TRAIN_LINKED_RUN.set(run_id)
         REVIEW_RUN.set(run_id)

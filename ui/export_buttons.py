@@ -7,6 +7,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.export import ExportedModel, export_onnx, export_zip
+from ui.text import md
 
 
 def _zip_bytes(run: dict) -> bytes:
@@ -46,6 +47,6 @@ def export_buttons(run: dict, exported: ExportedModel) -> None:
             with st.spinner("Converting to ONNX…"):
                 export_onnx(exported.model, exported.preprocessing, onnx_file(run))
         except UserError as e:
-            st.error(str(e))
+            st.error(md(e))
         else:
             st.rerun()

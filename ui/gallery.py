@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from engine.images import to_pil
+from ui.text import md
 
 DISPLAY_PX = 160  # shown this wide; small images are enlarged by the browser with crisp pixels (assets/loupe.css)
 
@@ -21,7 +22,7 @@ def image_grid(images: torch.Tensor, titles: list[str], cols: int, key: str) -> 
         for start in range(0, len(titles), cols):
             row = st.columns(cols, width=cols * (DISPLAY_PX + 24))
             for col, x, title in zip(row, images[start:start + cols], titles[start:start + cols]):
-                col.image(display_image(x), caption=title, width=DISPLAY_PX)
+                col.image(display_image(x), caption=md(title), width=DISPLAY_PX)  # captions read Markdown
 
 
 def review_gallery(review, pos, titles: list[str], key: str, cols: int = 5, cam: bool = False,

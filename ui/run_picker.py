@@ -7,6 +7,7 @@ from engine.errors import UserError
 from engine.review import RunReview
 from engine.runs import ACTIVE
 from ui.state import REVIEW_RUN, run_review, run_store
+from ui.text import md
 
 
 def _label(row) -> str:
@@ -41,5 +42,5 @@ def pick_review() -> tuple[dict, RunReview]:
     try:
         return run, run_review(run)
     except UserError as e:
-        st.error(str(e))
+        st.error(md(e))
         st.stop()

@@ -3,6 +3,7 @@ import streamlit as st
 
 from engine.jobs import PAUSED
 from ui.state import data_summary, job_manager, view_spec, window_id
+from ui.text import md, md_list
 
 
 def render_sidebar() -> None:
@@ -20,10 +21,9 @@ def sidebar_content() -> None:
         st.caption("None chosen yet: start on the Data page.")
         return
     data = view_spec().data
-    st.markdown(f"**{summary.name}**")
+    st.markdown(f"**{md(summary.name)}**")
     st.caption(f"{len(summary.classes)} classes · {summary.n_train:,} train · {summary.n_valid:,} valid")
-    shown = ", ".join(summary.classes[:12]) + (" …" if len(summary.classes) > 12 else "")
-    st.caption(f"Classes: {shown}")
+    st.caption(f"Classes: {md_list(summary.classes, limit=12)}")
     st.caption(f"Images: {data.size} px (presized {data.presize} px) · batch size {data.bs}")
 
 
@@ -36,7 +36,7 @@ def job_status() -> None:
     mine = job.owner == window_id()
     st.subheader("Running" if mine else "Running (another window)")
     eta = job.eta_seconds
-    text = f"{job.title} · {job.state}" + (f" · about {eta:,.0f} s left" if eta and job.state != PAUSED else "")
+    text = f"{md(job.title)} · {job.state}" + (f" · about {eta:,.0f} s left" if eta and job.state != PAUSED else "")
     st.progress(job.progress, text=text)
     queued = manager.queued
     own = [j for j in queued if j.owner == window_id()]

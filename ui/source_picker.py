@@ -11,6 +11,7 @@ from engine.errors import UserError
 from engine.home import home_subdir
 from engine.sources import FASTAI_DATASETS, dataset_path, download_dataset, extract_zip, is_downloaded
 from engine.spec import DataSpec
+from ui.text import md
 from ui.state import FOLDER_TEXT, SOURCE_KIND, ZIP_VERDICTS, bind, draft, update_draft
 
 KINDS = {
@@ -124,9 +125,9 @@ def _zip() -> ChosenSource | None:
     if upload is not None:
         outcome, _, message = verdicts[upload.file_id].partition(":")
         if outcome == "error":
-            st.error(message)
+            st.error(md(message))
             return None
-        st.success(message)
+        st.success(md(message))
     previous = _previous_uploads()
     if not previous:
         st.info("Upload a zip whose images sit in one folder per class, or have the class in their file names.")
@@ -162,7 +163,7 @@ def _download() -> ChosenSource | None:
             download_dataset(key, progress=progress)
         except UserError as e:
             bar.empty()
-            st.error(str(e))
+            st.error(md(e))
             return None
         bar.progress(1.0, text="Downloaded and extracted.")
     root = dataset_path(key) / remote.image_subdir if remote.image_subdir else dataset_path(key)

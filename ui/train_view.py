@@ -4,11 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from ui.text import md
+
 
 def ask_for_data(problem: str | None) -> None:
     """What a page that needs a data set says when the draft has none it can use."""
     if problem:
-        st.error(f"The data settings have a problem: {problem} Fix them on the Data page.")
+        st.error(f"The data settings have a problem: {md(problem)} Fix them on the Data page.")
     else:
         st.info("Choose a data set on the Data page first.")
     st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")

@@ -18,7 +18,8 @@ CELLS_JS = """() => {
   const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
   if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
   const cells = plot._fullData[1];
-  return {x: cells.x, y: cells.y, counts: cells.customdata};
+  return {x: Array.from(cells.x), y: Array.from(cells.y), actual: cells.customdata.map(c => c[0]),
+          predicted: cells.customdata.map(c => c[1]), counts: cells.customdata.map(c => c[2])};
 }"""
 
 
@@ -42,7 +43,7 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     # the busiest cell off the diagonal (else the busiest on it)
     order = sorted(range(len(cells["x"])), key=lambda i: (cells["x"][i] == cells["y"][i], -cells["counts"][i]))
     target = order[0] if cells["counts"][order[0]] > 0 else max(range(len(cells["x"])), key=lambda i: cells["counts"][i])
-    actual, predicted, count = cells["y"][target], cells["x"][target], cells["counts"][target]
+    actual, predicted, count = cells["actual"][target], cells["predicted"][target], cells["counts"][target]
     assert n == 10
     point = page.locator(".st-key-interpret-confusion .scatterlayer .trace .points path").nth(target)
     point.click(force=True)
