@@ -345,7 +345,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
 
 
 def cmd_health(args: argparse.Namespace) -> dict:
-    """The data health check of the data set the spec names (see engine.health.health_check for the JSON's keys)."""
+    """The data health check of the data set the spec names; the JSON's keys: engine.health.HealthCheck.to_dict."""
     from engine.data import load_items
     from engine.health import health_check, report_text
     from engine.sources import scan_folder

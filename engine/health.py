@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -83,10 +83,15 @@ class HealthCheck:
     label_conflicts: list[Cluster]  # clusters of copies that carry more than one label
     leaks: list[Cluster]  # clusters of copies with members in both train and valid
     n_checked: int = 0  # labelled, readable images compared with each other
-    settings: dict = field(default_factory=dict)  # max_distance, max_difference
 
     def to_dict(self) -> dict:
-        """JSON-safe: clusters as {"files", "labels", "splits", "exact"}; an infinite ratio as None."""
+        """JSON-safe, every path relative to the data folder:
+
+        classes: {class: readable images}; imbalance_ratio: largest / smallest class, or None when a class has
+        no readable image; unreadable: [{"file", "reason"}]; broken_links: [path]; n_checked: images compared;
+        duplicates, near_duplicates, label_conflicts, leaks: [cluster], largest first, where a cluster is
+        {"files": [path], "labels": [label], "splits": ["train" | "valid"], "exact": bool}, sorted by path.
+        """
         ratio = self.imbalance_ratio if math.isfinite(self.imbalance_ratio) else None
         return {"classes": self.classes, "imbalance_ratio": ratio, "unreadable": self.unreadable,
                 "broken_links": self.broken_links,
@@ -144,7 +149,8 @@ def _dct_matrix(n: int, k: int) -> np.ndarray:
 def phash(grey: np.ndarray, hash_size: int = 8) -> np.ndarray:
     """imagehash.phash of [N, S, S] grey images already at S = hash_size × 4: [N] uint64, first bit highest."""
     c = _dct_matrix(grey.shape[-1], hash_size)
-    low = (c @ grey.astype(np.float64) @ c.T).reshape(len(grey), -1)  # [N, 64] lowest frequencies
+    low = (c @ grey.astype(np.float64) @ c.T).reshape(len(grey), hash_size * hash_size)  # lowest frequencies
+    low = np.round(low, 6)  # a flat image's frequencies are rounding noise around 0: made 0, all flat images agree
     bits = low > np.median(low, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
 
@@ -164,7 +170,7 @@ def near_pairs(hashes: np.ndarray, thumbs: np.ndarray, max_distance: int = NEAR_
     a fraction of a second.
     """
     n = len(hashes)
-    flat = thumbs.reshape(n, -1)
+    flat = thumbs.reshape(n, int(np.prod(thumbs.shape[1:])))
     block = max(1, PAIR_BLOCK_BYTES // (8 * max(n, 1)))
     found = []
     for start in range(0, n, block):
@@ -236,7 +242,11 @@ def health_check(items: LabelledItems, images: PresizedImages, broken_links: Seq
     hashes = phash(grey)
     thumbs = grey.reshape(len(grey), THUMB_SIDE, HASH_SIDE // THUMB_SIDE, THUMB_SIDE, HASH_SIDE // THUMB_SIDE).mean((2, 4))
     group = exact_groups(images.pixels, rows, images.sizes[rows], hashes)
-    cluster = components(len(rows), near_pairs(hashes, thumbs, max_distance, max_difference))
+    # near copies are searched among one image per exact group: a thousand identical blanks are one image, not
+    # half a million pairs
+    _, first, group_index = np.unique(group, return_index=True, return_inverse=True)
+    cluster = components(len(first), near_pairs(hashes[first], thumbs[first], max_distance, max_difference))
+    cluster = cluster[group_index.reshape(-1)]
 
     def make(members: np.ndarray) -> Cluster:
         pos = positions[members]
@@ -247,8 +257,9 @@ def health_check(items: LabelledItems, images: PresizedImages, broken_links: Seq
                        exact=len(set(group[members].tolist())) == 1)
 
     def clusters_of(ids: np.ndarray) -> list[Cluster]:
-        _, inverse, sizes = np.unique(ids, return_inverse=True, return_counts=True)
-        found = [make(np.flatnonzero(inverse == c)) for c in np.flatnonzero(sizes > 1)]
+        order = np.argsort(ids, kind="stable")
+        starts = np.flatnonzero(np.diff(ids[order])) + 1
+        found = [make(members) for members in np.split(order, starts) if len(members) > 1]
         return sorted(found, key=lambda c: (-len(c.files), c.files[0]))
 
     duplicates = clusters_of(group)
@@ -261,7 +272,7 @@ def health_check(items: LabelledItems, images: PresizedImages, broken_links: Seq
         duplicates=duplicates, near_duplicates=[c for c in copies if not c.exact],
         label_conflicts=[c for c in copies if len(set(c.labels)) > 1],
         leaks=[c for c in copies if {"train", "valid"} <= set(c.splits)],
-        n_checked=len(positions), settings={"max_distance": max_distance, "max_difference": max_difference},
+        n_checked=len(positions),
     )
 
 
@@ -277,7 +288,9 @@ def report_text(check: HealthCheck, max_clusters: int = 5) -> str:
         if clusters:
             lines.append(f"{title}:")
             for c in clusters[:max_clusters]:
-                lines.append("  " + ", ".join(f"{f} ({lab}, {s})" for f, lab, s in zip(c.files, c.labels, c.splits)))
+                shown = [f"{f} ({lab}, {s})" for f, lab, s in zip(c.files, c.labels, c.splits)][:max_clusters]
+                more = f", … {len(c.files) - len(shown):,} more" if len(c.files) > len(shown) else ""
+                lines.append("  " + ", ".join(shown) + more)
             if len(clusters) > max_clusters:
                 lines.append(f"  … and {len(clusters) - max_clusters:,} more")
     for title, entries in (("Unreadable", [f"{u['file']}: {u['reason']}" for u in check.unreadable]),

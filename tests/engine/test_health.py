@@ -138,6 +138,16 @@ def test_phash_is_imagehash_phash():
     assert ours.tolist() == theirs
 
 
+def test_flat_images_hash_alike_and_the_thumbnails_tell_greys_apart():
+    """A flat image's frequencies are rounding noise; it must not decide the hash."""
+    pixels = torch.stack([torch.full((3, 40, 40), v, dtype=torch.uint8) for v in (128, 129, 200, 60)])
+    grey = grey_thumbnails(pixels)
+    hashes = phash(grey)
+    assert len(set(hashes.tolist())) == 1
+    thumbs = grey.reshape(4, 16, 2, 16, 2).mean((2, 4))
+    assert near_pairs(hashes, thumbs).tolist() == [[0, 1]]
+
+
 def test_near_pairs_match_a_brute_force_search():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**63, 40, dtype=np.uint64)
