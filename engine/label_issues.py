@@ -23,6 +23,7 @@ import torch
 from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
 from engine.errors import UserError
 from engine.images import PresizedImages
+from engine.jobs import Job
 from engine.learner import Callback, FunctionCallback, Learner
 from engine.models import create_model
 from engine.scoring import item_inputs, score
@@ -184,13 +185,13 @@ def estimate_label_issue_seconds(spec: RunSpec, cache: PresizeCache, k: int = DE
 
 def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int = DEFAULT_EPOCHS,
                              progress: Progress | None = None, stop: threading.Event | None = None,
-                             default_threads: int | None = None) -> pd.DataFrame:
+                             pause: threading.Event | None = None, default_threads: int | None = None) -> pd.DataFrame:
     """Every readable image ranked by how likely its label is wrong: one row each, columns COLUMNS.
 
     `rank` starts at 1; `likely_error` marks the images cleanlab flags (they come first, least
     self-confident first); `suggested` is the class the out-of-fold model found most likely. Setting `stop`
     ends the current fold's training at the next batch: the table then covers only the folds finished
-    (none: an empty table). `table.attrs` holds "folds_done" and "k".
+    (none: an empty table). While `pause` is set, training waits. `table.attrs` holds "folds_done" and "k".
     """
     cleanlab_find_label_issues()  # before the runs, not after them
     spec, items, images = _load(spec, cache, default_threads)
@@ -215,6 +216,8 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
             break
         learn = _fold_learner(spec, items, images, positions, folds, fold)
         learn.stop_event = stop
+        if pause is not None:
+            learn.pause_event = pause
         learn.callbacks += [SkipValidation(), FunctionCallback(count)]
         fit(learn, spec.train)
         if stop.is_set():
@@ -228,3 +231,15 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
     table = issues_table(items, positions[finished], probs[finished])
     table.attrs.update(folds_done=folds_done, k=k)
     return table
+
+
+def label_issues_target(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int = DEFAULT_EPOCHS,
+                        default_threads: int | None = None) -> Callable[[Job], pd.DataFrame]:
+    """A job target that ranks likely wrong labels (its result: the table), obeying the job's stop and pause."""
+
+    def target(job: Job) -> pd.DataFrame:
+        job.emit("stage", text=f"Training {k} models, each on {k - 1} of {k} parts of the images")
+        return find_likely_label_errors(spec, cache, k, epochs, progress=job.set_progress, stop=job.stop_event,
+                                        pause=job.pause_event, default_threads=default_threads)
+
+    return target

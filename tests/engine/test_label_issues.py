@@ -15,8 +15,9 @@ from engine.builtin import DIGIT_WORDS, digit_images
 from engine.data import PresizeCache
 from engine.errors import UserError
 from engine import label_issues
+from engine.jobs import CANCELLED, Job
 from engine.label_issues import (COLUMNS, estimate_label_issue_seconds, find_likely_label_errors, fold_assignment,
-                                 fold_spec, label_issue_seconds, planned_steps, rank_label_issues)
+                                 fold_spec, label_issue_seconds, label_issues_target, planned_steps, rank_label_issues)
 from engine.labels import LabelRule
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 from engine.split import SplitRule
@@ -80,6 +81,21 @@ def test_stopping_keeps_the_finished_folds(flipped_digits, one_thread):
     table = find_likely_label_errors(spec, PresizeCache(), k=3, epochs=1, progress=progress, stop=stop)
     folds = fold_assignment(sorted_labels(root), 3, seed=0)
     assert table.attrs["folds_done"] == 1 and len(table) == int((folds == 0).sum())
+
+
+class StopAtFirstStep(Job):
+    """A job whose user presses Stop as soon as the first training step is reported."""
+
+    def set_progress(self, done: float, total: float) -> None:
+        super().set_progress(done, total)
+        self.stop()
+
+
+def test_a_job_stopped_in_the_first_fold_is_cancelled_with_an_empty_table(flipped_digits):
+    job = StopAtFirstStep("label_issues", "digits", label_issues_target(small_spec(flipped_digits[0]), PresizeCache()))
+    job.run()
+    assert job.state == CANCELLED
+    assert job.result.empty and list(job.result.columns) == COLUMNS and job.result.attrs["folds_done"] == 0
 
 
 def sorted_labels(root) -> list[str]:
