@@ -7,6 +7,7 @@
     python -m engine runs --json                                 # every run: app, command line, torchrun
     python -m engine predict --model runs/digits photo.png another.jpg
     python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
+    python -m engine health --data ~/pets --json                # duplicates, leaks, label conflicts, unreadable files
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -197,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--zip", type=Path, default=None, help="write the zip here")
     export.add_argument("--onnx", type=Path, default=None, help="write the ONNX file here")
     export.add_argument("--json", action="store_true", help="end with one JSON line of what was written")
+
+    health = sub.add_parser("health", help="check the data: duplicates, near duplicates, one picture under two labels, "
+                                           "train/valid leaks, class imbalance, unreadable files and broken links")
+    add_spec_flags(health)
+    health.add_argument("--json", action="store_true", help="print one JSON line instead of the report")
     return parser
 
 
@@ -404,8 +410,26 @@ def cmd_export(args: argparse.Namespace) -> dict:
     return written
 
 
+def cmd_health(args: argparse.Namespace) -> dict:
+    """The data health check of the data set the spec names; the JSON's keys: engine.health.HealthCheck.to_dict."""
+    from engine.data import load_items
+    from engine.health import health_check, report_text
+    from engine.sources import scan_folder
+
+    spec = spec_from_args(args)
+    root = prepare_source(spec, progress=_print_download(spec.data.key.upper()) if spec.data.kind == "fastai" else None)
+    scan = scan_folder(root)
+    spec = resolve(spec, scan)
+    items = load_items(spec.data, scan)
+    images = PresizeCache(max_entries=1).get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
+    check = health_check(items, images, broken_links=scan.broken_links, unreadable_folders=scan.unreadable)
+    if not args.json:
+        print(report_text(check))
+    return check.to_dict()
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
-            "export": cmd_export}
+            "export": cmd_export, "health": cmd_health}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,155 @@
+"""Tests for engine/label_issues.py: folds, the time estimate, and real digits with flipped labels found near the top."""
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.builtin import DIGIT_WORDS, digit_images
+from engine.data import PresizeCache
+from engine.errors import UserError
+from engine import label_issues
+from engine.jobs import CANCELLED, Job
+from engine.label_issues import (COLUMNS, estimate_label_issue_seconds, find_likely_label_errors, fold_assignment,
+                                 fold_spec, label_issue_seconds, label_issues_target, planned_steps, rank_label_issues)
+from engine.labels import LabelRule
+from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
+from engine.split import SplitRule
+
+PER_CLASS = 40  # 400 real digits: a small model separates them well after a few epochs
+N_FLIPPED = 8
+
+
+@pytest.fixture(scope="module")
+def flipped_digits(tmp_path_factory):
+    """(folder, names of the 8 images saved under a wrong class): 40 real digits per class, Pets-style names."""
+    root = tmp_path_factory.mktemp("flipped")
+    images, targets = digit_images()
+    seen = dict.fromkeys(range(10), 0)
+    flipped = []
+    for i, (im, t) in enumerate(zip(images, targets)):
+        if seen[t] == PER_CLASS:
+            continue
+        seen[t] += 1
+        label = DIGIT_WORDS[t]
+        if seen[t] == 3 and len(flipped) < N_FLIPPED:  # the third image of the first 8 classes seen
+            label = DIGIT_WORDS[(t + 5) % 10]
+            flipped.append(f"{label}_{i}.png")
+        Image.fromarray(im, "L").save(root / f"{label}_{i}.png")
+    return root, flipped
+
+
+def small_spec(root, epochs: int = 3) -> RunSpec:
+    return RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name"),
+                                 split=SplitRule(kind="random"), size=28, presize=32, bs=32),
+                   model=ModelSpec(arch="small", pretrained=False),
+                   train=TrainSpec(schedule="one_cycle", epochs=epochs, lr=5e-3, seed=0))
+
+
+def test_flipped_labels_rank_at_the_top(flipped_digits, one_thread):
+    root, flipped = flipped_digits
+    progress: list[tuple[int, int]] = []
+    table = find_likely_label_errors(small_spec(root), PresizeCache(), k=3, epochs=6,
+                                     progress=lambda done, total: progress.append((done, total)))
+    assert list(table.columns) == COLUMNS and len(table) == 10 * PER_CLASS
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    top = table.head(20)
+    assert top["file"].isin(flipped).sum() >= 6
+    assert table["likely_error"].head(int(table["likely_error"].sum())).all()  # cleanlab's flags come first
+    found = top[top["file"].isin(flipped)]
+    really = [DIGIT_WORDS[(DIGIT_WORDS.index(label) + 5) % 10] for label in found["label"]]
+    assert (found["suggested"] == really).sum() >= 5  # the suggested label is the digit it really is
+    assert table.attrs == {"folds_done": 3, "k": 3}
+    assert progress[-1][0] == progress[-1][1] == len(progress)  # every planned step reported, once
+
+
+def test_stopping_keeps_the_finished_folds(flipped_digits, one_thread):
+    root, _ = flipped_digits
+    stop = threading.Event()
+    spec = small_spec(root)
+
+    def progress(done: int, total: int) -> None:
+        if done == total // 3 + 1:  # the first step of the second fold
+            stop.set()
+
+    table = find_likely_label_errors(spec, PresizeCache(), k=3, epochs=1, progress=progress, stop=stop)
+    folds = fold_assignment(sorted_labels(root), 3, seed=0)
+    assert table.attrs["folds_done"] == 1 and len(table) == int((folds == 0).sum())
+
+
+class StopAtFirstStep(Job):
+    """A job whose user presses Stop as soon as the first training step is reported."""
+
+    def set_progress(self, done: float, total: float) -> None:
+        super().set_progress(done, total)
+        self.stop()
+
+
+def test_a_job_stopped_in_the_first_fold_is_cancelled_with_an_empty_table(flipped_digits):
+    job = StopAtFirstStep("label_issues", "digits", label_issues_target(small_spec(flipped_digits[0]), PresizeCache()))
+    job.run()
+    assert job.state == CANCELLED
+    assert job.result.empty and list(job.result.columns) == COLUMNS and job.result.attrs["folds_done"] == 0
+
+
+def sorted_labels(root) -> list[str]:
+    """Labels of the folder's images in the order the items list them (sorted paths)."""
+    return [p.name.split("_")[0] for p in sorted(root.glob("*.png"))]
+
+
+def test_estimate_is_planned_steps_times_the_measured_step(flipped_digits, monkeypatch):
+    root, _ = flipped_digits
+    clock = itertools.count(step=0.25)  # every timed step takes a quarter of a second
+    monkeypatch.setattr(label_issues, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    spec = small_spec(root)
+    seconds = estimate_label_issue_seconds(spec, PresizeCache(), k=3, epochs=2)
+    sizes = np.bincount(fold_assignment(sorted_labels(root), 3, seed=0)).tolist()
+    assert seconds == pytest.approx(label_issue_seconds(0.25, fold_spec(spec, 2), sizes))
+    assert seconds == pytest.approx(0.25 * (3 * 2 * (266 // 32) + 3 * math.ceil(134 / 32) / 3))
+
+
+def test_label_issue_seconds():
+    spec = RunSpec(data=DataSpec(bs=10), train=TrainSpec(schedule="one_cycle", epochs=2))
+    # folds of 34, 33, 33: 66 or 67 training images = 6 steps an epoch, 2 epochs; 4 prediction batches at a third
+    assert label_issue_seconds(0.5, spec, [34, 33, 33]) == pytest.approx(0.5 * (3 * 12 + 3 * 4 / 3))
+    assert planned_steps(spec, [34, 33, 33]) == 36
+
+
+def test_fold_assignment_spreads_each_class():
+    labels = ["a"] * 5 + ["b"] * 4
+    folds = fold_assignment(labels, 3, seed=1)
+    assert np.bincount(folds).tolist() == [3, 3, 3]
+    assert np.bincount(folds[:5], minlength=3).tolist() == [2, 2, 1]
+    assert np.bincount(folds[5:], minlength=3).tolist() == [1, 1, 2]
+    assert folds.tolist() == fold_assignment(labels, 3, seed=1).tolist()
+
+
+def test_rank_label_issues_puts_the_unlikely_label_first():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.05, 0.95], [0.1, 0.9], [0.3, 0.7], [0.2, 0.8]])
+    order, flagged = rank_label_issues(labels, probs)
+    assert order[0] == 2 and flagged.tolist() == [False, False, True, False, False, False]
+    assert order.tolist() == [2, 4, 1, 5, 0, 3]  # then the rest, least self-confident first (0.7, 0.8, 0.8, 0.9, 0.9)
+
+
+def test_without_cleanlab_a_clear_error_before_any_training(flipped_digits, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
+    with pytest.raises(UserError, match="pip install cleanlab"):
+        rank_label_issues(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
+    monkeypatch.setattr(label_issues, "fit", None)  # any fold run would fail differently
+    with pytest.raises(UserError, match="pip install cleanlab"):
+        find_likely_label_errors(small_spec(flipped_digits[0]), PresizeCache())
+
+
+def test_too_few_images_for_the_folds(tmp_path):
+    images, targets = digit_images()
+    for i in range(5):  # one validates: the split is fine, the folds are not
+        Image.fromarray(images[i], "L").save(tmp_path / f"{DIGIT_WORDS[targets[i] % 2]}_{i}.png")
+    with pytest.raises(UserError, match="too few to cut into 3 folds"):
+        find_likely_label_errors(small_spec(tmp_path), PresizeCache(), k=3)
