@@ -367,10 +367,11 @@ def prepare_source(spec: RunSpec, progress=None) -> Path:
     return data.root
 
 
-def resolve(spec: RunSpec, scan: FolderScan | None = None) -> RunSpec:
+def resolve(spec: RunSpec, scan: FolderScan | None = None, guess_rules: bool = True) -> RunSpec:
     """Fill every automatic (None) setting except the seed; a folder is scanned only if its rules must be guessed.
 
-    A fastai data set that is not downloaded yet keeps its label and split rules automatic.
+    A fastai data set that is not downloaded yet keeps its label and split rules automatic, and so does a
+    folder with `guess_rules=False` (which never scans).
     """
     check_source(spec.data.source)
     data, augment, train = spec.data, spec.augment, spec.train
@@ -378,7 +379,7 @@ def resolve(spec: RunSpec, scan: FolderScan | None = None) -> RunSpec:
     label, split = data.label, data.split
     if builtin is not None:
         label, split = label or builtin.label_rule, split or builtin.split_rule
-    elif label is None or split is None:
+    elif (label is None or split is None) and guess_rules:
         if data.kind != "fastai" or is_downloaded(data.key.upper()):
             guessed = suggest_rules(scan or scan_folder(data.root))
             label, split = label or guessed[0], split or guessed[1]

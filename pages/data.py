@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from engine.data import DataLoaders, health_report, label_items, presize_bytes
@@ -15,9 +16,10 @@ from ui.aug_controls import aug_controls
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
 from ui.gallery import image_grid
+from ui.health_view import check_for, health_panel
 from ui.source_picker import pick_source
 from ui.text import md, md_list
-from ui.state import VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
+from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
 
 require_app_frame("pages/data.py")
 
@@ -93,11 +95,28 @@ st.header("1 · Images", divider="orange")
 source = pick_source()
 if source is None:
     st.stop()
+if SCAN_STOPPED.get() == source.source:
+    st.warning(f"You stopped reading {md(source.root)}. Choose another folder, or read it again.")
+    st.button("Read it again", key="data.rescan", on_click=SCAN_STOPPED.clear)
+    st.stop()
+scan_bar, stop_place = st.empty(), st.empty()
+# a click on Stop (or any widget) interrupts this script at its next progress update
+stop_place.button("Stop reading this folder", key="data.stop_scan", on_click=SCAN_STOPPED.set, args=(source.source,))
+
+
+def scan_progress(looked_at: int, found: int) -> None:
+    scan_bar.progress(0.0, text=f"Reading the folder: {looked_at:,} files and folders looked at, {found:,} images so far…")
+
+
 try:
-    scan = scan_folder(source.root)
+    scan = scan_folder(source.root, progress=scan_progress)
 except UserError as e:
+    scan_bar.empty()
+    stop_place.empty()
     st.error(md(e))
     st.stop()
+scan_bar.empty()
+stop_place.empty()
 if draft().data.label is None or draft().data.split is None:  # a new source: its rules, as guessed, into the draft
     guessed = resolve(draft(), scan).data
     update_draft({"data.label": draft().data.label or guessed.label, "data.split": draft().data.split or guessed.split})
@@ -154,9 +173,9 @@ with tester:
         st.warning(f"{report.n_unmatched:,} file(s) got no label, e.g. " + md_list(report.unmatched_examples))
     else:
         st.success("Every image has a label.")
-m3, m4 = st.columns(2)
-m3.metric("Training images", f"{int((items.split == 'train').sum()):,}")
-m4.metric("Validation images", f"{int((items.split == 'valid').sum()):,}")
+    for warning in report.warnings:  # e.g. a CSV naming one file twice
+        st.warning(md(warning))
+split_counts = st.empty()  # filled once the images are decoded: the counts of images that can be used
 st.plotly_chart(class_counts_figure(items.counts()), key="data.class_chart")
 for warning in items.warnings():
     if "no label" not in warning:  # said beside the rule
@@ -188,16 +207,28 @@ except UserError as e:
     st.error(md(e))
     st.stop()
 bar.empty()
+usable = images.ok[items.image_index]
+with split_counts.container():
+    m3, m4 = st.columns(2)
+    m3.metric("Training images", f"{int(((items.split == 'train') & usable).sum()):,}",
+              help="Labelled training images that can be read")
+    m4.metric("Validation images", f"{int(((items.split == 'valid') & usable).sum()):,}",
+              help="Labelled validation images that can be read")
 
 # ---- health
 st.header("5 · Data health", divider="orange")
 health = health_report(items, images)
+if scan.unreadable:
+    health.failures = pd.concat([health.failures, pd.DataFrame({
+        "file": [f"{rel}/" for rel in scan.unreadable], "reason": "a folder Loupe has no permission to read"})],
+        ignore_index=True)
 tab_counts, tab_bad, tab_sizes = st.tabs(["Images per class", f"Unreadable files ({len(health.failures)})", "Sizes and colours"])
 with tab_counts:
     st.dataframe(health.counts, width="stretch")
 with tab_bad:
     if len(health.failures):
-        st.warning("These files could not be read. They are left out of training; your files are not changed.")
+        st.warning(f"{len(health.failures):,} file(s) or folder(s) could not be read. They are left out of training; "
+                   "your files are not changed.")
         st.dataframe(health.failures, width="stretch", hide_index=True)
     else:
         st.success("Every image could be read.")
@@ -208,6 +239,8 @@ with tab_sizes:
                    "Every image becomes RGB. Original colour modes: "
                    + ", ".join(f"{mode} × {n:,}" for mode, n in sorted(health.modes.items())))
         st.plotly_chart(size_spread_figure(health.sizes), key="data.size_chart")
+st.subheader("Copies, leaks and balance", anchor=False)
+health_panel(check_for(spec, scan, items, images), items, images)
 
 # ---- show_batch
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.export import predict
-from engine.images import decode, open_image
+from engine.images import decode, fit_to_box, open_image
 from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
 from ui.frame import require_app_frame
@@ -66,7 +66,7 @@ if named_images:
     for i, ((name, image), top) in enumerate(list(zip(named_images, results))[:MAX_SHOWN]):
         with st.container(key=f"prediction-{i}", border=True):
             c1, c2 = st.columns([1, 3], vertical_alignment="center")
-            c1.image(image, caption=md(name), width=160)
+            c1.image(fit_to_box(image, 160), caption=md(name))  # any aspect ratio, 1×1 to 20000×100
             c2.markdown(f"**{md(top[0][0])}** · {top[0][1]:.1%}")
             c2.plotly_chart(top_k_figure(top), key=f"predict.chart.{i}")
     if len(named_images) > MAX_SHOWN:

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from ui.sidebar import render_sidebar
-from ui.state import FRAMED, INTENDED_PAGE, window_id
+from ui.state import FRAMED, INTENDED_PAGE, server_started, window_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,7 @@ def app_frame():
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
     ])
+    server_started()
     FRAMED.set(True)
     window_id()  # this window's draft: its id goes into the page address
     intended = INTENDED_PAGE.pop()

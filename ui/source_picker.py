@@ -9,10 +9,11 @@ import streamlit as st
 from engine.builtin import BUILTINS, ensure_builtin
 from engine.errors import UserError
 from engine.home import home_subdir
-from engine.sources import FASTAI_DATASETS, dataset_path, download_dataset, extract_zip, is_downloaded
+from engine.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
 from engine.spec import DataSpec
 from ui.text import md
-from ui.state import FOLDER_TEXT, SOURCE_KIND, ZIP_VERDICTS, bind, draft, update_draft
+from ui.state import (FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS, bind, draft,
+                      update_draft)
 
 KINDS = {
     "builtin": "Built-in (offline)",
@@ -128,6 +129,8 @@ def _zip() -> ChosenSource | None:
             st.error(md(message))
             return None
         st.success(md(message))
+    if UPLOAD_MESSAGE.is_set():
+        st.success(md(UPLOAD_MESSAGE.pop()))
     previous = _previous_uploads()
     if not previous:
         st.info("Upload a zip whose images sit in one folder per class, or have the class in their file names.")
@@ -137,7 +140,30 @@ def _zip() -> ChosenSource | None:
         update_draft({"data.source": str(uploads / previous[-1])})
     name = st.selectbox("Uploaded data set", previous,
                         **bind("data.source", lambda s: Path(s).name, lambda n: str(uploads / n)))
+    _delete_upload(uploads / name)
     return ChosenSource(uploads / name, name, str(uploads / name), "zip")
+
+
+def _delete_upload(folder: Path) -> None:
+    """Delete an uploaded data set, after a confirmation: it moves to Loupe's trash, never destroyed."""
+    if UPLOAD_TO_DELETE.get() != str(folder):
+        st.button("Delete this uploaded data set…", key="data.delete_upload", icon=":material/delete:",
+                  on_click=UPLOAD_TO_DELETE.set, args=(str(folder),))
+        return
+    st.warning(f"Move “{md(folder.name)}” to Loupe's trash? The images leave the uploads list; nothing is destroyed.")
+    c1, c2, _ = st.columns([1, 1, 4])
+    if c1.button("Yes, delete", type="primary", key="data.delete_upload_yes"):
+        UPLOAD_TO_DELETE.clear()
+        try:
+            moved = delete_upload(folder)
+        except UserError as e:
+            st.error(md(e))
+            return
+        left = _previous_uploads()
+        update_draft({"data.source": str(_uploads() / left[-1]) if left else ""})
+        UPLOAD_MESSAGE.set(f"“{folder.name}” is in Loupe's trash: {moved}.")
+        st.rerun()
+    c2.button("Cancel", key="data.delete_upload_no", on_click=UPLOAD_TO_DELETE.clear)
 
 
 def _download() -> ChosenSource | None:

@@ -20,7 +20,7 @@ from engine.export import ExportedModel, load_run
 from engine.jobs import JobManager
 from engine.review import RunReview, data_fingerprint, loss_table, review_run
 from engine.runs import RunStore
-from engine.sources import is_downloaded
+from engine.sources import clean_stale_extractions, is_downloaded
 from engine.spec import RunSpec, get, override, resolve
 
 T = TypeVar("T")
@@ -49,6 +49,12 @@ def run_store() -> RunStore:
 @st.cache_resource
 def draft_store() -> DraftStore:
     return DraftStore()
+
+
+@st.cache_resource
+def server_started() -> int:
+    """Once per server start: remove the unpacking folders a crash left behind; returns how many."""
+    return clean_stale_extractions()
 
 
 # ---------------------------------------------------------------- typed session entries
@@ -87,7 +93,10 @@ SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draf
 FRAMED = SessionKey[bool]("loupe.framed", False)
 INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
 DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # (data spec JSON, DataSummary or the error message)
+SCAN_STOPPED = SessionKey[str]("data.scan_stopped")  # the source whose folder scan the user stopped
 FOLDER_TEXT = SessionKey[str]("data.folder_text", "")  # the last folder typed, kept while another source is shown
+UPLOAD_TO_DELETE = SessionKey[str]("data.upload_to_delete")  # the upload awaiting the user's confirmation
+UPLOAD_MESSAGE = SessionKey[str]("data.upload_message")
 ZIP_VERDICTS = SessionKey[dict]("data.zip_verdicts", factory=dict)  # upload file_id -> message, checked once
 VIEW_SEED = SessionKey[int]("view.seed", 0)
 VIEW_MODE = SessionKey[str]("view.mode")
@@ -206,7 +215,8 @@ def view_spec(spec: RunSpec | None = None) -> RunSpec:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _resolved(spec_json: str) -> RunSpec:
-    return resolve(RunSpec.from_json(spec_json))
+    # never scans a folder (the sidebar asks on every page): the Data page writes a new folder's rules into the draft
+    return resolve(RunSpec.from_json(spec_json), guess_rules=False)
 
 
 def widget_key(name: str, part: str = "") -> str:

@@ -56,10 +56,18 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     Image.fromarray(images[int(np.flatnonzero(targets == 3)[0])], "L").save(png)
     notes = tmp_path / "notes.png"
     notes.write_text("this is not a picture")
+    wide, tiny = tmp_path / "wide.png", tmp_path / "tiny.png"  # extreme shapes get a prediction too
+    Image.new("RGB", (20000, 100), (200, 30, 30)).save(wide)
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(tiny)
     nav(page, "Predict & export")
     expect(page.get_by_role("heading", name="Predict & export")).to_be_visible()
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(png), str(notes)])
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        [str(png), str(notes), str(wide), str(tiny)])
     expect(page.locator(".st-key-prediction-0 .js-plotly-plot")).to_be_visible(timeout=60_000)
+    expect(page.locator(".st-key-prediction-1").get_by_text("wide.png")).to_be_visible()
+    expect(page.locator(".st-key-prediction-2").get_by_text("tiny.png")).to_be_visible()
+    expect(page.locator(".st-key-prediction-2 .js-plotly-plot")).to_be_visible()
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
     expect(page.locator(".st-key-prediction-0").get_by_text("my_digit.png")).to_be_visible()
     bars = page.evaluate("() => document.querySelector('.st-key-prediction-0 .js-plotly-plot')._fullData[0].y.length")
     assert bars == 5
@@ -71,7 +79,8 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     saved = tmp_path / "export.zip"
     info.value.save_as(saved)
     names = zipfile.ZipFile(io.BytesIO(saved.read_bytes())).namelist()
-    assert {n.split("/", 1)[1] for n in names} >= {"model.pt", "labels.json", "preprocessing.json", "predict.py", "train.py"}
+    assert {n.split("/", 1)[1] for n in names} >= {"model.pt", "labels.json", "preprocessing.json", "predict.py",
+                                                   "train.py", "spec.json"}
 
 
 def test_a_page_opened_by_its_address_on_a_fresh_server_keeps_the_app_frame(page, loupe_server):

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from engine.labels import LabelRule
 from engine.spec import RunSpec
-from ui.state import DATA_SUMMARY, DRAFT, FOLDER_TEXT, SOURCE_KIND, VIEW_MODE, VIEW_ROWS, widget_key
+from ui.state import (CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
+                      widget_key)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PATTERN, LABEL, SPLIT_KIND = widget_key("data.label.pattern"), widget_key("data.label"), widget_key("data.split.kind")
@@ -203,3 +205,87 @@ def test_download_offline_says_so(app, home, monkeypatch):
     no_exceptions(app)
     assert any("offline" in e.value for e in app.error)
     assert not (home / "datasets" / "mnist_tiny").exists()
+
+
+@pytest.mark.parametrize("path, message", [("/", "top folder"), ("/proc", "system folder")])
+def test_system_folders_get_a_message(app, path, message):
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(path).run()
+    no_exceptions(app)
+    assert app.error and not app.get("image")
+
+
+def test_a_stopped_scan_is_not_started_again_until_asked(app, tmp_path):
+    root = make_folder(tmp_path / "pets", [(f"{c}/{c}{i}.png", Image.new("RGB", (8, 8))) for c in "ab" for i in range(5)])
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    assert metric(app, "Classes") == "2"
+    app.session_state[SCAN_STOPPED.key] = str(root.resolve())  # what the Stop button's click leaves
+    app.run()
+    no_exceptions(app)
+    assert any("You stopped reading" in w.value for w in app.warning) and not app.metric
+    app.button(key="data.rescan").click().run()
+    assert metric(app, "Classes") == "2"
+
+
+def test_unreadable_folders_broken_links_and_duplicate_csv_rows_are_said(app, tmp_path):
+    files = [(f"{c}/{c}{i}.png", Image.new("RGB", (8, 8), (40 * i, 10, 10))) for c in ("cats", "dogs") for i in range(6)]
+    root = make_folder(tmp_path / "pets", files)
+    (root / "cats" / "gone.png").symlink_to(root / "nowhere.png")
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    no_exceptions(app)
+    assert any("Broken links (1)" in t.label for t in app.tabs)
+    assert any("cats/gone.png" in str(df.value.values) for df in app.dataframe)
+    (root / "labels.csv").write_text("name,label\ncats0.png,cats\ncats0.png,dogs\n" +
+                                     "".join(f"{c}{i}.png,{c}\n" for c in ("cats", "dogs") for i in range(6)))
+    app.button_group(key=LABEL).set_value("csv").run()
+    no_exceptions(app)
+    assert any("more than one row" in w.value and "first row" in w.value for w in app.warning)
+
+
+def test_copies_and_leaks_are_shown_and_sent_to_the_cleaner(app, tmp_path):
+    rng = np.random.default_rng(1)
+    pictures = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "RGB") for _ in range(12)]
+    files = [(f"train/{c}/{c}{i}.png", pictures[6 * k + i]) for k, c in enumerate(("cats", "dogs")) for i in range(5)]
+    files += [("valid/cats/cats9.png", pictures[5]), ("valid/dogs/dogs9.png", pictures[11])]
+    files += [("valid/cats/copy_of_cat0.png", pictures[0])]  # a train picture again, in valid: a leak
+    files += [("train/dogs/cat_as_dog.png", pictures[1])]  # a cat picture under the dog label
+    root = make_folder(tmp_path / "pets", files)
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    no_exceptions(app)
+    tabs = {t.label for t in app.tabs}
+    assert "Train/valid leaks (1)" in tabs and "Two labels (1)" in tabs and "Duplicates (2)" in tabs
+    assert any("both the training and the validation" in w.value or "leak" in w.value.lower() for w in app.warning)
+    app.button(key="health.send.leaks").click().run()
+    pending = app.session_state[CLEAN_PENDING.key]
+    assert pending["source"] == "health" and pending["root"] == str(root.resolve())
+    assert pending["choices"] == {"train/cats/cats0.png": "keep", "valid/cats/copy_of_cat0.png": "delete"}
+
+
+def test_an_upload_can_be_deleted_to_the_trash_after_a_confirmation(app, home):
+    upload = make_folder(home / "uploads" / "my pets", [(f"{c}/{c}{i}.png", Image.new("RGB", (8, 8))) for c in "ab"
+                                                         for i in range(5)])
+    app.button_group(key=SOURCE_KIND.key).set_value("zip").run()
+    no_exceptions(app)
+    assert app.selectbox(key=SOURCE).value == "my pets"
+    app.button(key="data.delete_upload").click().run()
+    assert any("Move “my pets” to Loupe's trash?" in w.value for w in app.warning) and upload.exists()
+    app.button(key="data.delete_upload_yes").click().run()
+    no_exceptions(app)
+    assert not upload.exists()
+    trashed = list((home / "trash").rglob("my pets/a/a0.png"))
+    assert len(trashed) == 1
+    assert any("is in Loupe's trash" in s.value for s in app.success)
+
+
+def test_a_restarted_server_removes_what_a_crashed_unpacking_left(home, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    stale = home / "uploads" / ".loupe-extract-crashed"
+    (stale / "cats").mkdir(parents=True)
+    st.cache_resource.clear()  # a new server process
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    no_exceptions(at)
+    assert not stale.exists()
