@@ -71,6 +71,7 @@ def test_lr_find_json(digits_dir, tmp_path, monkeypatch, capsys):
     (["train", "--data", "/no/such/folder"], "does not exist"),
     (["train", "--data", "DIGITS", "--label", "regex:^(.+"], "not a valid regular expression"),
     (["train", "--data", "DIGITS", "--label", "colour:red"], "Unknown label rule"),
+    (["train", "--data", "DIGITS", "--label", "regex:((a{1000}){1000}){1000}(x)"], "pattern"),
     (["train", "--data", "DIGITS", "--split", "random:lots"], "Could not read the split"),
     (["train", "--data", "DIGITS", "--size", "0"], "data.size must be a positive number"),
     (["train", "--data", "DIGITS", "--lr-slice", "1e-3"], "Could not read the learning-rate slice"),
