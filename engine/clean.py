@@ -271,12 +271,18 @@ def _plan_move_relabel(root: Path, real_root: str, rule: LabelRule, rel: str, ne
     def gets_label(candidate: str) -> bool:
         return labeller.label_all([candidate])[0] == new_label
 
-    if rule.kind == "folder":
-        path = PurePosixPath(rel)
-        if len(path.parts) < 2:
+    path = PurePosixPath(rel)
+    if rule.kind in ("folder", "grandparent", "top-folder"):
+        depth = {"folder": 2, "grandparent": 3, "top-folder": 2}[rule.kind]
+        if len(path.parts) < depth:
             raise UserError(f"'{rel}' is not inside a class folder, so it cannot be moved to another class. "
                             "Relabel it by moving it into a folder yourself.")
-        dst = str(path.parent.parent / new_label / path.name)
+        if rule.kind == "folder":  # the class folder holding the file
+            dst = str(path.parent.parent / new_label / path.name)
+        elif rule.kind == "grandparent":  # the class folder two levels up: keep the subfolder
+            dst = str(path.parents[2] / new_label / path.parent.name / path.name)
+        else:  # the top-level class folder: keep everything below it
+            dst = str(PurePosixPath(new_label, *path.parts[1:]))
     else:
         dst = _renamed_by_regex(rule, rel, new_label)
         if not gets_label(dst):
@@ -530,7 +536,7 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
             raise ValueError(f"unknown cleaner action {c.action!r}; use one of {', '.join(ACTIONS)}")
     if not todo:
         return None
-    if rule.kind not in ("regex", "folder", "csv"):
+    if rule.kind not in ("regex", "folder", "grandparent", "top-folder", "csv"):
         rule.labeller()  # raises the UserError naming the known kinds
 
     # check and plan once before taking the lock, so a refused batch writes nothing (not even the lock file),

@@ -38,7 +38,7 @@ from engine.runs import RunStore
 from engine.spec import (DEVICES, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment, load_spec,
                          override, prepare_source, resolve, validate)
 from engine.split import SplitRule
-from engine.training import prepare, train_run
+from engine.training import estimate_seconds, format_duration, prepare, train_run
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
@@ -91,7 +91,8 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--spec", type=Path, help="start from this spec: a JSON file, or a run folder holding spec.json")
     g.add_argument("--data", help="a folder, builtin:digits-names, builtin:digits-folders or fastai:KEY "
                                   "(default: builtin:digits-names)")
-    g.add_argument("--label", help="regex:PATTERN, path-regex:PATTERN, folder or csv:FILE:COLUMN (default: guessed)")
+    g.add_argument("--label", help="regex:PATTERN, path-regex:PATTERN, folder, grandparent, top-folder or "
+                                   "csv:FILE:COLUMN (default: guessed from the layout)")
     g.add_argument("--split", help="random[:PCT[:SEED]] (default random:0.2:42), stratified…, folder[:TRAIN:VALID], csv:FILE:COLUMN")
     g.add_argument("--size", type=int, help="image size the model sees (default 28 for the built-in digits, else 224)")
     g.add_argument("--presize", type=int, help="size images are decoded to once (default size × 460/224, fastai's ratio)")
@@ -296,12 +297,16 @@ def cmd_train(args: argparse.Namespace) -> dict:
     spec = spec_from_args(args)
     if spec.data.kind == "fastai":
         prepare_source(spec, progress=_print_download(spec.data.key.upper()))
+    cache = PresizeCache(max_entries=1)
+    estimated = estimate_seconds(spec, cache)  # a few timed steps: what this run should take here
+    print(f"Estimated time: about {format_duration(estimated)} (from a few timed steps on this computer)",
+          file=sys.stderr, flush=True)
     store = RunStore()
     try:
         with StopOnSignal() as signals:
-            result = train_run(spec, PresizeCache(max_entries=1), store, source="cli", out_dir=args.out,
+            result = train_run(spec, cache, store, source="cli", out_dir=args.out,
                                callbacks=[EpochTable(), signals], stop_event=signals.stop,
-                               interrupt_event=signals.interrupt)
+                               interrupt_event=signals.interrupt, estimated_s=estimated)
     finally:
         store.close()
     if result["status"] == "interrupted":

@@ -17,3 +17,15 @@ def default_device() -> torch.device:
 def background_threads() -> int:
     """Threads a background torch worker should use on CPU so the UI keeps a core: cores - 1."""
     return max(1, (os.cpu_count() or 1) - 1)
+
+
+def describe_device(device: torch.device | str | None = None, threads: int | None = None) -> str:
+    """The device in plain words: 'CPU, 1 of 2 cores' or 'GPU: NVIDIA H100 80GB HBM3'."""
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    cores = os.cpu_count() or 1
+    used = threads or torch.get_num_threads()
+    return f"CPU, {used} of {cores} core{'s' if cores != 1 else ''}"

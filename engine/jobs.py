@@ -72,6 +72,7 @@ class Job:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # notified on every state change
         self._paused_total, self._paused_since = 0.0, None
+        self._eta: tuple[float, float] | None = None  # (seconds left, running seconds when it was measured)
         self._t0 = time.perf_counter()
 
     # ---- what the worker calls
@@ -134,9 +135,17 @@ class Job:
         """Estimated seconds left, from the progress so far; None until there is some."""
         if self.state in FINISHED:
             return 0.0
+        measured = self._eta
+        if measured is not None:  # the worker's own estimate from recent steps, counting down since it was made
+            eta, at_running = measured
+            return max(0.0, eta - (self.running_seconds - at_running))
         if self.progress <= 0:
             return None
         return self.running_seconds * (1 - self.progress) / self.progress
+
+    def set_eta(self, seconds: float) -> None:
+        """The worker's estimate of the seconds left (from its measured steps); replaces the progress-based guess."""
+        self._eta = (max(0.0, float(seconds)), self.running_seconds)
 
     @property
     def active(self) -> bool:

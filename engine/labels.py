@@ -20,7 +20,7 @@ import regex  # like `re`, but matching can be given a timeout (a pathological p
 from engine.errors import UserError
 
 REGEX_TIME_BUDGET_S = 1.5  # for labelling a whole data set; the page must answer within ~2 s
-LABEL_KINDS = ("regex", "folder", "csv")
+LABEL_KINDS = ("regex", "folder", "grandparent", "top-folder", "csv")
 # regex.compile unrolls counted repeats: (a{1000}){1000} costs it ~0.35 s and ~270 MB, and
 # ((a{1000}){1000}){1000} grows the server past 8 GB. Patterns are measured before compiling.
 MAX_PATTERN_CHARS = 2_000
@@ -162,6 +162,22 @@ class ParentLabeller:
 
 
 @dataclass(frozen=True)
+class GrandparentLabeller:
+    """The name of the folder two levels up (`pets/cats/indoor/x.jpg` → `cats`): classes with subfolders."""
+
+    def label_all(self, rel_paths: Sequence[str]) -> list[str | None]:
+        return [PurePosixPath(rel).parts[-3] if len(PurePosixPath(rel).parts) >= 3 else None for rel in rel_paths]
+
+
+@dataclass(frozen=True)
+class TopFolderLabeller:
+    """The top-level folder under the data root (`cats/indoor/2019/x.jpg` → `cats`), however deep the file sits."""
+
+    def label_all(self, rel_paths: Sequence[str]) -> list[str | None]:
+        return [PurePosixPath(rel).parts[0] if len(PurePosixPath(rel).parts) >= 2 else None for rel in rel_paths]
+
+
+@dataclass(frozen=True)
 class CSVLabeller:
     """Labels from a CSV: one column names the file (name or path relative to the root), another holds the label."""
 
@@ -230,11 +246,15 @@ class LabelRule:
     file_col: str = "name"
     label_col: str = "label"
 
-    def labeller(self) -> RegexLabeller | ParentLabeller | CSVLabeller:
+    def labeller(self) -> RegexLabeller | ParentLabeller | GrandparentLabeller | TopFolderLabeller | CSVLabeller:
         if self.kind == "regex":
             return RegexLabeller(self.pattern, self.on)
         if self.kind == "folder":
             return ParentLabeller()
+        if self.kind == "grandparent":
+            return GrandparentLabeller()
+        if self.kind == "top-folder":
+            return TopFolderLabeller()
         if self.kind == "csv":
             return CSVLabeller(self.csv_path, self.file_col, self.label_col)
         raise UserError(f"Unknown label rule {self.kind!r}; choose one of {', '.join(LABEL_KINDS)}.")
@@ -244,13 +264,20 @@ class LabelRule:
             return f"regex on {'file name' if self.on == 'name' else 'relative path'}: {self.pattern}"
         if self.kind == "folder":
             return "parent folder name"
+        if self.kind == "grandparent":
+            return "grandparent folder name"
+        if self.kind == "top-folder":
+            return "top-level folder under the data folder"
         return f"CSV {Path(self.csv_path).name}: {self.file_col} → {self.label_col}"
 
 
 def parse_label_rule(text: str, root: str | Path | None = None) -> LabelRule:
-    """The CLI form: `regex:PATTERN`, `path-regex:PATTERN`, `folder`, or `csv:FILE:COLUMN` (file column 'name')."""
-    if text == "folder":
+    """The CLI form: `regex:PATTERN`, `path-regex:PATTERN`, `folder` (or `parent`), `grandparent`, `top-folder`,
+    or `csv:FILE:COLUMN` (file column 'name')."""
+    if text in ("folder", "parent"):
         return LabelRule(kind="folder")
+    if text in ("grandparent", "top-folder"):
+        return LabelRule(kind=text)
     if text.startswith("regex:"):
         return LabelRule(kind="regex", pattern=text[len("regex:"):], on="name")
     if text.startswith("path-regex:"):
@@ -264,7 +291,8 @@ def parse_label_rule(text: str, root: str | Path | None = None) -> LabelRule:
         if root is not None and not csv_path.is_absolute():
             csv_path = Path(root) / csv_path
         return LabelRule(kind="csv", csv_path=str(csv_path), file_col="name", label_col=column)
-    raise UserError(f"Unknown label rule {text!r}: use regex:PATTERN, path-regex:PATTERN, folder or csv:FILE:COLUMN.")
+    raise UserError(f"Unknown label rule {text!r}: use regex:PATTERN, path-regex:PATTERN, folder, grandparent, "
+                    "top-folder or csv:FILE:COLUMN.")
 
 
 @dataclass

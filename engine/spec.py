@@ -275,14 +275,15 @@ def _build(cls, values: dict, prefix: str):
 
 # ---------------------------------------------------------------- changing a spec
 
-SOURCE_DEPENDENT = ("data.label", "data.split", "data.size", "data.presize", "augment")
+# what a new data source puts back to automatic: a learning rate found for one data set is not another's
+SOURCE_DEPENDENT = ("data.label", "data.split", "data.size", "data.presize", "augment", "train.lr")
 
 
 def override(spec: RunSpec, changes: dict[str, Any]) -> RunSpec:
     """A copy of `spec` with settings changed by dotted name ("train.epochs", "data.label", "augment").
 
     Changing `data.source` puts the settings that depend on the source (label, split, size, presize,
-    augmentation) back to automatic, unless `changes` sets them too.
+    augmentation, learning rate) back to automatic, unless `changes` sets them too.
     """
     d = spec.to_dict()
     if "data.source" in changes and changes["data.source"] != spec.data.source:
@@ -322,7 +323,8 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     """Guess a label and split rule from a folder's layout, as a starting point the user can change.
 
     train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
-    names like `beagle_12.jpg` → regex on the name, random split; otherwise parent folder, random split.
+    names like `beagle_12.jpg` → regex on the name, random split; images two or more folders deep
+    (category/subcategory/file) → the top-level folder, random split; otherwise parent folder, random split.
     """
     rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
     tops = {r.split("/", 1)[0] for r in rel if "/" in r}
@@ -333,6 +335,9 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
     if sample and named >= 0.9 * len(sample):
         return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
+    deep = sum(1 for r in rel if r.count("/") >= 2)
+    if rel and deep >= 0.9 * len(rel) and len(tops) >= 2:  # a nested corpus: its top-level categories
+        return LabelRule(kind="top-folder"), SplitRule(kind="random")
     return LabelRule(kind="folder"), SplitRule(kind="random")
 
 

@@ -106,17 +106,40 @@ class RunRecorder(Callback):
 
 
 class JobEvents(Callback):
-    """Reports a run to its job: progress, a 'batch' and an 'epoch' event each, and notes."""
+    """Reports a run to its job: progress, an ETA from the steps measured so far, a 'batch' and an 'epoch' event
+    each, and notes."""
 
-    def __init__(self, job: Job, n_total: int) -> None:
-        self.job, self.n_total, self.done = job, n_total, 0
+    RECENT = 20  # batches the ETA's step time is measured over
+
+    def __init__(self, job: Job, n_total: int, n_epochs: int) -> None:
+        self.job, self.n_total, self.n_epochs, self.done = job, n_total, n_epochs, 0
+        self.batch_seconds: list[float] = []  # the most recent batches' wall time (batch making included)
+        self.valid_seconds: list[float] = []  # what each epoch's validation took
+        self.epochs_done = 0
+        self.mark: float | None = None  # the job's running seconds when the last batch or validation ended
+
+    def before_fit(self, learn, logs):
+        self.mark = self.job.running_seconds
 
     def after_batch(self, learn, logs):
         self.done += 1
         self.job.set_progress(self.done, self.n_total)
+        now = self.job.running_seconds
+        if self.mark is not None:
+            self.batch_seconds = (self.batch_seconds + [now - self.mark])[-self.RECENT:]
+            per_batch = sum(self.batch_seconds) / len(self.batch_seconds)
+            per_valid = sum(self.valid_seconds) / len(self.valid_seconds) if self.valid_seconds else per_batch
+            left_epochs = max(0, self.n_epochs - self.epochs_done)
+            self.job.set_eta((self.n_total - self.done) * per_batch + left_epochs * per_valid)
+        self.mark = now
         self.job.emit("batch", **{k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")})
 
     def after_epoch(self, learn, logs):
+        now = self.job.running_seconds
+        if self.mark is not None:
+            self.valid_seconds.append(max(0.0, now - self.mark))
+        self.mark = now  # the next batch's time leaves the validation out
+        self.epochs_done += 1
         row = {k: logs[k] for k in ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")}
         self.job.emit("epoch", **row, last_iter=logs["iter"])
 
@@ -151,7 +174,7 @@ def hold_from_env() -> list[Callback]:
 def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
               default_threads: int | None = None, stop_event: threading.Event | None = None,
-              interrupt_event: threading.Event | None = None) -> dict:
+              interrupt_event: threading.Event | None = None, estimated_s: float | None = None) -> dict:
     """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
 
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
@@ -183,7 +206,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     if store is not None:
         learn.callbacks.append(RunRecorder(store, run_id))
     if job is not None:
-        learn.callbacks.append(JobEvents(job, n_total))
+        learn.callbacks.append(JobEvents(job, n_total, total_epochs(spec)))
         job.emit("stage", text="Training")
     if spec.train.patience:
         learn.callbacks.append(EarlyStopping(patience=spec.train.patience))
@@ -205,7 +228,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
               "epochs": len(epochs), "seconds": round(seconds, 2), "images_per_s": round(learn.recorder.images_per_s, 1),
-              "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None}
+              "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,
+              "estimated_s": None if estimated_s is None else round(estimated_s, 2)}
     if epochs:  # something worth keeping
         kept = best.best_epoch if best is not None and best.best_epoch is not None else epochs[-1]["epoch"]
         final = learn.validate()  # the weights the run ends with: the kept epoch's
@@ -222,11 +246,14 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     return result
 
 
-def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_threads: int | None = None):
-    """A job target that trains a spec (see `train_run`), leaving the UI a core on a CPU."""
+def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_threads: int | None = None,
+                 estimated_s: float | None = None):
+    """A job target that trains a spec (see `train_run`), leaving the UI a core on a CPU; `estimated_s` is the
+    estimate the user was shown, reported beside the real time."""
 
     def target(job: Job) -> dict:
-        return train_run(spec, cache, store, source="app", job=job, default_threads=default_threads)
+        return train_run(spec, cache, store, source="app", job=job, default_threads=default_threads,
+                         estimated_s=estimated_s)
 
     return target
 
@@ -252,31 +279,61 @@ def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, defaul
     return target
 
 
+def format_duration(seconds: float) -> str:
+    """62 → '1:02', 3725 → '1:02:05'."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def planned_batches(spec: RunSpec, n_train: int, n_valid: int) -> tuple[int, int]:
     """(training steps, validation batches) a run will do: the work a time estimate multiplies out."""
     epochs = total_epochs(spec)
     return epochs * batches_per_epoch(n_train, spec.data.bs), epochs * math.ceil(n_valid / spec.data.bs)
 
 
-def estimate_from_step(step_seconds: float, spec: RunSpec, n_train: int, n_valid: int) -> float:
-    """Seconds a run takes from the measured seconds of one training step (a validation batch costs about a third)."""
+def estimate_from_step(step_seconds: float, spec: RunSpec, n_train: int, n_valid: int,
+                       valid_batch_seconds: float | None = None) -> float:
+    """Seconds a run takes from the measured seconds of one training step (batch making included) and of one
+    validation batch (about a third of a step when not measured)."""
     steps, valid = planned_batches(spec, n_train, n_valid)
-    return step_seconds * steps + step_seconds / 3 * valid
+    per_valid = step_seconds / 3 if valid_batch_seconds is None else valid_batch_seconds
+    return step_seconds * steps + per_valid * valid
 
 
-def estimate_seconds(spec: RunSpec, cache: PresizeCache, steps: int = 3, default_threads: int | None = None) -> float:
-    """How long a run would take here, from a few timed training steps on a throwaway learner."""
+def estimate_seconds(spec: RunSpec, cache: PresizeCache, steps: int = 4, default_threads: int | None = None) -> float:
+    """How long a run would take here: a few real training steps (making each augmented batch, as the run will)
+    and a few validation batches, timed on a throwaway learner with the run's thread count, multiplied out."""
     spec = replace(spec, model=replace(spec.model, pretrained=False), train=replace(spec.train, seed=0))
     prepared = prepare(spec, cache, default_threads=default_threads)
     learn = prepared.learn
+    threads = torch.get_num_threads()
     if learn.cpu_threads:
         torch.set_num_threads(learn.cpu_threads)
-    batches = iter(learn.dls.train())
-    x, y = next(batches)
-    learn.train_step(x, y)  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        x, y = next(batches, (x, y))
-        learn.train_step(x, y)
-    per_step = (time.perf_counter() - start) / steps
-    return estimate_from_step(per_step, prepared.spec, learn.dls.n_train, learn.dls.n_valid)
+    try:
+        def batches():
+            while True:
+                yield from learn.dls.train()
+
+        stream = batches()
+        learn.model.train()
+        learn.train_step(*next(stream))  # warm-up: the first step pays for one-off set-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            learn.train_step(*next(stream))
+        per_step = (time.perf_counter() - start) / steps
+        learn.model.eval()
+        with torch.no_grad():
+            valid = iter(learn.dls.valid())
+            learn.model(next(valid)[0])  # warm-up
+            start, n = time.perf_counter(), 0
+            for x, _ in valid:
+                learn.model(x)
+                n += 1
+                if n == 2:
+                    break
+            per_valid = (time.perf_counter() - start) / n if n else None
+    finally:
+        torch.set_num_threads(threads)
+    return estimate_from_step(per_step, prepared.spec, learn.dls.n_train, learn.dls.n_valid, per_valid)

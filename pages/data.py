@@ -23,7 +23,8 @@ from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, b
 
 require_app_frame("pages/data.py")
 
-LABEL_KINDS = {"name": "Regex on the file name", "path": "Regex on the relative path", "folder": "Parent folder", "csv": "CSV column"}
+LABEL_KINDS = {"name": "Regex on the file name", "path": "Regex on the relative path", "folder": "Parent folder",
+               "grandparent": "Grandparent folder", "top-folder": "Top-level folder", "csv": "CSV column"}
 SPLIT_KINDS = {"random": "Random", "folder": "By folder", "csv": "CSV column"}
 VIEWS = {"train": "Training batch", "unique": "One image, many augmentations", "valid": "Validation batch"}
 
@@ -50,7 +51,7 @@ def label_rule_for(kind: str, root: Path) -> LabelRule:
     if kind == "csv":
         csvs = csv_files(root)
         return LabelRule(kind="csv", csv_path=str(root / csvs[0]) if csvs else "")
-    return LabelRule(kind="folder")
+    return LabelRule(kind=kind)  # folder, grandparent or top-folder
 
 
 def pick_csv(root: Path, rule: str, second: str, second_label: str) -> bool:

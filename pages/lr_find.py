@@ -1,6 +1,8 @@
 """LR finder: fastai's learning-rate finder in the background; pick a rate from its curve for the Train page."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from engine.device import background_threads
@@ -18,6 +20,11 @@ require_app_frame("pages/lr_find.py")
 
 NUM_IT = 100  # fastai's lr_find default
 
+
+def data_key(spec) -> str:
+    """Which data set (and preparation) an LR finder result belongs to: a rate found for one is not another's."""
+    return json.dumps(spec.to_dict()["data"], sort_keys=True)
+
 st.title("Learning rate finder")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
            "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
@@ -33,15 +40,15 @@ if spec is None and not (running and running.active):
 arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
-                             lr_find_target(run_spec(), presize_cache(), num_it=NUM_IT, default_threads=background_threads()),
-                             owner=owner))
+                             lr_find_target(spec, presize_cache(), num_it=NUM_IT, default_threads=background_threads()),
+                             meta={"data": data_key(spec)}, owner=owner))
     LRF_JOB.set(job.id)
     LRF_CHOSEN.clear()
 
 job = manager.get(LRF_JOB.get()) or manager.latest("lr_find", owner=owner)
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     """Progress and the curve so far, while the finder runs; a full rerun once it ends."""
     job = manager.get(job_id)
@@ -72,12 +79,17 @@ if job.state != DONE or not job.result.lrs:
     st.warning("The LR finder was stopped before it had a curve to show. Run it again.")
     st.stop()
 
+if spec is not None and job.meta.get("data") != data_key(spec):
+    st.info("The last LR finder ran on another data set (or other data settings). Run it again for this one.")
+    st.stop()
 result = job.result
 if not result.suggestions:
     st.warning("The curve is too short for suggestions (the loss blew up at once, or there are very few batches).")
+if LRF_CHOSEN.get() is None and "valley" in result.suggestions:
+    LRF_CHOSEN.set(result.suggestions["valley"].lr)  # fastai's default suggestion, until another is picked
 chosen = LRF_CHOSEN.get()
 event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT), key="lrf.chart",
-                        on_select="rerun", selection_mode="points")
+                        on_select="rerun", selection_mode="points", config={"displayModeBar": False})
 points = event.selection.points if event and event.selection else []
 if points:
     picked = float(points[0]["x"])
@@ -87,10 +99,13 @@ if points:
         st.rerun()
 
 st.subheader("Suggestions")
+st.caption("Valley is fastai's default and a safe first choice. Steep is a bolder hint: faster learning, closer "
+           "to where the loss blows up.")
 cols = st.columns(max(1, len(result.suggestions)))
 for col, (name, s) in zip(cols, result.suggestions.items()):
     with col:
-        if st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch"):
+        if st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch",
+                     type="primary" if name == "valley" else "secondary"):
             LRF_CHOSEN.set(s.lr)
             chosen = s.lr
             st.rerun()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.device import background_threads
+from engine.device import background_threads, describe_device
 from engine.errors import UserError
 from engine.jobs import CANCELLED, FAILED, PAUSED, QUEUED, Job
 from engine.spec import total_epochs
@@ -86,21 +86,26 @@ def launch_panel() -> None:
     """Settings, the time estimate and the Train button."""
     settings_form()
     c1, c2, _ = st.columns([1, 1, 3])
+    ready = run_spec()
     if c2.button("Estimate time", key="train.estimate_button", help="Times a few training steps on this computer."):
         try:
             with st.spinner("Timing a few steps…"):
-                seconds = estimate_seconds(run_spec(), presize_cache(), default_threads=background_threads())
-            TRAIN_ESTIMATE.set(f"About {format_seconds(seconds)} for {total_epochs(run_spec())} epoch(s) on this computer.")
+                seconds = estimate_seconds(ready, presize_cache(), default_threads=background_threads())
+            TRAIN_ESTIMATE.set((ready.to_json(), seconds))
         except UserError as e:
             st.error(md(e))
-    if TRAIN_ESTIMATE.get():
-        st.caption(TRAIN_ESTIMATE.get())
+    estimate = TRAIN_ESTIMATE.get()
+    estimated_s = estimate[1] if estimate and estimate[0] == ready.to_json() else None  # for these settings only
+    device = describe_device(None if ready.device.device == "auto" else ready.device.device,
+                             threads=ready.device.threads or background_threads())
+    st.caption((f"About {format_seconds(estimated_s)} for {total_epochs(ready)} epoch(s) on this computer. "
+                if estimated_s is not None else "") + f"Trains on: {device} (one core is left for this app).")
     epochs = total_epochs(view_spec())
     if c1.button(f"Train ({epochs} epoch{'s' if epochs != 1 else ''})", type="primary", key="train.start",
                  icon=":material/model_training:"):
-        ready = run_spec()
         title = f"{summary.name} · {ready.model.arch} · {total_epochs(ready)} epochs"
-        job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads()),
+        job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads(),
+                                                              estimated_s=estimated_s),
                                  meta={"spec": ready, "n_train": summary.n_train}, owner=owner))
         TRAIN_JOB.set(job.id)
         st.rerun()

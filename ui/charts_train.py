@@ -37,9 +37,10 @@ def lr_finder_figure(lrs: list[float], losses: list[float], suggestions: dict[st
                         hovertemplate=f"{name}<br>LR {s.lr:.2e}<extra></extra>")
     if chosen:
         fig.add_vline(x=chosen, line_dash="dash", line_color="#555", annotation_text=f"chosen {chosen:.1e}")
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_type="log",
-                      xaxis_title="learning rate (log scale)", yaxis_title="loss (smoothed)", clickmode="event+select",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), clickmode="event+select",
+                      xaxis=dict(type="log", title="learning rate (log scale)", dtick=1, tickformat=".0e"),
+                      yaxis_title="loss (smoothed)",  # ticks read 1e-04, not 100µ; the legend sits below the plot
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0))
     return fig
 
 

@@ -1,6 +1,7 @@
 """The sidebar every page shares: the running job and the chosen data set."""
 import streamlit as st
 
+from engine.device import background_threads, describe_device
 from engine.jobs import PAUSED
 from ui.state import data_summary, job_manager, view_spec, window_id
 from ui.text import md, md_list
@@ -25,6 +26,7 @@ def sidebar_content() -> None:
     st.caption(f"{len(summary.classes)} classes · {summary.n_train:,} train · {summary.n_valid:,} valid")
     st.caption(f"Classes: {md_list(summary.classes, limit=12)}")
     st.caption(f"Images: {data.size} px (presized {data.presize} px) · batch size {data.bs}")
+    st.caption(f"Trains on: {describe_device(threads=background_threads())}")
 
 
 def job_status() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.training import format_duration
+
 from ui.text import md
 
 
@@ -18,10 +20,7 @@ def ask_for_data(problem: str | None) -> None:
 
 def format_seconds(seconds: float) -> str:
     """62 → '1:02', 3725 → '1:02:05'."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return format_duration(seconds)
 
 
 def epoch_table(epochs: pd.DataFrame) -> pd.DataFrame:

@@ -399,3 +399,20 @@ def test_reset_builtin_keeps_the_old_folder_in_the_trash(tmp_path, monkeypatch):
     assert old.name == "digits-names"
     assert len(list(old.glob("*.png"))) == 1796 and (old / TRASH_DIR / "1" / gone).is_file()
     assert np.array_equal(np.asarray(Image.open(again / gone)), np.asarray(Image.open(old / TRASH_DIR / "1" / gone)))
+
+
+def test_relabel_with_grandparent_and_top_folder_rules(tmp_path):
+    from engine.clean import RELABEL, Change, apply_changes, undo_last
+    from engine.labels import LabelRule
+
+    root = tmp_path / "corpus"
+    for rel in ("animals/cats/indoor/a.png", "animals/dogs/park/b.png", "plants/trees/c.png", "rocks/d.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode())
+    apply_changes(root, LabelRule(kind="grandparent"), [Change("animals/cats/indoor/a.png", RELABEL, "dogs")])
+    assert (root / "animals/dogs/indoor/a.png").read_bytes() == b"animals/cats/indoor/a.png"
+    apply_changes(root, LabelRule(kind="top-folder"), [Change("plants/trees/c.png", RELABEL, "rocks")])
+    assert (root / "rocks/trees/c.png").read_bytes() == b"plants/trees/c.png"
+    undo_last(root)
+    undo_last(root)
+    assert (root / "animals/cats/indoor/a.png").is_file() and (root / "plants/trees/c.png").is_file()

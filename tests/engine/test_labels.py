@@ -269,3 +269,15 @@ def test_apply_label_rule_example_count_is_adjustable():
     report = apply_label_rule(LabelRule(kind="folder"), ["a.png", "b.png", "c.png", "x/d.png"], n_examples=2)
     assert (report.n_matched, report.n_unmatched, report.unmatched_examples) == (1, 3, ["a.png", "b.png"])
     assert report.class_counts == {"x": 1}
+
+
+def test_grandparent_and_top_folder_presets():
+    from engine.labels import LabelRule, apply_label_rule, parse_label_rule
+
+    paths = ["animals/cats/indoor/a.jpg", "animals/dogs/park/b.jpg", "plants/trees/c.jpg", "x.jpg"]
+    assert apply_label_rule(LabelRule(kind="grandparent"), paths).labels == ["cats", "dogs", "plants", None]
+    assert apply_label_rule(LabelRule(kind="top-folder"), paths).labels == ["animals", "animals", "plants", None]
+    assert parse_label_rule("grandparent") == LabelRule(kind="grandparent")
+    assert parse_label_rule("top-folder") == LabelRule(kind="top-folder")
+    assert parse_label_rule("parent") == LabelRule(kind="folder")
+    assert LabelRule(kind="top-folder").describe() == "top-level folder under the data folder"

@@ -99,7 +99,8 @@ def test_a_new_source_puts_what_depends_on_it_back_to_automatic():
     spec = resolve(RunSpec())
     moved = override(spec, {"data.source": "/data/pets", "data.bs": 32})
     assert moved.data.label is moved.data.split is moved.data.size is moved.data.presize is moved.augment is None
-    assert moved.data.bs == 32 and moved.train == spec.train
+    assert moved.train.lr is None  # a learning rate found for one data set does not carry to another
+    assert moved.data.bs == 32 and moved.train == replace(spec.train, lr=None)
     kept = override(spec, {"data.source": "/data/pets", "data.size": 64})
     assert kept.data.size == 64
 
@@ -186,3 +187,10 @@ def test_suggest_rules_from_layout(tmp_path):
     classes = _touch_images(tmp_path / "classes", ["cats/x.png", "dogs/y.png"])
     label, split = suggest_rules(scan_folder(classes))
     assert (label.kind, split.kind) == ("folder", "random")
+
+
+def test_a_nested_corpus_is_guessed_by_its_top_level_folders(tmp_path):
+    """category/subcategory/file: the top-level categories, not one class per subcategory."""
+    rels = [f"{top}/{sub}/{i}.png" for top in ("animals", "plants", "rocks") for sub in ("a", "b", "c") for i in range(3)]
+    label, split = suggest_rules(scan_folder(_touch_images(tmp_path / "corpus", rels)))
+    assert label == LabelRule(kind="top-folder") and split.kind == "random"

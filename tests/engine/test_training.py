@@ -205,3 +205,33 @@ def test_the_work_a_run_plans_and_its_estimate_from_a_step_time(config):
 def test_estimate_times_real_steps(config, env):
     _, _, cache = env
     assert estimate_seconds(config, cache) > 0
+
+
+def test_the_eta_comes_from_the_steps_measured_so_far():
+    """JobEvents measures recent batches and validations on the job's clock; the ETA counts down between updates."""
+    from engine.training import JobEvents
+
+    now = [100.0]
+    job = Job("train", "t", lambda job: None)
+    job.clock = lambda: now[0]
+    job.started = now[0]
+    events = JobEvents(job, n_total=10, n_epochs=2)
+
+    class Learn:
+        pass
+
+    logs = {"iter": 0, "epoch": 0, "loss": 1.0, "smooth_loss": 1.0, "lr": 1e-3, "mom": 0.9}
+    events.before_fit(Learn(), {})
+    for i in range(5):  # epoch 0: five batches of 2 s
+        now[0] += 2.0
+        events.after_batch(Learn(), {**logs, "iter": i})
+    assert job.eta_seconds == pytest.approx(5 * 2.0 + 2 * 2.0)  # 5 batches left, 2 validations guessed at a batch
+    now[0] += 6.0  # the validation takes 6 s
+    events.after_epoch(Learn(), {**logs, "phase": "one_cycle", "train_loss": 1.0, "valid_loss": 1.0, "error_rate": 0.5,
+                                  "accuracy": 0.5, "time": 16.0})
+    now[0] += 1.0
+    events.after_batch(Learn(), {**logs, "iter": 5})
+    step = (5 * 2.0 + 1.0) / 6  # the batches measured so far, validation left out
+    assert job.eta_seconds == pytest.approx(4 * step + 1 * 6.0)  # and the one validation left, as measured
+    now[0] += 3.0  # no new batch: the estimate counts down, never stale
+    assert job.eta_seconds == pytest.approx(4 * step + 6.0 - 3.0)
