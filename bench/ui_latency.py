@@ -85,7 +85,7 @@ def main() -> None:
             idle = click_latencies(page, args.clicks)
 
             # start a long run from the Train page, then come back to the Data page
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+            page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
             page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
             epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
             epochs.fill("100")
@@ -93,12 +93,12 @@ def main() -> None:
             time.sleep(1)
             page.get_by_role("button", name="Train").click()
             page.locator(".st-key-train-live_chart").wait_for()
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Data", exact=True).click()
+            page.locator('.st-key-loupe-nav').get_by_text("Data", exact=True).click()
             page.locator(".st-key-show_batch img").nth(8).wait_for()
             training = click_latencies(page, args.clicks)
             still_training = page.locator('[data-testid="stSidebar"]').get_by_text("Running").count() > 0
 
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+            page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
             page.get_by_role("button", name="Stop").click()
             browser.close()
     finally:

@@ -22,7 +22,7 @@ def app_frame():
     """Page config, styles, the navigation and the shared sidebar; returns the page to run."""
     st.set_page_config(page_title="Loupe", page_icon=str(ROOT / "assets/loupe.svg"), layout="wide")
     st.html((ROOT / "assets/loupe.css").read_text().join(("<style>", "</style>")))
-    page = st.navigation([
+    pages = [
         st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
         st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
@@ -30,7 +30,10 @@ def app_frame():
         st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
-    ])
+    ]
+    # Loupe draws its own navigation (showSidebarNavigation is off in .streamlit/config.toml): Streamlit's would
+    # first show the pages/ folder's raw file names for a moment on every first load
+    page = st.navigation(pages, position="hidden")
     server_started()
     FRAMED.set(True)
     window_id()  # this window's draft: its id goes into the page address
@@ -39,6 +42,9 @@ def app_frame():
         st.switch_page(intended, query_params={"draft": window_id()})
     with st.sidebar:
         st.logo(str(ROOT / "assets/loupe.svg"))
+        with st.container(key="loupe-nav"):
+            for p in pages:
+                st.page_link(p)
     render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
     return page
 

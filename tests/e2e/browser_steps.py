@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 
 def nav(page, name: str) -> None:
     """Click a page in the sidebar navigation."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(name, exact=True).click()
+    page.locator(".st-key-loupe-nav").get_by_text(name, exact=True).click()
 
 
 def start_one_cycle_run(page, epochs: int) -> None:

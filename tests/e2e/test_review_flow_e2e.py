@@ -83,11 +83,24 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
                                                    "train.py", "spec.json"}
 
 
+RAW_NAV_JS = """
+window.__rawNav = [];
+new MutationObserver(() => {
+  const raw = document.querySelector('[data-testid="stSidebarNav"]');
+  if (raw && !window.__rawNav.includes(raw.innerText)) window.__rawNav.push(raw.innerText);
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
 def test_a_page_opened_by_its_address_on_a_fresh_server_keeps_the_app_frame(page, loupe_server):
     url, _ = loupe_server
+    page.add_init_script(RAW_NAV_JS)  # watches every change of the page from its very first moment
     page.goto(f"{url}/predict")  # the first visit of a just-started server (a bookmark, a restored tab)
     expect(page.get_by_role("heading", name="Predict & export")).to_be_visible()
-    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav = page.locator(".st-key-loupe-nav")
     expect(nav.get_by_text("Predict & export", exact=True)).to_be_visible()
     expect(nav.get_by_text("LR finder", exact=True)).to_be_visible()
     expect(page.get_by_text("No trained model yet")).to_be_visible()
+    # Streamlit's own navigation, which shows the pages/ folder's raw file names ("lr find") before the app's
+    # names on a first load, never appeared
+    assert page.evaluate("window.__rawNav") == []
