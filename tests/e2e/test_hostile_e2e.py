@@ -73,7 +73,7 @@ def test_hostile_names_are_text_and_two_windows_keep_their_own_runs(browser, lou
     pattern.press("Enter")
     expect(first.locator('[data-testid="stAlertContentError"]').first).to_be_visible()
     expect(first.locator('[data-testid="stException"]')).to_have_count(0)
-    first.get_by_role("radio", name="Parent folder").click()
+    first.get_by_role("radio", name="Parent folder", exact=True).click()
     expect(first.locator(".st-key-show_batch img")).to_have_count(9)
 
     # a second window on the same server, then the first trains (held at its first batch)
