@@ -3,6 +3,7 @@
     python -m engine lr-find --data builtin:digits-names --json
     python -m engine train --data builtin:digits-names --schedule one_cycle --epochs 5 --out runs/digits --json
     python -m engine train --spec runs/digits/spec.json          # the same run again, the same numbers
+    torchrun --nproc_per_node 2 -m engine train --spec runs/digits/spec.json   # data-parallel (engine/distributed.py)
     python -m engine spec --data ~/pets --arch resnet34         # the spec that flags make, as JSON
     python -m engine runs --json                                 # every run: app, command line, torchrun
     python -m engine predict --model runs/digits photo.png another.jpg
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine import distributed
 from engine.augment import AugSettings
 from engine.data import PresizeCache
 from engine.errors import UserError
@@ -38,7 +41,7 @@ from engine.runs import RunStore
 from engine.spec import (DEVICES, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment, load_spec,
                          override, prepare_source, resolve, validate)
 from engine.split import SplitRule
-from engine.training import estimate_seconds, format_duration, prepare, train_run
+from engine.training import device_of, estimate_seconds, format_duration, prepare, train_run
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
@@ -265,6 +268,7 @@ class StopOnSignal(Callback):
         self.stop, self.interrupt = threading.Event(), threading.Event()
         self.signum: int | None = None
         self.training = False
+        self.quiet = False  # say nothing (a torchrun rank other than 0)
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopOnSignal":
@@ -285,7 +289,8 @@ class StopOnSignal(Callback):
         self.signum = signum
         self.interrupt.set()
         self.stop.set()
-        print(f"{signal.Signals(signum).name}: stopping at the end of this batch (again to quit at once)…",
+        if not self.quiet:
+            print(f"{signal.Signals(signum).name}: stopping at the end of this batch (again to quit at once)…",
               file=sys.stderr, flush=True)
 
     @property
@@ -294,23 +299,41 @@ class StopOnSignal(Callback):
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
+    """Train; under torchrun, every process trains its part and rank 0 alone records, prints and writes the folder."""
     spec = spec_from_args(args)
-    if spec.data.kind == "fastai":
+    ddp = distributed.from_env()
+    main_rank = ddp is None or ddp.is_main
+    if not main_rank:
+        sys.stdout = open(os.devnull, "w")  # the epoch table and the JSON line are rank 0's to print
+    if spec.data.kind == "fastai" and main_rank:  # the other ranks fetch it once rank 0 has
         prepare_source(spec, progress=_print_download(spec.data.key.upper()))
     cache = PresizeCache(max_entries=1)
-    estimated = estimate_seconds(spec, cache)  # a few timed steps: what this run should take here
-    print(f"Estimated time: about {format_duration(estimated)} (from a few timed steps on this computer)",
-          file=sys.stderr, flush=True)
-    store = RunStore()
+    estimated = None
+    if ddp is None:  # a few timed steps: what this run should take here (under torchrun, each rank's part differs)
+        estimated = estimate_seconds(spec, cache)
+        print(f"Estimated time: about {format_duration(estimated)} (from a few timed steps on this computer)",
+              file=sys.stderr, flush=True)
+    store = RunStore() if main_rank else None
     try:
+        if ddp is not None:
+            distributed.init(ddp, device_of(spec))
         with StopOnSignal() as signals:
-            result = train_run(spec, cache, store, source="cli", out_dir=args.out,
-                               callbacks=[EpochTable(), signals], stop_event=signals.stop,
-                               interrupt_event=signals.interrupt, estimated_s=estimated)
+            signals.quiet = not main_rank
+            result = train_run(spec, cache, store, source="cli" if ddp is None else "torchrun",
+                               out_dir=args.out, callbacks=[*([EpochTable()] if main_rank else []), signals],
+                               stop_event=signals.stop,
+                               # under torchrun a stop always comes from a signal, to this rank or another one
+                               interrupt_event=signals.interrupt if ddp is None else signals.stop, dist=ddp,
+                               estimated_s=estimated)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+        distributed.close()
     if result["status"] == "interrupted":
         result["exit_code"] = signals.exit_code
+    if not main_rank:
+        return result
+    if result["status"] == "interrupted":
         kept = (f"model from epoch {result['kept_epoch']} and spec.json in {result['out']}" if result["out"]
                 else "no model (no epoch finished)")
         print(f"run #{result['run_id']} interrupted after {result['epochs']} epoch(s): its curves are in the runs "

@@ -237,6 +237,22 @@ class DataLoaders:
             self.generator.seed()
         else:
             self.generator.manual_seed(seed)
+        self.aug_generator = self.generator  # one stream for order and augmentation, unless sharded
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """From now on yield only this process's part (torchrun): of every training batch, the rank-th of world_size
+        equal parts (a remainder of bs % world_size is left out), in the order every process draws alike from the
+        shared seed; of the validation set, the rank-th of world_size near-equal parts. Augmentation draws per rank."""
+        if min(self.bs, self.n_train, self.n_valid) < world_size:
+            raise UserError(f"{world_size} processes need a batch size and at least as many training and validation "
+                            f"images as processes (batch size {self.bs}, {self.n_train} training and {self.n_valid} "
+                            "validation images).")
+        self.rank, self.world_size = rank, world_size
+        self.valid_idx = self.valid_idx.tensor_split(world_size)[rank]
+        # from the seed, not drawn from the shared stream: that one now only shuffles, alike on every rank
+        self.aug_generator = torch.Generator().manual_seed(
+            (self.generator.initial_seed() * (world_size + 1) + rank + 1) % 2**63)
 
     @property
     def n_train(self) -> int:
@@ -256,7 +272,10 @@ class DataLoaders:
         stop = len(order) - (len(order) % self.bs if drop_last and len(order) >= self.bs else 0)
         for start in range(0, stop, self.bs):
             idx = order[start:start + self.bs]
-            x = augment_batch(self._pixels(idx), self.size, self.aug, self.generator)
+            if self.world_size > 1:  # this rank's part of the batch
+                part = len(idx) // self.world_size
+                idx = idx[self.rank * part:(self.rank + 1) * part]
+            x = augment_batch(self._pixels(idx), self.size, self.aug, self.aug_generator)
             yield (normalize(x) if norm else x), self.y[idx].to(self.device)
 
     def valid(self, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from engine import models
 from engine.data import DataLoaders
+from engine.distributed import Dist
 from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
 from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
 
@@ -222,6 +223,8 @@ class Learner:
         if use_amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.dist: Dist | None = None  # set under torchrun: the data is sharded, gradients and metrics are shared
+        self._ddp: nn.Module | None = None  # the model in DistributedDataParallel, made again by every fit
 
     def _opt_groups(self, wd: float) -> list[dict]:
         """Optimizer groups per layer group × (decayed, not): fastai's wd_bn_bias=False spares norm layers and biases."""
@@ -258,6 +261,11 @@ class Learner:
 
     # ---- one step
 
+    @property
+    def train_model(self) -> nn.Module:
+        """What a training step calls: the model, or under torchrun its DistributedDataParallel wrapper."""
+        return self.model if self._ddp is None else self._ddp
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -266,7 +274,7 @@ class Learner:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, loss, backward, optimizer step; returns the batch loss."""
         with self._autocast():
-            loss = self.loss_func(self.model(x), y)
+            loss = self.loss_func(self.train_model(x), y)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -277,6 +285,8 @@ class Learner:
     def validate(self) -> dict[str, float]:
         """Validation loss and metrics over the whole validation set."""
         self.model.eval()
+        if self.dist is not None:  # every rank validates the model rank 0 saves
+            self.dist.sync_buffers(self.model)
         outputs, targets = [], []
         for x, y in self.dls.valid():
             with self._autocast():
@@ -284,6 +294,10 @@ class Learner:
             targets.append(y)
         preds, targs = torch.cat(outputs), torch.cat(targets)
         self.model.train()
+        if self.dist is not None:  # this rank's part of the validation set: add up over the ranks
+            loss, hits, n = self.dist.sum([F.cross_entropy(preds, targs, reduction="sum").item(),
+                                           (preds.argmax(dim=1) == targs).sum().item(), len(targs)])
+            return {"valid_loss": loss / n, "accuracy": hits / n, "error_rate": 1 - hits / n}
         return {"valid_loss": F.cross_entropy(preds, targs).item(), "accuracy": accuracy(preds, targs),
                 "error_rate": error_rate(preds, targs)}
 
@@ -297,6 +311,15 @@ class Learner:
         while self.pause_event.is_set() and not self.stop_event.is_set():
             time.sleep(0.05)
         return time.perf_counter() - start
+
+    def _stop_requested(self) -> bool:
+        """Whether to stop now; under torchrun, whether any rank was asked to, so that every rank stops at the same batch."""
+        if self.dist is None:
+            return self.stop_event.is_set()
+        stop = self.dist.any(self.stop_event.is_set())  # the answer every rank shares, not this rank's own event
+        if stop:
+            self.stop_event.set()
+        return stop
 
     def _fit(self, n_epoch: int, cbs: Sequence[Callback] = (), phase: str = "") -> dict:
         """The training loop: n_epoch epochs of train_step, each then validated (unless skipped), callbacks at every event."""
@@ -314,6 +337,9 @@ class Learner:
         logs: dict = {"n_epoch": n_epoch, "n_batches": n_batches, "phase": phase, "status": "running",
                       "epoch": self.epoch, "iter": self.iter}
         self.model.train()
+        if self.dist is not None:  # DDP reduces the parameters that train now: wrapped again after freeze/unfreeze
+            self._ddp = None
+            self._ddp = self.dist.wrap(self.model)
         event("before_fit")
         done, avg = 0, 0.0  # batches of this fit; running average of their losses
         try:
@@ -324,7 +350,7 @@ class Learner:
                 paused = 0.0
                 for x, y in self.dls.train():
                     paused += self._wait_while_paused()
-                    if self.stop_event.is_set():
+                    if self._stop_requested():
                         break
                     # the batch's hypers: as they are, unless a scheduler sets them at before_batch
                     logs.update(iter=self.iter, pos=done / n_batches, batch_size=len(y), **self.hypers())
@@ -332,13 +358,15 @@ class Learner:
                     start = time.perf_counter()
                     logs["loss"] = self.train_step(x, y)
                     logs["batch_seconds"] = time.perf_counter() - start
+                    if self.dist is not None:  # the whole batch's loss, as one process would record it
+                        logs["loss"] = self.dist.mean(logs["loss"])
                     self.iter, done = self.iter + 1, done + 1
                     avg, logs["smooth_loss"] = smooth_step(avg, logs["loss"], done)
                     logs["done"] = done
                     event("after_batch")
                     if self.stop_training:
                         break
-                if self.stop_event.is_set():
+                if self._stop_requested():
                     logs["status"] = "stopped"
                     break
                 # validate and report the epoch

@@ -1,8 +1,12 @@
 """Run history in SQLite (LOUPE_HOME/runs.sqlite): each run's spec, per-batch and per-epoch rows, status, weights.
 
 Rows are committed as the run goes, so a crash loses at most the batch in progress. A run left
-'running' by a process that is gone shows as 'interrupted' the next time the store is opened.
-The app, the command line (and torchrun) write to the same database, so the Runs page lists them all.
+'running' by a process that is gone shows as 'interrupted' the next time the store is opened: a process
+of this machine is looked up by its pid; one of another machine (LOUPE_HOME on a shared disk) is judged
+by its heartbeat, written every HEARTBEAT_SECONDS while the run is active, and gone after STALE_SECONDS.
+The app, the command line (and torchrun) write to the same database, so the Runs page lists them all, and a
+dashboard on any machine sharing LOUPE_HOME draws them live. On a network disk (NFS, SMB…, or LOUPE_SHARED_DB=1)
+the database keeps SQLite's rollback journal: WAL mode needs memory shared by every reader, so one machine.
 Databases made by older versions are migrated in place (columns are added, never dropped).
 """
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -56,7 +61,14 @@ MIGRATIONS = (
     ("accuracy", "REAL"),  # validation accuracy of the saved model (of the latest epoch while running)
     ("valid_loss", "REAL"),  # likewise, its validation loss
     ("folder", "TEXT"),  # the run folder: spec.json from the start, the model once an epoch is done
+    ("world_size", "INTEGER NOT NULL DEFAULT 1"),  # processes that trained it (torchrun), 1 otherwise
+    ("host", "TEXT"),  # the machine of the process that writes it
+    ("heartbeat", "REAL"),  # when that process last said it is alive (while the run is active)
 )
+HEARTBEAT_SECONDS = 15.0
+STALE_SECONDS = 120.0  # a run of another machine without a heartbeat this long is interrupted (clocks may differ a little)
+NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "gpfs", "ceph",
+                        "fuse.ceph", "glusterfs", "fuse.glusterfs", "beegfs", "afs", "fuse.s3fs", "fuse.gcsfuse")
 ACTIVE = ("running", "paused", "stopping")
 RUN_COLUMNS = ("id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
                "status", "seconds", "weights_path", "error")
@@ -64,7 +76,16 @@ SOURCES = ("app", "cli", "torchrun")
 
 
 def _owner() -> str:
-    return f"{os.getpid()}@{_boot_id()}"
+    return f"{os.getpid()}@{_pid_space()}"
+
+
+def _pid_space() -> str:
+    """Where this process's pid means something: this boot of this kernel, this PID namespace (a container has its own)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # e.g. 'pid:[4026531836]'
+    except OSError:
+        namespace = ""
+    return f"{_boot_id()}/{namespace}" if namespace else _boot_id()
 
 
 def _boot_id() -> str:
@@ -74,10 +95,19 @@ def _boot_id() -> str:
         return "unknown-boot"
 
 
-def _alive(owner: str) -> bool:
-    pid, _, boot = owner.partition("@")
-    if boot != _boot_id():
-        return False
+def _alive(run: dict | sqlite3.Row, now: float | None = None) -> bool:
+    """Whether the process writing an active run is still there: looked up by pid when it can be; a process of this
+    machine before a reboot is gone; one of another machine (or container) lives while its heartbeat is fresh."""
+    pid, _, space = run["owner"].partition("@")
+    if space == _pid_space() or space == _boot_id():  # (an owner without a namespace: recorded before they were)
+        return _pid_alive(pid)
+    if run["host"] is None or (run["host"] == socket.gethostname() and space.split("/")[0] != _boot_id()):
+        return False  # recorded before hosts were, by another boot; or on this machine before it rebooted
+    heartbeat = run["heartbeat"]
+    return heartbeat is not None and (time.time() if now is None else now) - heartbeat < STALE_SECONDS
+
+
+def _pid_alive(pid: str) -> bool:
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):
@@ -95,8 +125,17 @@ class RunStore:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._beating: set[int] = set()  # this store's active runs, whose heartbeat it writes
+        self._closed = threading.Event()
+        self._heart: threading.Thread | None = None
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if on_network_disk(self.path):
+                try:
+                    self._db.execute("PRAGMA journal_mode=DELETE")
+                except sqlite3.OperationalError:  # a process elsewhere still holds it in WAL mode
+                    pass
+            else:
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
@@ -126,23 +165,49 @@ class RunStore:
             return self._db.execute(sql, args)
 
     def close(self) -> None:
+        self._closed.set()
+        if self._heart is not None:
+            self._heart.join(timeout=5)
         with self._lock:
             self._db.close()
 
+    def _beat(self) -> None:
+        """Every HEARTBEAT_SECONDS while this store has active runs: say they are alive (for other machines)."""
+        while not self._closed.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                ids = sorted(self._beating)
+                if not ids:
+                    self._heart = None
+                    return
+                try:
+                    self._db.execute(f"UPDATE runs SET heartbeat = ? WHERE id IN ({','.join('?' * len(ids))})",
+                                     (time.time(), *ids))
+                except sqlite3.Error:  # busy or briefly unreachable (a shared disk): the next beat tries again
+                    pass
+
     # ---- writing, from the worker
 
-    def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train") -> int:
-        """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes)."""
+    def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train",
+                   world_size: int = 1) -> int:
+        """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes);
+        `world_size` the processes that train it (torchrun)."""
         if source not in SOURCES:
             raise ValueError(f"unknown run source {source!r}")
         d = spec.to_dict()
+        now = time.time()
         cur = self._exec(
-            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (time.time(), kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
-             "running", _owner(), time.time(), json.dumps(d), source),
+            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source, "
+            "world_size, host, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (now, kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
+             "running", _owner(), now, json.dumps(d), source, world_size, socket.gethostname(), now),
         )
-        return int(cur.lastrowid)
+        run_id = int(cur.lastrowid)
+        with self._lock:
+            self._beating.add(run_id)
+            if self._heart is None:
+                self._heart = threading.Thread(target=self._beat, name="loupe-run-heartbeat", daemon=True)
+                self._heart.start()
+        return run_id
 
     def add_batch(self, run_id: int, row: dict) -> None:
         self._exec("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?)",
@@ -164,6 +229,8 @@ class RunStore:
                kept_epoch: int | None = None, accuracy: float | None = None, valid_loss: float | None = None) -> None:
         """Close a run: its status, where its model went, and the kept model's epoch and metrics."""
         now = time.time()
+        with self._lock:
+            self._beating.discard(run_id)
         self._exec("UPDATE runs SET status = ?, finished = ?, seconds = ? - started, weights_path = ?, error = ?, "
                    "kept_epoch = COALESCE(?, kept_epoch), accuracy = COALESCE(?, accuracy), "
                    "valid_loss = COALESCE(?, valid_loss), best_epoch = COALESCE(?, best_epoch), "
@@ -172,8 +239,9 @@ class RunStore:
 
     def mark_interrupted(self) -> int:
         """Runs still marked active whose process is gone become 'interrupted'; returns how many."""
-        rows = self._exec(f"SELECT id, owner FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))})", ACTIVE).fetchall()
-        gone = [r["id"] for r in rows if not _alive(r["owner"])]
+        rows = self._exec(f"SELECT id, owner, host, heartbeat FROM runs WHERE status IN ({','.join('?' * len(ACTIVE))})",
+                          ACTIVE).fetchall()
+        gone = [r["id"] for r in rows if not _alive(r)]
         for run_id in gone:
             self._exec("UPDATE runs SET status = 'interrupted', finished = COALESCE(finished, ?) WHERE id = ?",
                        (time.time(), run_id))
@@ -217,6 +285,13 @@ class RunStore:
                        else legacy_spec(out["data"], out["model"], out["train"]))
         return out
 
+    def active_runs(self, kind: str = "train") -> list[dict]:
+        """Runs in progress (running, paused or stopping) of any process or machine, oldest first, each as `run` gives it."""
+        self.mark_interrupted()
+        rows = self._exec(f"SELECT id FROM runs WHERE kind = ? AND status IN ({','.join('?' * len(ACTIVE))}) ORDER BY id",
+                          (kind, *ACTIVE)).fetchall()
+        return [run for run in (self.run(r["id"]) for r in rows) if run is not None]
+
     def batches(self, run_id: int) -> pd.DataFrame:
         with self._lock:
             return pd.read_sql_query("SELECT iter, epoch, loss, smooth_loss, lr, mom FROM batches WHERE run_id = ? ORDER BY iter",
@@ -232,13 +307,34 @@ class RunStore:
         run = self.run(run_id)
         if run is None:
             return
-        if run["status"] in ACTIVE and _alive(run["owner"]):
+        if run["status"] in ACTIVE and _alive(run):
             raise ValueError("This run is still going: stop it before deleting it.")
         folder = run_dir(run_id, create=False)
         if folder.exists():
             trash = home_subdir("trash")
             shutil.move(str(folder), str(trash / f"run-{run_id}-{int(time.time())}"))
         self._exec("DELETE FROM runs WHERE id = ?", (run_id,))
+
+
+def on_network_disk(path: Path) -> bool:
+    """Whether `path` is on a disk shared over the network (NFS, SMB…), or LOUPE_SHARED_DB=1 says it is."""
+    forced = os.environ.get("LOUPE_SHARED_DB")
+    if forced:
+        return forced not in ("0", "no", "false")
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:  # not Linux: say so with LOUPE_SHARED_DB
+        return False
+    where = os.path.realpath(Path(path).parent)
+    best, fs_type = "", ""
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (where == point or where.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fs_type = point, fields[2]
+    return fs_type in NETWORK_FILE_SYSTEMS
 
 
 def run_dir(run_id: int, create: bool = True) -> Path:

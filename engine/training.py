@@ -19,6 +19,8 @@ import torch
 
 from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
 from engine.device import default_device
+from engine.distributed import Dist
+from engine.errors import UserError
 from engine.export import export_run
 from engine.jobs import Job
 from engine.learner import Callback, EarlyStopping, Learner, SaveBest
@@ -54,27 +56,42 @@ def device_of(spec: RunSpec) -> torch.device:
     return default_device() if spec.device.device == "auto" else torch.device(spec.device.device)
 
 
-def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None) -> Prepared:
-    """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first."""
+def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None,
+            dist: Dist | None = None) -> Prepared:
+    """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first.
+
+    Under torchrun (`dist`), rank 0 makes the spec ready (its seed drawn) and every rank trains that one spec.
+    """
     emit = job.emit if job is not None else None
-    spec = ready_spec(spec, default_threads,
-                      progress=(lambda d, t: emit("download", done=d, total=t)) if emit else None)
+    progress = (lambda d, t: emit("download", done=d, total=t)) if emit else None
+    if dist is None:
+        spec = ready_spec(spec, default_threads, progress=progress)
+    else:
+        raw = spec
+        spec = dist.from_main(lambda: ready_spec(raw, default_threads, progress=progress))
+        dist.local_first(lambda: prepare_source(spec))  # each machine readies its own copy of the data
     items = load_items(spec.data)
     if emit:
         emit("stage", text="Decoding images (first time only)…")
     images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method,
                        progress=(lambda d, t: emit("presize", done=d, total=t)) if emit else None)
-    device = device_of(spec)
+    device = device_of(spec) if dist is None else dist.device(device_of(spec))
     seed = spec.train.seed
     dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=device, seed=seed)
+    if dist is not None:
+        dls.shard(dist.rank, dist.world_size)
     torch.manual_seed(seed)  # the model's initial weights and dropout follow the seed
     want = spec.model.pretrained and spec.model.arch != "small"
     model, info = create_model(spec.model.arch, len(dls.classes), pretrained=want,
                                progress=(lambda d, t: emit("weights", done=d, total=t)) if emit else None)
+    if dist is not None and not dist.same([len(dls.classes), dls.n_train, info.pretrained]):
+        raise UserError("The processes of this torchrun job do not see the same run (their images, classes or "
+                        "pretrained weights differ): give every machine the same data and the same weights.")
     learn = Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
                     cpu_threads=spec.device.threads if device.type == "cpu" else None)
     if job is not None:
         learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
+    learn.dist = dist
     return Prepared(spec=spec, items=items, learn=learn, info=info)
 
 
@@ -174,7 +191,8 @@ def hold_from_env() -> list[Callback]:
 def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
               default_threads: int | None = None, stop_event: threading.Event | None = None,
-              interrupt_event: threading.Event | None = None, estimated_s: float | None = None) -> dict:
+              interrupt_event: threading.Event | None = None, dist: Dist | None = None,
+              estimated_s: float | None = None) -> dict:
     """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
 
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
@@ -182,8 +200,11 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     A stop ends the run 'cancelled' (the user's Stop), or 'interrupted' when `interrupt_event` (a job's own,
     by default) is set too (the process is shutting down); either way its rows, and its model if an epoch
     finished, are kept. A KeyboardInterrupt (a second Ctrl-C) also ends it 'interrupted', without a model.
+    Under torchrun (`dist`) every rank trains, and rank 0 alone records the run and writes its folder.
     """
-    prepared = prepare(spec, cache, job, default_threads)
+    if dist is not None and not dist.is_main:
+        store, out_dir = None, None
+    prepared = prepare(spec, cache, job, default_threads, dist)
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
     if stop_event is not None:
         learn.stop_event = stop_event
@@ -193,8 +214,9 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     if info.message and job is not None:
         job.emit("note", text=info.message)
     classes = learn.dls.classes
+    world_size = dist.world_size if dist is not None else 1
     run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
-                              source=source) if store is not None else None
+                              source=source, world_size=world_size) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)
     folder = Path(out_dir) if out_dir is not None else (run_dir(run_id) if run_id is not None else None)
@@ -227,7 +249,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     epochs = learn.recorder.epochs
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
-              "epochs": len(epochs), "seconds": round(seconds, 2), "images_per_s": round(learn.recorder.images_per_s, 1),
+              "epochs": len(epochs), "seconds": round(seconds, 2), "world_size": world_size,
+              "images_per_s": round(learn.recorder.images_per_s * world_size, 1),  # every rank trains as fast
               "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,
               "estimated_s": None if estimated_s is None else round(estimated_s, 2)}
     if epochs:  # something worth keeping

@@ -9,6 +9,7 @@ from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
 from ui.text import md
 from ui.train_view import epoch_table, format_seconds, kept_model_caption
+from ui.watch import watch_runs_elsewhere
 
 require_app_frame("pages/runs.py")
 
@@ -16,6 +17,7 @@ st.title("Runs")
 st.caption("Every training run is recorded as it goes, from this app or from the command line. "
            "Select runs to compare their curves.")
 store = run_store()
+watch_runs_elsewhere("runs")  # the command line's, torchrun's, another machine's: live
 runs = store.runs()
 if runs.empty:
     st.info("No runs yet: train a model on the Train page.")

@@ -15,6 +15,7 @@ from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_L
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
 from ui.text import md
 from ui.train_view import ask_for_data, epoch_table, final_metrics, format_seconds, kept_model_caption
+from ui.watch import watch_runs_elsewhere
 
 require_app_frame("pages/train.py")
 
@@ -159,6 +160,7 @@ if job is not None and job.active:
     st.subheader(md(job.title), anchor=False)
     live(job.id)
     st.stop()
+watch_runs_elsewhere("train")  # no run of this window: show those of the command line, torchrun, other machines
 if spec is None:
     ask_for_data(data_problem())
 else:
