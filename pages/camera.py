@@ -108,8 +108,10 @@ if chosen is None:
     st.info("This data set has no classes: add one.")
     st.stop()
 widget = camera_shot(CAMERA_SHOTS_TAKEN.get())
+# a fixed resolution: without one the browser restarts the camera a second after it appears (to fit the
+# widget's width), and a shot taken during that restart is lost
 st.camera_input(f"Take a shot of “{md(chosen)}”: it is saved at once, and the camera is ready for the next one",
-                key=widget.key, on_change=save_shot, args=(set_dir, chosen, widget))
+                key=widget.key, on_change=save_shot, args=(set_dir, chosen, widget), resolution="480p", width=560)
 
 # ---- the shots, per class
 for i, (name, files) in enumerate(shots.items()):

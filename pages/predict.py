@@ -46,7 +46,8 @@ if source == "Upload":
             continue
         named_images.append((f.name, image))
 elif source == "Camera":
-    shot = st.camera_input("Take a photo: the model's guesses appear at once", key=PREDICT_CAMERA.key)
+    shot = st.camera_input("Take a photo: the model's guesses appear at once", key=PREDICT_CAMERA.key,
+                           resolution="480p", width=560)  # a fixed resolution: the camera starts once, not twice
     if shot is not None:
         try:
             named_images.append(("camera shot", open_image(io.BytesIO(shot.getvalue()))))
