@@ -82,7 +82,7 @@ if not sets:
 if CAMERA_SET.get() not in sets:
     CAMERA_SET.set(sets[-1])
 c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-set_name = c1.selectbox("Camera data set", sets, key=CAMERA_SET.key, help=f"Kept in {camera_root()}")
+set_name = c1.selectbox("Camera data set", sets, key=CAMERA_SET.key, help=f"Kept in {md(camera_root())}")
 set_dir = camera_root() / set_name
 try:
     shots = class_shots(set_dir)
