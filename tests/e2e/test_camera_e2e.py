@@ -1,11 +1,12 @@
 """Chromium's fake webcam: a two-class camera data set, used on the Data page, trained one epoch, then a camera prediction."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
 from browser_steps import nav, start_one_cycle_run
-from conftest import CHROMIUM_ARGS, chromium_path
 
 pytestmark = pytest.mark.e2e
 
@@ -14,17 +15,14 @@ SHOTS_PER_CLASS = 6
 
 
 @pytest.fixture(scope="module")
-def camera_browser():
-    path = chromium_path()
-    if path is None:
-        pytest.skip("Chromium not found: install it (apt-get install chromium) to run the browser tests.")
-    from playwright.sync_api import sync_playwright
-
-    expect.set_options(timeout=90_000)  # a safety net only, as in conftest
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS + FAKE_CAMERA)
-        yield browser
-        browser.close()
+def camera_browser(pytestconfig, browser):
+    """A second Chromium with the fake camera, from the session's Playwright (one Playwright per process)."""
+    # this folder's conftest, as pytest registered it (`import conftest` may give another folder's)
+    e2e = pytestconfig.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
+    camera = browser.browser_type.launch(executable_path=e2e.chromium_path(), headless=True,
+                                         args=e2e.CHROMIUM_ARGS + FAKE_CAMERA)
+    yield camera
+    camera.close()
 
 
 @pytest.fixture()
