@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 from PIL import Image
@@ -27,7 +28,7 @@ def thumbnail(path: str, mtime_ns: int) -> Image.Image:
     return fit_to_box(open_image(path), THUMB_PX)
 
 
-def attempt(action, *args, success: str = "") -> None:
+def attempt(action: Callable[..., object], *args, success: str = "") -> None:
     """Run a callback's action; its error (or `success`, with the result) is shown by the page's next run."""
     try:
         result = action(*args)
@@ -39,6 +40,7 @@ def attempt(action, *args, success: str = "") -> None:
 
 
 def create() -> None:
+    """Make the data set the user named, and show it."""
     classes = [line for line in CAMERA_NEW_CLASSES.get().splitlines() if line.strip()]
     try:
         folder = create_set(CAMERA_NEW_NAME.get(), classes)
@@ -52,6 +54,7 @@ def create() -> None:
 
 
 def save_shot(set_dir: Path, class_name: str, widget: SessionKey) -> None:
+    """Save the photo the camera widget just took into the chosen class."""
     photo = widget.get()
     if photo is None:  # the photo was cleared
         return
@@ -60,6 +63,7 @@ def save_shot(set_dir: Path, class_name: str, widget: SessionKey) -> None:
 
 
 def use(set_dir: Path) -> None:
+    """Make the set this window's data source."""
     update_draft({"data.source": str(set_dir)})  # label and split rules back to automatic: the Data page guesses them
 
 
