@@ -13,7 +13,7 @@ from ui.export_buttons import export_buttons
 from ui.frame import require_app_frame
 from ui.run_picker import pick_run
 from ui.text import md
-from ui.state import PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS, run_model, run_review
+from ui.state import PREDICT_CAMERA, PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS, run_model, run_review
 
 require_app_frame("pages/predict.py")
 
@@ -32,7 +32,7 @@ except UserError as e:
 st.caption(f"{len(exported.classes)} classes · {exported.preprocessing['arch']} · "
            f"images presized to {exported.preprocessing['presize']} px, seen at {exported.preprocessing['size']} px")
 
-source = st.segmented_control("Images", ["Upload", "Validation images"], key=PREDICT_SOURCE.key, required=True,
+source = st.segmented_control("Images", ["Upload", "Camera", "Validation images"], key=PREDICT_SOURCE.key, required=True,
                               default="Upload", persist_state="session")
 named_images, problems = [], []
 if source == "Upload":
@@ -45,6 +45,14 @@ if source == "Upload":
             problems.append(f"“{f.name}” is not an image Loupe can read: it is {e}. Nothing was predicted for it.")
             continue
         named_images.append((f.name, image))
+elif source == "Camera":
+    shot = st.camera_input("Take a photo: the model's guesses appear at once", key=PREDICT_CAMERA.key,
+                           resolution="480p", width=560)  # a fixed resolution: the camera starts once, not twice
+    if shot is not None:
+        try:
+            named_images.append(("camera shot", open_image(io.BytesIO(shot.getvalue()))))
+        except ValueError as e:
+            problems.append(f"The camera sent something Loupe cannot read: it is {e}. Take another photo.")
 else:
     try:
         review = run_review(run)
@@ -72,7 +80,8 @@ if named_images:
     if len(named_images) > MAX_SHOWN:
         st.caption(f"The first {MAX_SHOWN} of {len(named_images)} images are shown.")
 elif not problems:
-    st.caption("No images yet." if source == "Upload" else "Pick a few validation images to see what the model says.")
+    st.caption({"Upload": "No images yet.", "Camera": "No photo yet."}.get(
+        source, "Pick a few validation images to see what the model says."))
 
 st.divider()
 st.subheader("Export")

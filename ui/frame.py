@@ -24,6 +24,7 @@ def app_frame():
     st.html((ROOT / "assets/loupe.css").read_text().join(("<style>", "</style>")))
     pages = [
         st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True),
+        st.Page("pages/camera.py", title="Camera", icon=":material/photo_camera:"),
         st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),

@@ -1,4 +1,4 @@
-"""The Data page's source picker: built-in, a folder, an uploaded zip, or a fastai download (the draft's data.source)."""
+"""The Data page's source picker: built-in, a folder, an uploaded zip, a camera data set, or a fastai download."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.builtin import BUILTINS, ensure_builtin
+from engine.camera import camera_root, list_sets
 from engine.errors import UserError
 from engine.home import home_subdir
 from engine.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
@@ -19,6 +20,7 @@ KINDS = {
     "builtin": "Built-in (offline)",
     "folder": "A folder on this computer",
     "zip": "Upload a zip",
+    "camera": "Camera data sets",
     "download": "Download a fastai data set",
 }
 
@@ -43,6 +45,8 @@ def source_kind(data: DataSpec) -> str | None:
         return "builtin"
     if data.kind == "fastai":
         return "download"
+    if data.root.parent == camera_root():
+        return "camera"
     return "zip" if data.root.parent == _uploads() else "folder"
 
 
@@ -56,6 +60,9 @@ def _first_source(kind: str) -> str:
     if kind == "zip":
         previous = _previous_uploads()
         return str(_uploads() / previous[-1]) if previous else ""
+    if kind == "camera":
+        sets = list_sets()
+        return str(camera_root() / sets[-1]) if sets else ""
     return f"fastai:{next(iter(FASTAI_DATASETS))}"
 
 
@@ -74,6 +81,8 @@ def pick_source() -> ChosenSource | None:
         return _folder()
     if kind == "zip":
         return _zip()
+    if kind == "camera":
+        return _camera()
     return _download()
 
 
@@ -164,6 +173,22 @@ def _delete_upload(folder: Path) -> None:
         UPLOAD_MESSAGE.set(f"“{folder.name}” is in Loupe's trash: {moved}.")
         st.rerun()
     c2.button("Cancel", key="data.delete_upload_no", on_click=UPLOAD_TO_DELETE.clear)
+
+
+def _camera() -> ChosenSource | None:
+    """A data set made on the Camera page (LOUPE_HOME/camera/<set>, a folder per class)."""
+    root, sets = camera_root(), list_sets()
+    link = dict(page="pages/camera.py", label="Take shots on the Camera page", icon=":material/photo_camera:")
+    if not sets:
+        st.info("No camera data sets yet: make one on the Camera page.")
+        st.page_link(**link)
+        return None
+    data = draft().data
+    if source_kind(data) != "camera" or data.root.name not in sets:
+        update_draft({"data.source": str(root / sets[-1])})
+    name = st.selectbox("Camera data set", sets, **bind("data.source", lambda s: Path(s).name, lambda n: str(root / n)))
+    st.page_link(**link)
+    return ChosenSource(root / name, name, str(root / name), "camera")
 
 
 def _download() -> ChosenSource | None:

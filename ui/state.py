@@ -130,11 +130,25 @@ CLEAN_CHOICE_PREFIX = "clean.choice."  # one entry per image shown: clean_choice
 PREDICT_SOURCE = SessionKey[str]("predict.source")
 PREDICT_UPLOAD = SessionKey[list]("predict.upload")
 PREDICT_VALID_ITEMS = SessionKey[list]("predict.valid_items")
+PREDICT_CAMERA = SessionKey[object]("predict.camera")  # the Predict page's camera shot (an UploadedFile)
+CAMERA_SET = SessionKey[str]("camera.set")  # the camera data set shown (its folder name)
+CAMERA_CLASS = SessionKey[str]("camera.class")  # the class the next shots go into
+CAMERA_NEW_NAME = SessionKey[str]("camera.new_name", "")
+CAMERA_NEW_CLASSES = SessionKey[str]("camera.new_classes", "")  # one class per line
+CAMERA_ADD_CLASS = SessionKey[str]("camera.add_class", "")
+CAMERA_SHOTS_TAKEN = SessionKey[int]("camera.shots_taken", 0)  # in the camera widget's key: a fresh camera after each shot
+CAMERA_MESSAGE = SessionKey[tuple]("camera.message")  # (kind, text) a callback leaves for the page: "error" or "success"
+CAMERA_SHOT_PREFIX = "camera.shot."  # the camera widget of the n-th shot: camera_shot(n)
 
 
 def clean_choice(rel: str) -> SessionKey[str]:
     """The Clean page's pending action for one image (keep, delete or a class to relabel it to)."""
     return SessionKey[str](CLEAN_CHOICE_PREFIX + rel)
+
+
+def camera_shot(n: int) -> SessionKey:
+    """The Camera page's camera widget for the n-th shot of this window (a new key gives a camera ready to shoot)."""
+    return SessionKey(f"{CAMERA_SHOT_PREFIX}{n}")
 
 
 # ---------------------------------------------------------------- the window's draft spec
