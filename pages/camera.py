@@ -10,6 +10,7 @@ from PIL import Image
 from engine.camera import add_class, add_shot, camera_root, class_shots, create_set, delete_shot, list_sets
 from engine.errors import UserError
 from engine.images import fit_to_box, open_image
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.text import md
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_MESSAGE, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET,
@@ -68,6 +69,7 @@ def use(set_dir: Path) -> None:
 
 
 st.title("Camera")
+explain("camera")
 st.caption("Make a data set with your webcam: name two or more classes, take shots of each, then train on them. "
            "The shots are ordinary image files, one folder per class, so every other page works on them.")
 if CAMERA_MESSAGE.is_set():

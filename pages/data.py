@@ -15,6 +15,8 @@ from engine.spec import NAME_PATTERN, resolve
 from ui.aug_controls import aug_controls
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
+from ui.demo_script import demo_script
+from ui.explain import explain
 from ui.gallery import image_grid
 from ui.health_view import check_for, health_panel
 from ui.source_picker import pick_source
@@ -90,6 +92,8 @@ VIEW_ROWS.setdefault(3)
 VIEW_COLS.setdefault(3)
 st.title("Data")
 st.caption("Choose images, tell Loupe how to read their labels, and look at what the model will see.")
+demo_script()
+explain("data")
 
 # ---- where the images are
 st.header("1 · Images", divider="orange")
@@ -266,6 +270,7 @@ def show_batch_section(items, images) -> None:
         return
     x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
     image_grid(x, titles, cols, key="show_batch")
+    explain("show_batch")
     remember_data(spec, items, dls.n_train, dls.n_valid)
 
 

@@ -5,6 +5,7 @@ import streamlit as st
 
 from engine.interpret import cell_items, confusion_matrix, most_confused, most_unsure, per_class_metrics, top_losses
 from ui.charts_interpret import class_metrics_figure, clicked_cell, confusion_figure
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.gallery import review_gallery
 from ui.run_picker import pick_review
@@ -19,6 +20,7 @@ KEEP = dict(persist_state="session")
 MAX_CELL_IMAGES = 50
 
 st.title("Interpret")
+explain("interpret")
 st.caption("Where is the model wrong, and how sure was it? Everything here is computed on the validation images.")
 run, review = pick_review()
 p = review.preds

@@ -9,6 +9,7 @@ from engine.device import background_threads
 from engine.jobs import DONE, FAILED, Job
 from engine.training import lr_find_target
 from ui.charts_train import lr_finder_figure
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.text import md
@@ -26,6 +27,7 @@ def data_key(spec) -> str:
     return json.dumps(spec.to_dict()["data"], sort_keys=True)
 
 st.title("Learning rate finder")
+explain("lr_find")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
            "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
 

@@ -10,6 +10,7 @@ from engine.export import predict
 from engine.images import decode, fit_to_box, open_image
 from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.run_picker import pick_run
 from ui.text import md
@@ -20,6 +21,7 @@ require_app_frame("pages/predict.py")
 MAX_SHOWN = 24  # predictions drawn at once
 
 st.title("Predict & export")
+explain("predict")
 st.caption("Try the model on pictures it has never seen, then take it away.")
 run = pick_run()
 if run is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.explain import explain_toggle
 from ui.sidebar import render_sidebar
 from ui.state import FRAMED, INTENDED_PAGE, server_started, window_id
 
@@ -31,6 +32,7 @@ def app_frame():
         st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
+        st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
     ]
     # Loupe draws its own navigation (showSidebarNavigation is off in .streamlit/config.toml): Streamlit's would
     # first show the pages/ folder's raw file names for a moment on every first load
@@ -46,6 +48,7 @@ def app_frame():
         with st.container(key="loupe-nav"):
             for p in pages:
                 st.page_link(p)
+        explain_toggle()
     render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
     return page
 

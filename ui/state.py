@@ -87,6 +87,8 @@ class SessionKey(Generic[T]):
         return st.session_state.setdefault(self.key, value)
 
 
+EXPLAIN = SessionKey[bool]("loupe.explain")  # the guided demo mode: plain-language notes on every page
+DEMO_GOTO = SessionKey[str]("loupe.demo_goto")  # the page a demo-script button opens next
 DRAFT_ID = SessionKey[str]("loupe.draft_id")
 DRAFT = SessionKey[RunSpec]("loupe.draft")  # this window's draft, as saved under its id
 SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)

@@ -1,0 +1,117 @@
+"""Explain as I go: every plain-language note the pages show in the guided demo mode, the glossary they link
+to, and the ten-minute demo script. All of Loupe's explanatory text lives here, nowhere else.
+
+A note is Markdown written by us (never user text); a term in [[double brackets]] becomes a link to its
+glossary entry, which opens in a new tab with the same window's settings.
+"""
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from ui.state import EXPLAIN, window_id
+
+GLOSSARY: dict[str, str] = {
+    "image classifier": "A program that looks at a picture and says which of a few classes it belongs to (a "
+                        "digit from 0 to 9, a breed of cat…). Loupe trains one from examples.",
+    "label": "The right answer for a training picture: its class. Loupe reads it from the file's name, its "
+             "folder or a table.",
+    "validation set": "Pictures kept aside and never trained on. The model is checked on them after every epoch, "
+                      "so we learn how it does on pictures it has not seen — the honest score.",
+    "batch": "A handful of pictures (64 by default) the model looks at together before it adjusts itself once. "
+             "A batch is one small step of learning.",
+    "augmentation": "Small random changes to each training picture — a tilt, a zoom, a little more light — so the "
+                    "model sees a slightly different picture every time and learns the thing, not the pixels.",
+    "epoch": "One pass over every training picture. Training usually takes a few epochs.",
+    "learning rate": "How big a step the model takes each time it adjusts itself. Too small and it barely learns; "
+                     "too big and it overshoots and the loss explodes.",
+    "loss": "A number saying how wrong the model is: 0 would be perfect, high means very wrong. Training is the "
+            "art of making it go down on pictures the model has not seen.",
+    "overfitting": "When the model memorises its training pictures instead of learning what they have in common: "
+                   "the training loss keeps falling while the validation loss rises.",
+    "pretrained model": "A network that already learned to see from a million photos (ImageNet). Starting from "
+                        "it, a new task needs far fewer pictures and minutes.",
+    "fine-tuning": "Training a pretrained model on a new task: first only its new last layers (the head), then "
+                   "all of it, gently.",
+    "confusion matrix": "A grid: one row per true class, one column per predicted class, each cell counting "
+                        "pictures. The diagonal is what the model gets right; every other cell is a mix-up.",
+    "accuracy": "The share of validation pictures the model classifies correctly.",
+}
+
+
+def slug(term: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")
+
+
+NOTES: dict[str, str] = {
+    "data": "We start with pictures and their [[label]]s. Loupe reads each label from the file name (or its "
+            "folder), then keeps a fifth of the pictures aside as the [[validation set]]: the model never trains "
+            "on them, so they tell us honestly how well it does.",
+    "show_batch": "This is a [[batch]]: what the model sees in one step of learning. Each picture is changed a "
+                  "little at random — tilted, zoomed, lit differently. That is [[augmentation]]: the same digit "
+                  "never looks quite the same twice, so the model has to learn the shape, not the exact pixels.",
+    "camera": "Here we make our own data set: a few shots of each thing we want the model to tell apart. Each "
+              "folder of shots becomes a class — its [[label]].",
+    "lr_find": "How fast should the model learn? The finder trains for a moment while raising the "
+               "[[learning rate]] from tiny to huge and plots the [[loss]]. On the left the loss barely moves "
+               "(too slow); on the right it shoots up (too fast). A good rate sits where the curve falls "
+               "steepest — Loupe marks it as *valley*.",
+    "train": "Two curves to watch. The orange one is the [[loss]] on the training pictures, batch by batch; the "
+             "blue dots are the loss on the [[validation set]] after each [[epoch]]. Both going down: the model "
+             "is learning. Training falling while validation rises: [[overfitting]].",
+    "compare": "The same data, the same starting point, one setting changed — here you *see* what a choice does. "
+               "Each colour is one value; the lowest validation [[loss]] wins.",
+    "runs": "Every training run is kept, with its curves, so we can put runs side by side and see which choice "
+            "worked.",
+    "interpret": "Where is the model wrong? *Top losses* are the pictures it got most confidently wrong — often "
+                 "a wrong label or an odd picture. The [[confusion matrix]] shows which classes it mixes up: the "
+                 "diagonal is right, every other cell a mix-up; click one to see those pictures.",
+    "clean": "A model is only as good as its [[label]]s. Here we look at the pictures it finds hardest and fix "
+             "the wrong labels or remove the bad pictures — then train again.",
+    "predict": "The real test: pictures the model has never seen. It gives each class a probability; the bars "
+               "show its five best guesses.",
+}
+
+DEMO_STEPS: list[tuple[str, str, str]] = [  # (button, page, what to say)
+    ("1 · The data: 1,797 handwritten digits", "pages/data.py",
+     "Real digits, each file named after its digit. Show a batch, then one digit with many augmentations."),
+    ("2 · Find a learning rate", "pages/lr_find.py", "Run the finder; the valley is a good rate. Use it."),
+    ("3 · Train for a few epochs", "pages/train.py",
+     "Train; watch both loss curves fall. About a minute on a laptop."),
+    ("4 · Three learning rates, side by side", "pages/experiment.py",
+     "The same data at three rates: too low barely moves, too high diverges, the valley wins."),
+    ("5 · Where is it wrong?", "pages/interpret.py", "Top losses and the confusion matrix: click a cell."),
+    ("6 · Clean the data", "pages/clean.py", "The hardest images first: relabel or delete, undo any time."),
+    ("7 · Try it on new pictures", "pages/predict.py", "Upload a drawing, or take a photo with the camera."),
+    ("8 · Your own classes, from the camera", "pages/camera.py",
+     "Make two or three classes of shots and train on them — Teachable Machine style."),
+]
+
+
+def explaining() -> bool:
+    return bool(EXPLAIN.get())
+
+
+def _linked(text: str) -> str:
+    """[[term]] → a link to the term's glossary entry (a new tab of this window, so nothing here is lost)."""
+    def link(match: re.Match) -> str:
+        shown, term = match.group(1), match.group(1).lower()
+        base = term if term in GLOSSARY else term.rstrip("s")  # [[label]]s, [[epoch]]s
+        return f"[{shown}](/glossary?draft={window_id()}#{slug(base)})"
+
+    return re.sub(r"\[\[([^\]]+)\]\]", link, text)
+
+
+def explain(key: str) -> None:
+    """The page's plain-language note, when "Explain as I go" is on (nothing otherwise)."""
+    if explaining():
+        with st.container(key=f"explain-{key}"):
+            st.info(_linked(NOTES[key]), icon=":material/school:")
+
+
+def explain_toggle() -> None:
+    """The sidebar's switch for the guided demo mode."""
+    EXPLAIN.setdefault(False)
+    st.toggle("Explain as I go", key=EXPLAIN.key, persist_state="session",
+              help="Short notes on each page for an audience new to machine learning, with a glossary.")
