@@ -91,6 +91,7 @@ EXPLAIN = SessionKey[bool]("loupe.explain")  # the guided demo mode: plain-langu
 DEMO_GOTO = SessionKey[str]("loupe.demo_goto")  # the page a demo-script button opens next
 DRAFT_ID = SessionKey[str]("loupe.draft_id")
 DRAFT = SessionKey[RunSpec]("loupe.draft")  # this window's draft, as saved under its id
+PUSHED = SessionKey[dict]("loupe.pushed", factory=dict)  # widget key -> (value it showed before, value it shows)
 SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)
 FRAMED = SessionKey[bool]("loupe.framed", False)
 INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
@@ -244,12 +245,25 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
          from_widget: Callable[[Any], Any] = lambda v: v, part: str = "") -> dict:
     """Keyword arguments that bind a widget to a draft setting: its value comes from the draft, changes go back to it."""
     key = widget_key(name, part)
-    st.session_state[key] = to_widget(get(view_spec(), name))
+    value = to_widget(get(view_spec(), name))
+    pushed = PUSHED.get()
+    before = pushed.get(key)
+    if before is None or before[1] != value:  # the page moves the widget (e.g. an automatic LR follows the schedule)
+        pushed[key] = (None if before is None else before[1], value)
+    st.session_state[key] = value
     return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
 
 
 def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> None:
-    update_draft({name: from_widget(st.session_state[key])})
+    value = st.session_state[key]
+    previous, current = PUSHED.get().get(key, (None, None))
+    if previous is not None and value == previous and value != current:
+        # the browser sent back the value the page had just replaced (the user clicked on before the new value
+        # arrived): a stale echo, not a choice. Ignored once, so typing that value again is taken.
+        PUSHED.get()[key] = (None, current)
+        st.session_state[key] = current
+        return
+    update_draft({name: from_widget(value)})
 
 
 # ---------------------------------------------------------------- the chosen data set

@@ -237,3 +237,20 @@ def test_two_windows_each_see_their_own_run_and_the_second_waits_in_line(home, m
     assert first_run != second_run
     assert any(f"{run_store().run(first_run)['spec'].train.epochs} epochs" in h.value for h in first.subheader)
     assert any("2 epochs" in h.value for h in second.subheader) and not any("1 epochs" in h.value for h in second.subheader)
+
+
+def test_a_stale_value_from_the_browser_does_not_overwrite_an_automatic_setting(app):
+    """The schedule moves the automatic LR (2e-3 → 1e-3); a browser that sends the old 2e-3 back with its next
+    change (the user clicked on before the new value arrived) does not make 2e-3 the draft's LR."""
+    app.switch_page("pages/train.py").run()
+    lr = app.number_input(key=widget_key("train.lr"))
+    assert lr.value == 2e-3
+    app.button_group(key=widget_key("train.schedule")).set_value("one_cycle").run()
+    assert app.number_input(key=widget_key("train.lr")).value == 1e-3
+    stale = app.number_input(key=widget_key("train.lr"))
+    stale.set_value(2e-3)  # what the browser still showed
+    app.number_input(key=widget_key("train.epochs")).set_value(2).run()
+    assert app.session_state[DRAFT.key].train.lr is None and app.session_state[DRAFT.key].train.epochs == 2
+    assert app.number_input(key=widget_key("train.lr")).value == 1e-3
+    app.number_input(key=widget_key("train.lr")).set_value(2e-3).run()  # typed on purpose: taken
+    assert app.session_state[DRAFT.key].train.lr == 2e-3
