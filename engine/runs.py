@@ -56,6 +56,7 @@ MIGRATIONS = (
     ("accuracy", "REAL"),  # validation accuracy of the saved model (of the latest epoch while running)
     ("valid_loss", "REAL"),  # likewise, its validation loss
     ("folder", "TEXT"),  # the run folder: spec.json from the start, the model once an epoch is done
+    ("experiment", "TEXT"),  # the experiment the run is one value of ("lr-3f9a2c"; engine.experiment), else NULL
 )
 ACTIVE = ("running", "paused", "stopping")
 RUN_COLUMNS = ("id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
@@ -131,16 +132,18 @@ class RunStore:
 
     # ---- writing, from the worker
 
-    def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train") -> int:
-        """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes)."""
+    def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train",
+                   experiment: str | None = None) -> int:
+        """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes);
+        `experiment`: the id of the experiment it belongs to, if any."""
         if source not in SOURCES:
             raise ValueError(f"unknown run source {source!r}")
         d = spec.to_dict()
         cur = self._exec(
-            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source, experiment) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (time.time(), kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
-             "running", _owner(), time.time(), json.dumps(d), source),
+             "running", _owner(), time.time(), json.dumps(d), source, experiment),
         )
         return int(cur.lastrowid)
 
@@ -216,6 +219,23 @@ class RunStore:
         out["spec"] = (RunSpec.from_dict(json.loads(out["spec"])) if out.get("spec")
                        else legacy_spec(out["data"], out["model"], out["train"]))
         return out
+
+    def experiments(self) -> pd.DataFrame:
+        """One row per experiment, newest first: experiment (its id), date (of its first run), runs, data."""
+        self.mark_interrupted()
+        rows = self._exec("SELECT experiment, MIN(created) AS created, COUNT(*) AS runs, MIN(name) AS data FROM runs "
+                          "WHERE experiment IS NOT NULL GROUP BY experiment ORDER BY MIN(id) DESC").fetchall()
+        return pd.DataFrame.from_records(
+            [{"experiment": r["experiment"], "runs": r["runs"], "data": r["data"],
+              "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s")} for r in rows],
+            columns=["experiment", "date", "runs", "data"])
+
+    def experiment_runs(self, experiment: str) -> list[dict]:
+        """The runs of one experiment (each as `run` gives it), in the order they were made."""
+        self.mark_interrupted()
+        rows = self._exec("SELECT id FROM runs WHERE experiment = ? ORDER BY id", (experiment,)).fetchall()
+        ids = [r["id"] for r in rows]
+        return [run for run in (self.run(i) for i in ids) if run is not None]
 
     def batches(self, run_id: int) -> pd.DataFrame:
         with self._lock:

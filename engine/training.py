@@ -151,8 +151,9 @@ def hold_from_env() -> list[Callback]:
 def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
               default_threads: int | None = None, stop_event: threading.Event | None = None,
-              interrupt_event: threading.Event | None = None) -> dict:
-    """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
+              interrupt_event: threading.Event | None = None, experiment: str | None = None) -> dict:
+    """Train the run a spec describes, recorded in `store` (if given; tagged with `experiment`'s id, if one), the
+    model exported to the run folder.
 
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
     run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
@@ -171,7 +172,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         job.emit("note", text=info.message)
     classes = learn.dls.classes
     run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
-                              source=source) if store is not None else None
+                              source=source, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)
     folder = Path(out_dir) if out_dir is not None else (run_dir(run_id) if run_id is not None else None)
