@@ -241,15 +241,28 @@ def plan_experiment(base: RunSpec, setting: str, values: Sequence[Value], experi
 
 # ---------------------------------------------------------------- time
 
-def estimate_experiment(specs: Sequence[RunSpec], cache: PresizeCache, default_threads: int | None = None) -> list[float]:
+def timing_spec(spec: RunSpec) -> RunSpec:
+    """The run whose few timed steps stand for `spec`: one epoch, and the learning rate and seed set aside (a step
+    costs the same whatever they are), so that runs differing only in those share one timing."""
+    train = replace(spec.train, epochs=1, lr=None, lr_slice=None, seed=0)
+    return replace(spec, train=train)
+
+
+def estimate_experiment(specs: Sequence[RunSpec], cache: PresizeCache, default_threads: int | None = None,
+                        measure: Callable[[RunSpec], float] | None = None) -> list[float]:
     """Seconds each run (of a plan's specs) would take here: a few steps timed once per distinct model and image size;
-    epochs scale it."""
-    timed: dict[tuple, tuple[float, int]] = {}  # (arch, size) -> (seconds of a run, its epochs)
+    epochs scale it. `measure(timing_spec)` gives a run's seconds (default: `estimate_seconds` here; the app caches it)."""
+    def here(timing: RunSpec) -> float:
+        return estimate_seconds(timing, cache, default_threads=default_threads)
+
+    measure = measure or here
+    timed: dict[tuple, tuple[float, int]] = {}  # (arch, size) -> (seconds of the timing run, its epochs)
     out = []
     for spec in specs:
         key = (spec.model.arch, spec.data.size)
         if key not in timed:
-            timed[key] = (estimate_seconds(spec, cache, default_threads=default_threads), total_epochs(spec))
+            timing = timing_spec(spec)
+            timed[key] = (measure(timing), total_epochs(timing))
         seconds, epochs = timed[key]
         out.append(seconds * total_epochs(spec) / epochs)
     return out
@@ -323,8 +336,9 @@ def experiment_rows(store: RunStore, experiment_id: str) -> list[dict]:
     rows = []
     for run in store.experiment_runs(experiment_id):
         value = value_of(setting, run["spec"])
-        seconds = run["seconds"] if run["seconds"] is not None else (
-            time.time() - run["started"] if run["started"] is not None else None)
+        seconds = run["seconds"]
+        if seconds is None and run["started"] is not None:  # still running, or cut off without a finish
+            seconds = (run["finished"] or time.time()) - run["started"]
         judged = verdict_of_run(store.batches(run["id"]), store.epochs(run["id"]))
         rows.append({"run_id": run["id"], "value": value, "label": value_label(setting, value) if value is not None
                      else f"run #{run['id']}", "status": run["status"], "accuracy": _number(run["accuracy"]),

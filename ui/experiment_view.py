@@ -1,8 +1,6 @@
 """Pieces of the Compare page and of the Runs page's experiment view: value inputs, the overlaid chart, the table."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +11,7 @@ from engine.jobs import DONE
 from engine.models import ARCHS
 from engine.runs import RunStore
 from engine.spec import RunSpec, total_epochs
-from engine.training import batches_per_epoch
+from engine.training import batches_per_epoch, estimate_seconds
 from ui.charts_train import experiment_figure
 from ui.state import SessionKey, job_manager, presize_cache
 from ui.text import md
@@ -95,15 +93,14 @@ def value_inputs(setting: str, spec: RunSpec, valley: float | None) -> list[Valu
     return values
 
 
-@st.cache_data(max_entries=32, show_spinner="Timing a few steps of each model and image size…")
-def _estimate(specs_json: tuple[str, ...], threads: int | None) -> list[float]:
-    return estimate_experiment([RunSpec.from_json(s) for s in specs_json], presize_cache(), default_threads=threads)
+@st.cache_data(max_entries=32, show_spinner="Timing a few steps…")
+def _run_seconds(timing_json: str, threads: int | None) -> float:
+    return estimate_seconds(RunSpec.from_json(timing_json), presize_cache(), default_threads=threads)
 
 
 def estimate(plan: ExperimentPlan, threads: int | None) -> list[float]:
-    """Seconds of each run of the plan on this computer (measured once per plan, whatever its seed)."""
-    unseeded = tuple(replace(s, train=replace(s.train, seed=0)).to_json() for s in plan.specs)
-    return _estimate(unseeded, threads)
+    """Seconds of each run of the plan on this computer (each model and size timed once, then remembered)."""
+    return estimate_experiment(plan.specs, presize_cache(), measure=lambda timing: _run_seconds(timing.to_json(), threads))
 
 
 def planned_batches(plan: ExperimentPlan, n_train: int) -> int:

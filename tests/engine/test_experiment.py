@@ -14,8 +14,8 @@ from engine.cli import main
 from engine.data import PresizeCache
 from engine.errors import UserError
 from engine.experiment import (ExperimentPlan, default_values, estimate_experiment, experiment_rows, parse_vary,
-                               plan_experiment, run_experiment, scaled_augment, setting_of, short_number, value_label,
-                               value_of, vary)
+                               plan_experiment, run_experiment, scaled_augment, setting_of, short_number, timing_spec,
+                               value_label, value_of, vary)
 from engine.jobs import CANCELLED, DONE, PAUSED, Job, JobManager
 from engine.labels import LabelRule
 from engine.learner import Callback
@@ -253,11 +253,20 @@ def test_the_estimate_times_each_model_and_size_once_and_scales_by_epochs(base, 
         return 10.0 * spec.train.epochs
 
     monkeypatch.setattr("engine.experiment.estimate_seconds", fake_estimate)
-    assert estimate_experiment(plan_experiment(base, "epochs", [1, 2, 4]).specs, cache) == [10.0, 20.0, 40.0]
-    assert timed == [("small", 28, 1)]
+    assert estimate_experiment(plan_experiment(base, "epochs", [2, 4, 8]).specs, cache) == [20.0, 40.0, 80.0]
+    assert timed == [("small", 28, 1)]  # one epoch timed, scaled
     timed.clear()
     assert estimate_experiment(plan_experiment(base, "size", [28, 56]).specs, cache) == [10.0, 10.0]
     assert timed == [("small", 28, 1), ("small", 56, 1)]
+    timed.clear()
+    assert estimate_experiment(plan_experiment(base, "lr", [1e-3, 1e-2]).specs, cache, measure=lambda s: 7.0) == [7.0, 7.0]
+    assert timed == []
+
+
+def test_runs_that_differ_in_the_lr_or_seed_share_one_timing_spec(base):
+    one, other = plan_experiment(base, "lr", [1e-3, 1e-2]).specs
+    assert timing_spec(one) == timing_spec(replace(other, train=replace(other.train, seed=99)))
+    assert timing_spec(one).train.epochs == 1 and timing_spec(one).data == one.data
 
 
 def test_the_real_estimate_is_positive(base, env):

@@ -11,9 +11,11 @@ from streamlit.testing.v1 import AppTest
 
 from engine.experiment import setting_of
 from engine.jobs import DONE, Job
+from engine.learner import LRFinderResult
+from engine.lr_suggest import Suggestion
 from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
-from ui.state import job_manager, run_store, widget_key
+from ui.state import DRAFT_ID, job_manager, run_store, widget_key
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -94,6 +96,18 @@ def test_an_experiment_of_two_learning_rates(app):
     assert not app.exception
     assert legend_names(chart(app, "runs.experiment_chart")) == ["lr 3e-3", "lr 0.01"]
     assert setting_of(job.result["experiment"]) == "lr"
+
+
+def test_the_lrs_start_from_the_lr_finders_valley_when_this_window_ran_it(app):
+    valley = Suggestion("valley", 1.2e-3, 1.0, "")
+    finder = Job("lr_find", "LR finder", lambda job: LRFinderResult([1e-3], [1.0], {"valley": valley}),
+                 owner=app.session_state[DRAFT_ID.key])
+    manager = job_manager()
+    assert manager.wait(manager.submit(finder), timeout=60)
+    app.switch_page("pages/experiment.py").run()
+    assert not app.exception
+    assert [i.value for i in prefixed(app.number_input, "experiment.value.lr.")] == [1.2e-4, 1.2e-3, 1.2e-2]
+    assert any("Prefilled from the LR finder's valley (1.2e-3)" in c.value for c in app.caption)
 
 
 def test_bad_values_are_refused_on_the_page(app):
