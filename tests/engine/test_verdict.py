@@ -12,7 +12,7 @@ from engine.labels import LabelRule
 from engine.runs import RunStore
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 from engine.training import train_run
-from engine.verdict import CODES, exploded_at, verdict, verdict_of_run
+from engine.verdict import CODES, exploded_at, start_loss, verdict, verdict_of_run
 
 NAN = math.nan
 
@@ -36,9 +36,15 @@ def test_a_loss_above_four_times_its_lowest_for_three_batches_has_exploded_where
 
 
 def test_a_loss_above_one_and_a_half_times_its_start_for_three_batches_has_exploded():
-    # lowest 1.9 → 4 × 1.9 = 7.6; 1.5 × the start 2.0 = 3.0 is the line
-    assert exploded_at([2.0, 1.9, 2.5, 3.1, 3.2, 3.3]) == 3
-    assert exploded_at([2.0, 1.9, 2.5, 3.0, 3.0, 3.0]) is None  # at the line is not above it
+    # the start: the mean of the first 5, 2.0; lowest 1.9 → 4 × 1.9 = 7.6; 1.5 × 2.0 = 3.0 is the line
+    assert exploded_at([2.0] * 5 + [1.9, 2.5, 3.1, 3.2, 3.3]) == 7
+    assert exploded_at([2.0] * 5 + [1.9, 2.5, 3.0, 3.0, 3.0]) is None  # at the line is not above it
+
+
+def test_the_start_is_the_mean_of_the_first_five_or_of_the_first_half_of_a_short_run():
+    assert start_loss([3.0, 2.0, 1.0, 2.0, 2.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]) == 2.0
+    assert start_loss([3.0, 2.0, 1.0, 0.5, 0.5, 0.5]) == 2.0  # 6 batches: the first 3
+    assert start_loss([4.0]) == 4.0
 
 
 def test_one_or_two_unlucky_batches_are_not_an_explosion():
@@ -62,15 +68,15 @@ def test_a_run_stopped_in_its_first_epoch_is_judged_only_on_divergence():
 # ---------------------------------------------------------------- too low
 
 def test_a_loss_that_fell_less_than_a_fifth_is_too_low():
-    v = verdict(falling(2.3, 2.1, 30), [2.1], [2.0])
+    v = verdict(falling(2.3, 2.1, 30), [2.1], [2.0])  # the start: 2.286 (the mean of the first 5); down 8.1 %
     assert v.code == "too_low"
-    assert v.text == ("Too low: the loss barely moved (down 9% from where it started) — the learning rate is "
+    assert v.text == ("Too low: the loss barely moved (down 8% from where it started) — the learning rate is "
                       "probably too small.")
     assert "up 4%" in verdict(falling(2.3, 2.4, 30), [2.4], [2.3]).text
 
 
 def test_a_fall_of_exactly_a_fifth_is_no_longer_too_low():
-    assert verdict(falling(2.5, 2.0, 30), [2.0], [1.0]).code == "underfitting"
+    assert verdict([2.5] * 5 + [2.0] * 25, [2.0], [1.0]).code == "underfitting"
 
 
 # ---------------------------------------------------------------- overfitting
@@ -151,7 +157,7 @@ def real_verdict(digits, lr: float, epochs: int) -> str:
 
 
 @pytest.mark.parametrize("lr, epochs, expected", [
-    (10.0, 1, "Diverged: the loss exploded at batch 1."),
+    (10.0, 1, "Diverged: the loss exploded at batch "),
     (1e-7, 1, "Too low: the loss barely moved"),
     (3e-3, 2, "Underfitting:"),
     (1e-2, 12, "Good:"),
