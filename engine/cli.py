@@ -470,6 +470,7 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
                                     interrupt_event=signals.interrupt, on_run=on_run)
     finally:
         store.close()
+    labels = [row["label"] for row in result["runs"]]
     keys = ("value", "accuracy", "valid_loss", "seconds", "verdict", "verdict_text", "run_id", "status")
     result["runs"] = [{k: row[k] for k in keys} for row in result["runs"]]
     if result["status"] == "interrupted":
@@ -477,11 +478,12 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
         print(f"experiment {plan.id} interrupted: the runs so far are in the runs database", file=sys.stderr)
     if not args.json:
         print(f"{'value':<14}{'accuracy':>9}{'valid_loss':>12}{'time':>9}  verdict")
-        for row in result["runs"]:
+        for label, row in zip(labels, result["runs"]):
             accuracy = f"{row['accuracy']:.1%}" if row["accuracy"] is not None else "-"
-            loss = f"{row['valid_loss']:.4f}" if row["valid_loss"] is not None else "-"
-            seconds = f"{row['seconds']:.0f} s" if row["seconds"] is not None else "-"
-            print(f"{str(row['value']):<14}{accuracy:>9}{loss:>12}{seconds:>9}  {row['verdict_text']}")
+            loss = "-" if row["valid_loss"] is None else f"{row['valid_loss']:.4f}" if row["valid_loss"] < 1e4 \
+                else f"{row['valid_loss']:.3g}"
+            seconds = f"{row['seconds']:.1f} s" if row["seconds"] is not None else "-"
+            print(f"{label:<14}{accuracy:>9}{loss:>12}{seconds:>9}  {row['verdict_text']}")
     return result
 
 
