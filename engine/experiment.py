@@ -113,6 +113,7 @@ def parse_vary(text: str) -> tuple[str, list[Value]]:
 
 
 def check_setting(setting: str) -> None:
+    """UserError unless `setting` is one an experiment can vary."""
     if setting not in SETTINGS:
         raise UserError(f"An experiment varies one of {', '.join(SETTINGS)} (got “{setting}”).")
 
@@ -308,7 +309,7 @@ def run_experiment(plan: ExperimentPlan, cache: PresizeCache, store: RunStore, s
             job.emit("experiment_run", index=i, value=plan.values[i], label=plan.labels[i])
         if on_run is not None:
             on_run(i, plan)
-        step = RunInExperiment(job, sum(weights[:i]) / sum(weights), weights[i] / sum(weights)) if job else None
+        step = RunInExperiment(job, sum(weights[:i]) / sum(weights), weights[i] / sum(weights)) if job is not None else None
         result = train_run(spec, cache, store, source=source, job=step, callbacks=callbacks,
                            default_threads=default_threads, stop_event=stop_event, interrupt_event=interrupt_event,
                            experiment=plan.id)
