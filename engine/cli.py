@@ -9,6 +9,7 @@
     python -m engine predict --model runs/digits photo.png another.jpg
     python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
     python -m engine health --data ~/pets --json                # duplicates, leaks, label conflicts, unreadable files
+    python -m engine experiment --vary lr=1e-4,1e-3,1e-2 --json  # one run per value, same data and seed; verdicts
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -207,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
                                            "train/valid leaks, class imbalance, unreadable files and broken links")
     add_spec_flags(health)
     health.add_argument("--json", action="store_true", help="print one JSON line instead of the report")
+
+    experiment = sub.add_parser("experiment", help="one run per value of one setting (same data, split and seed), one "
+                                                   "after another; print each run's accuracy, time and verdict")
+    add_spec_flags(experiment)
+    experiment.add_argument("--vary", required=True, metavar="NAME=V1,V2,…",
+                            help="the setting and its 2 to 4 values: lr=1e-4,1e-3,1e-2; aug=off,0.5,1,2 (strength: "
+                                 "0 to 2 times fastai's augmentation, or on/off); size=14,28; arch=small,resnet18; "
+                                 "epochs=1,3,6")
+    experiment.add_argument("--json", action="store_true",
+                            help="one JSON line: {runs: [{value, accuracy, valid_loss, seconds, verdict, run_id}, …], "
+                                 "experiment: id}")
     return parser
 
 
@@ -456,8 +468,55 @@ def cmd_health(args: argparse.Namespace) -> dict:
     return check.to_dict()
 
 
+class EpochLines(Callback):
+    """Prints each epoch of an experiment's run on stderr (stdout is kept for the results)."""
+
+    def after_epoch(self, learn, logs):
+        print(f"  epoch {logs['epoch']}: train_loss {logs['train_loss']:.4f}  valid_loss {logs['valid_loss']:.4f}  "
+              f"accuracy {logs['accuracy']:.1%}", file=sys.stderr, flush=True)
+
+
+def cmd_experiment(args: argparse.Namespace) -> dict:
+    """One run per value of the setting --vary names; the results (and verdicts) of every run that started."""
+    from engine.experiment import plan_experiment, parse_vary, run_experiment
+
+    setting, values = parse_vary(args.vary)
+    spec = spec_from_args(args)
+    if spec.data.kind == "fastai":
+        prepare_source(spec, progress=_print_download(spec.data.key.upper()))
+    plan = plan_experiment(spec, setting, values)
+    print(f"experiment {plan.id}: {len(plan.specs)} runs, seed {plan.specs[0].train.seed}", file=sys.stderr)
+
+    def on_run(i: int, plan) -> None:
+        print(f"run {i + 1} of {len(plan.specs)}: {plan.labels[i]}", file=sys.stderr, flush=True)
+
+    store = RunStore()
+    try:
+        with StopOnSignal() as signals:
+            result = run_experiment(plan, PresizeCache(max_entries=1), store, source="cli",
+                                    callbacks=[EpochLines(), signals], stop_event=signals.stop,
+                                    interrupt_event=signals.interrupt, on_run=on_run)
+    finally:
+        store.close()
+    labels = [row["label"] for row in result["runs"]]
+    keys = ("value", "accuracy", "valid_loss", "seconds", "verdict", "verdict_text", "run_id", "status")
+    result["runs"] = [{k: row[k] for k in keys} for row in result["runs"]]
+    if result["status"] == "interrupted":
+        result["exit_code"] = signals.exit_code
+        print(f"experiment {plan.id} interrupted: the runs so far are in the runs database", file=sys.stderr)
+    if not args.json:
+        print(f"{'value':<14}{'accuracy':>9}{'valid_loss':>12}{'time':>9}  verdict")
+        for label, row in zip(labels, result["runs"]):
+            accuracy = f"{row['accuracy']:.1%}" if row["accuracy"] is not None else "-"
+            loss = "-" if row["valid_loss"] is None else f"{row['valid_loss']:.4f}" if row["valid_loss"] < 1e4 \
+                else f"{row['valid_loss']:.3g}"
+            seconds = f"{row['seconds']:.1f} s" if row["seconds"] is not None else "-"
+            print(f"{label:<14}{accuracy:>9}{loss:>12}{seconds:>9}  {row['verdict_text']}")
+    return result
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
-            "export": cmd_export, "health": cmd_health}
+            "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,6 +534,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2), flush=True)
     elif getattr(args, "json", False):
         print(json.dumps(result["predictions"] if args.command == "predict" else result), flush=True)
-    if args.command == "train" and result["status"] == "interrupted":
+    if args.command in ("train", "experiment") and result["status"] == "interrupted":
         return result["exit_code"]
     return 1 if args.command == "predict" and result["failed"] else 0

@@ -64,6 +64,7 @@ MIGRATIONS = (
     ("world_size", "INTEGER NOT NULL DEFAULT 1"),  # processes that trained it (torchrun), 1 otherwise
     ("host", "TEXT"),  # the machine of the process that writes it
     ("heartbeat", "REAL"),  # when that process last said it is alive (while the run is active)
+    ("experiment", "TEXT"),  # the experiment the run is one value of ("lr-3f9a2c"; engine.experiment), else NULL
 )
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a run of another machine without a heartbeat this long is interrupted (clocks may differ a little)
@@ -188,18 +189,18 @@ class RunStore:
     # ---- writing, from the worker
 
     def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train",
-                   world_size: int = 1) -> int:
+                   world_size: int = 1, experiment: str | None = None) -> int:
         """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes);
-        `world_size` the processes that train it (torchrun)."""
+        `world_size` the processes that train it (torchrun); `experiment` the id of the experiment it belongs to."""
         if source not in SOURCES:
             raise ValueError(f"unknown run source {source!r}")
         d = spec.to_dict()
         now = time.time()
         cur = self._exec(
             "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source, "
-            "world_size, host, heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "world_size, host, heartbeat, experiment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (now, kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
-             "running", _owner(), now, json.dumps(d), source, world_size, socket.gethostname(), now),
+             "running", _owner(), now, json.dumps(d), source, world_size, socket.gethostname(), now, experiment),
         )
         run_id = int(cur.lastrowid)
         with self._lock:
@@ -291,6 +292,23 @@ class RunStore:
         rows = self._exec(f"SELECT id FROM runs WHERE kind = ? AND status IN ({','.join('?' * len(ACTIVE))}) ORDER BY id",
                           (kind, *ACTIVE)).fetchall()
         return [run for run in (self.run(r["id"]) for r in rows) if run is not None]
+
+    def experiments(self) -> pd.DataFrame:
+        """One row per experiment, newest first: experiment (its id), date (of its first run), runs, data."""
+        self.mark_interrupted()
+        rows = self._exec("SELECT experiment, MIN(created) AS created, COUNT(*) AS runs, MIN(name) AS data FROM runs "
+                          "WHERE experiment IS NOT NULL GROUP BY experiment ORDER BY MIN(id) DESC").fetchall()
+        return pd.DataFrame.from_records(
+            [{"experiment": r["experiment"], "runs": r["runs"], "data": r["data"],
+              "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s")} for r in rows],
+            columns=["experiment", "date", "runs", "data"])
+
+    def experiment_runs(self, experiment: str) -> list[dict]:
+        """The runs of one experiment (each as `run` gives it), in the order they were made."""
+        self.mark_interrupted()
+        rows = self._exec("SELECT id FROM runs WHERE experiment = ? ORDER BY id", (experiment,)).fetchall()
+        ids = [r["id"] for r in rows]
+        return [run for run in (self.run(i) for i in ids) if run is not None]
 
     def batches(self, run_id: int) -> pd.DataFrame:
         with self._lock:

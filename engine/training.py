@@ -192,8 +192,9 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
               default_threads: int | None = None, stop_event: threading.Event | None = None,
               interrupt_event: threading.Event | None = None, dist: Dist | None = None,
-              estimated_s: float | None = None) -> dict:
-    """Train the run a spec describes, recorded in `store` (if given), the model exported to the run folder.
+              estimated_s: float | None = None, experiment: str | None = None) -> dict:
+    """Train the run a spec describes, recorded in `store` (if given; tagged with `experiment`'s id, if one), the
+    model exported to the run folder.
 
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
     run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
@@ -216,7 +217,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     classes = learn.dls.classes
     world_size = dist.world_size if dist is not None else 1
     run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
-                              source=source, world_size=world_size) if store is not None else None
+                              source=source, world_size=world_size, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)
     folder = Path(out_dir) if out_dir is not None else (run_dir(run_id) if run_id is not None else None)

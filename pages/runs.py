@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.charts_train import compare_figure
+from ui.experiment_view import RUNS_EXPERIMENT, experiment_name, experiment_results
 from ui.frame import require_app_frame
 from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
@@ -38,6 +39,14 @@ picked = st.dataframe(
                                                                "saved model has (lowest validation loss, or the last)"),
                    "seconds": st.column_config.TextColumn("time"), "date": st.column_config.DatetimeColumn("date (UTC)")},
 )
+experiments = store.experiments()
+if len(experiments):
+    names = {r.experiment: experiment_name(r.experiment, r.runs, r.date) for r in experiments.itertuples()}
+    chosen = st.selectbox("Open an experiment (its runs overlaid, with verdicts)", list(names), index=None,
+                          format_func=names.get, placeholder="Choose an experiment", key=RUNS_EXPERIMENT.key)
+    if chosen is not None:
+        experiment_results(store, chosen, key="runs.experiment_chart")
+
 rows = picked.selection.rows if picked and picked.selection else []
 selected = [int(runs.iloc[i]["id"]) for i in rows]
 if not selected:

@@ -8,6 +8,7 @@ from engine.errors import UserError
 from engine.jobs import CANCELLED, FAILED, PAUSED, QUEUED, Job
 from engine.spec import total_epochs
 from engine.training import batches_per_epoch, estimate_seconds, train_target
+from engine.verdict import verdict_of_run
 from ui.charts_train import training_figure
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
@@ -182,6 +183,8 @@ run = store.run(run_id)
 batches, epochs = store.batches(run_id), store.epochs(run_id)
 kept = run.get("kept_epoch") if run else None
 final_metrics(run, epochs)
+if len(batches):
+    st.info(md(verdict_of_run(batches, epochs).text))
 st.plotly_chart(training_figure(batches, epochs, kept_epoch=kept), key="train.final_chart")
 st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):

@@ -1,4 +1,4 @@
-"""Plotly figures for the LR finder, live training curves and run comparison."""
+"""Plotly figures for the LR finder, live training curves, run comparison and experiments."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engine.lr_suggest import Suggestion
+from ui.text import plain
 
 COLOURS = ["#d2691e", "#4c78a8", "#54a24b", "#e45756", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b"]
 
@@ -86,4 +87,37 @@ def compare_figure(curves: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> go.F
                             line=dict(color=colour, dash="dot"))
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="batch", yaxis_title="loss",
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    return fig
+
+
+def experiment_figure(curves: list[tuple[str, pd.DataFrame, pd.DataFrame]], n_batches: int | None = None) -> go.Figure:
+    """An experiment's runs overlaid, one colour per value: the smoothed training loss (solid; the legend names the
+    value) and the validation loss per epoch (dotted, in the same legend entry). A run whose loss explodes leaves the
+    top of the chart rather than flattening the others."""
+    fig = go.Figure()
+    starts, highest = [], 0.0
+    for i, (label, batches, epochs) in enumerate(curves):
+        colour, name = COLOURS[i % len(COLOURS)], plain(label)
+        fig.add_scatter(x=batches["iter"], y=batches["smooth_loss"], mode="lines", name=name, legendgroup=f"run{i}",
+                        line=dict(color=colour, width=2.5),
+                        hovertemplate=f"{name}<br>batch %{{x}}<br>train loss %{{y:.3f}}<extra></extra>")
+        if len(epochs):
+            fig.add_scatter(x=epochs["last_iter"], y=epochs["valid_loss"], mode="lines+markers", name=f"{name} (valid)",
+                            legendgroup=f"run{i}", showlegend=False, line=dict(color=colour, dash="dot"),
+                            marker=dict(size=8), hovertemplate=f"{name}<br>batch %{{x}}<br>valid loss %{{y:.3f}}"
+                                                               "<extra></extra>")
+        finite = [y for y in [*batches["smooth_loss"], *epochs["valid_loss"]] if y is not None and math.isfinite(y)]
+        if len(batches) and finite:
+            first = batches["smooth_loss"].iloc[0]
+            if first is not None and math.isfinite(first):
+                starts.append(first)
+            highest = max(highest, *finite)
+    top = 1.3 * max(starts) if starts else None
+    fig.update_layout(height=440, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="batch",
+                      yaxis_title="loss (solid: training, smoothed · dotted: validation)",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+    if top is not None and highest > top:
+        fig.update_yaxes(range=[0, top])
+    if n_batches:
+        fig.update_xaxes(range=[0, n_batches])
     return fig

@@ -28,6 +28,7 @@ def app_frame():
         st.Page("pages/camera.py", title="Camera", icon=":material/photo_camera:"),
         st.Page("pages/lr_find.py", title="LR finder", icon=":material/query_stats:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/experiment.py", title="Compare", icon=":material/compare:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),
         st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),

@@ -1,0 +1,104 @@
+"""Compare: one setting, 2 to 4 values, one run each on the same data, split and seed; their curves on one chart."""
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.device import background_threads
+from engine.errors import UserError
+from engine.experiment import SETTINGS, experiment_target, plan_experiment
+from engine.jobs import CANCELLED, FAILED, INTERRUPTED, PAUSED, QUEUED, Job
+from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr_valley, planned_batches,
+                                setting_picker, value_inputs)
+from ui.frame import require_app_frame
+from ui.state import data_problem, data_summary, job_manager, presize_cache, run_spec, run_store, window_id
+from ui.text import md
+from ui.train_view import ask_for_data, format_seconds
+
+require_app_frame("pages/experiment.py")
+
+st.title("Compare")
+st.caption("Pick one setting and 2 to 4 values. Loupe trains one run per value, one after another, on the same "
+           "images, split and seed, and draws their curves on one chart: the only difference is the one you chose.")
+spec, summary = run_spec(), data_summary()
+manager, store = job_manager(), run_store()
+owner = window_id()  # jobs belong to the window that started them
+job = manager.get(EXPERIMENT_JOB.get(), owner=owner) or manager.latest("experiment", owner=owner)
+
+
+def launch_panel() -> None:
+    """The setting, its values, the time estimate and the Start button."""
+    setting = setting_picker()
+    values = value_inputs(setting, spec, lr_valley(owner))
+    try:
+        plan = plan_experiment(spec, setting, values)
+        seconds = estimate(plan, background_threads())
+    except UserError as e:
+        st.error(md(e))
+        return
+    each = " + ".join(format_seconds(s) for s in seconds)
+    seed = f"seed {spec.train.seed}" if spec.train.seed else "one seed, drawn when you start,"
+    st.caption(f"About {format_seconds(sum(seconds))} in all on this computer ({each}). Every run starts from the "
+               f"settings on the Train page, with {seed} for all of them.")
+    if st.button(f"Start {len(plan.specs)} runs", type="primary", key="experiment.start", icon=":material/compare:"):
+        title = f"Compare {SETTINGS[setting]}: {', '.join(plan.labels)}"
+        job = manager.submit(Job("experiment", title, experiment_target(plan, presize_cache(), store, background_threads()),
+                                 meta={"plan": plan, "n_train": summary.n_train}, owner=owner))
+        EXPERIMENT_JOB.set(job.id)
+        st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def live(job_id: str) -> None:
+    """Progress, the overlaid curves and the table, redrawn every second while the experiment runs."""
+    job = manager.get(job_id)
+    if job is None or not job.active:
+        st.rerun()  # the whole page, to show the finished experiment
+    if job.state == QUEUED:
+        st.info(f"Another job is running; this experiment is queued (number {manager.queue_position(job)} in line) and "
+                "starts by itself when that one ends.")
+        if st.button("Cancel", key="experiment.cancel_queued", icon=":material/cancel:"):
+            job.stop()
+            st.rerun()
+        return
+    plan = job.meta["plan"]
+    current = job.last("experiment_run")
+    where = f"Run {current.data['index'] + 1} of {len(plan.specs)}: {current.data['label']}" if current else "Starting…"
+    eta = job.eta_seconds
+    st.progress(job.progress, text=f"{md(where)} · {job.state}"
+                + (f" · about {format_seconds(eta)} left" if eta and job.state != PAUSED else ""))
+    c1, c2, _ = st.columns([1, 1, 4])
+    if job.state == PAUSED:
+        if c1.button("Resume", key="experiment.resume", icon=":material/play_arrow:", type="primary"):
+            job.resume()
+    elif c1.button("Pause", key="experiment.pause", icon=":material/pause:"):
+        job.pause()
+    if c2.button("Stop", key="experiment.stop", icon=":material/stop:", help="Stops the whole experiment."):
+        job.stop()
+    experiment_results(store, plan.id, key="experiment.live_chart", plan=plan,
+                       n_batches=planned_batches(plan, job.meta["n_train"]))
+
+
+for event in (job.of_kind("note") if job else []):
+    st.info(md(event.data["text"]))
+
+if job is not None and job.active:
+    st.subheader(md(job.title), anchor=False)
+    live(job.id)
+    st.stop()
+if spec is None:
+    ask_for_data(data_problem())
+else:
+    launch_panel()
+
+# ---- the last experiment, finished
+if job is None:
+    st.stop()
+st.divider()
+st.subheader(f"Last experiment: {md(job.title)}", anchor=False)
+if job.state == FAILED:
+    st.error(f"The experiment failed: {md(job.error)}")
+elif job.state in (CANCELLED, INTERRUPTED):
+    st.warning("The experiment was stopped: the runs so far are below (and on the Runs page); the rest never started.")
+plan = job.meta["plan"]
+experiment_results(store, plan.id, key="experiment.final_chart", plan=plan, pending="not run")
+st.page_link("pages/runs.py", label="All runs, and earlier experiments", icon=":material/stacked_line_chart:")
