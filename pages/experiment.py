@@ -9,6 +9,7 @@ from engine.experiment import SETTINGS, experiment_target, plan_experiment
 from engine.jobs import CANCELLED, FAILED, INTERRUPTED, PAUSED, QUEUED, Job
 from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr_valley, planned_batches,
                                 setting_picker, value_inputs)
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.state import data_problem, data_summary, job_manager, presize_cache, run_spec, run_store, window_id
 from ui.text import md
@@ -17,6 +18,7 @@ from ui.train_view import ask_for_data, format_seconds
 require_app_frame("pages/experiment.py")
 
 st.title("Compare")
+explain("compare")
 st.caption("Pick one setting and 2 to 4 values. Loupe trains one run per value, one after another, on the same "
            "images, split and seed, and draws their curves on one chart: the only difference is the one you chose.")
 spec, summary = run_spec(), data_summary()

@@ -5,6 +5,7 @@ import streamlit as st
 
 from ui.charts_train import compare_figure
 from ui.experiment_view import RUNS_EXPERIMENT, experiment_name, experiment_results
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
@@ -15,6 +16,7 @@ from ui.watch import watch_runs_elsewhere
 require_app_frame("pages/runs.py")
 
 st.title("Runs")
+explain("runs")
 st.caption("Every training run is recorded as it goes, from this app or from the command line. "
            "Select runs to compare their curves.")
 store = run_store()

@@ -10,6 +10,7 @@ from engine.spec import total_epochs
 from engine.training import batches_per_epoch, estimate_seconds, train_target
 from engine.verdict import verdict_of_run
 from ui.charts_train import training_figure
+from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
@@ -23,6 +24,7 @@ require_app_frame("pages/train.py")
 SCHEDULES = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle": "fit_one_cycle (all layers)"}
 
 st.title("Train")
+explain("train")
 spec, summary = run_spec(), data_summary()
 manager, store = job_manager(), run_store()
 owner = window_id()  # jobs belong to the window that started them
