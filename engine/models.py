@@ -146,6 +146,33 @@ def weights_file(arch: str) -> Path:
     return _checkpoints_dir() / weights_url(arch).rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Whether a run can start from ImageNet weights: "local" (on this computer), "downloadable", or "unavailable"."""
+
+    state: str
+    size: int | None = None  # bytes, when known
+    reason: str = ""  # why they are unavailable
+
+
+def weights_status(arch: str, timeout: float = 3.0) -> WeightsStatus:
+    """Look before a run: are the ImageNet weights of `arch` here, or can they be downloaded now? (Only the
+    server's answer is read, never the file.)"""
+    if arch not in _RESNETS:
+        return WeightsStatus("unavailable", reason=f"{arch} has no pretrained weights")
+    path = weights_file(arch)
+    if path.exists():
+        return WeightsStatus("local", size=path.stat().st_size)
+    try:
+        with urllib.request.urlopen(weights_url(arch), timeout=timeout) as response:  # headers only
+            length = response.headers.get("Content-Length")
+            return WeightsStatus("downloadable", size=int(length) if length and length.isdigit() else None)
+    except urllib.error.HTTPError as e:
+        return WeightsStatus("unavailable", reason=f"the server answered “{e.code} {e.reason}”")
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError, ValueError) as e:
+        return WeightsStatus("unavailable", reason=f"this computer seems to be offline ({_reason(e)})")
+
+
 def download_weights(arch: str, progress: Progress | None = None, timeout: float = 30,
                      url: str | None = None) -> Path:
     """The weights file of `arch`, downloaded once into torchvision's cache and checked against its hash."""

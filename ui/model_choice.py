@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.models import ARCHS, weights_file
+from engine.models import ARCHS, WeightsStatus, weights_file, weights_status
 from ui.state import bind, draft
 
 
@@ -19,9 +19,25 @@ def model_choice() -> tuple[str, bool]:
     if not has_weights:
         st.caption("The small model always trains from scratch, every layer.")
         return arch, False
-    if pretrained and not weights_file(arch).exists():
-        st.caption(f"The {arch} ImageNet weights are not on this computer yet: they will be downloaded when the run "
-                   "starts. Offline, Loupe says so and trains from scratch instead (every layer, nothing frozen).")
-    elif not pretrained:
-        st.caption("From scratch: every layer trains from random weights (nothing is frozen).")
+    if not pretrained:
+        st.caption("From scratch: every layer trains from random weights (nothing is frozen). Expect lower accuracy "
+                   "than with ImageNet weights on small data sets, and more epochs to get there.")
+        return arch, pretrained
+    status = weights_availability(arch, weights_file(arch).exists())
+    if status.state == "local":
+        st.caption(f"The {arch} ImageNet weights are on this computer: training starts from a network that already "
+                   "learned to see, so a few epochs are enough.")
+    elif status.state == "downloadable":
+        size = f" ({status.size / 1e6:,.0f} MB)" if status.size else ""
+        st.caption(f"The {arch} ImageNet weights{size} will be downloaded when the run starts, once.")
+    else:
+        st.warning(f"The {arch} ImageNet weights cannot be had here: {status.reason}. This run will train {arch} "
+                   "from scratch — every layer from random weights — so expect much lower accuracy on small data "
+                   "sets and many more epochs than with pretrained weights.")
     return arch, pretrained
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def weights_availability(arch: str, on_disk: bool) -> WeightsStatus:
+    """Asked of the server at most once a minute per model (and again as soon as the file appears)."""
+    return weights_status(arch)

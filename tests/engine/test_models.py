@@ -425,3 +425,24 @@ def test_small_model_learns_digits(one_thread):
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     assert accuracy > 0.9, accuracy
+
+
+def test_weights_status_is_known_before_a_run(tmp_path, monkeypatch):
+    """Here, downloadable from a server, or unavailable (offline) — said at the model choice, before training."""
+    from engine.models import weights_file, weights_status
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    name = weights_file("resnet18").name
+    with Server({f"/models/{name}": b"x" * 1234}) as server:
+        monkeypatch.setenv("LOUPE_WEIGHTS_URL", f"{server.url}/models")
+        status = weights_status("resnet18")
+        assert (status.state, status.size) == ("downloadable", 1234)
+        assert server.requests == [f"/models/{name}"]
+        assert weights_status("resnet34").state == "unavailable"  # 404 here
+    monkeypatch.setenv("LOUPE_WEIGHTS_URL", f"http://127.0.0.1:{closed_port()}/models")
+    offline = weights_status("resnet18")
+    assert offline.state == "unavailable" and "offline" in offline.reason
+    weights_file("resnet18").parent.mkdir(parents=True)
+    weights_file("resnet18").write_bytes(b"w" * 10)
+    assert weights_status("resnet18").state == "local"
+    assert weights_status("small").state == "unavailable"

@@ -254,3 +254,11 @@ def test_a_stale_value_from_the_browser_does_not_overwrite_an_automatic_setting(
     assert app.number_input(key=widget_key("train.lr")).value == 1e-3
     app.number_input(key=widget_key("train.lr")).set_value(2e-3).run()  # typed on purpose: taken
     assert app.session_state[DRAFT.key].train.lr == 2e-3
+
+
+def test_the_model_choice_says_before_the_run_whether_imagenet_weights_can_be_had(app, monkeypatch):
+    monkeypatch.setenv("LOUPE_WEIGHTS_URL", "http://127.0.0.1:9/models")  # nothing listens: offline
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key=widget_key("model.arch")).set_value("resnet18").run()
+    assert not app.exception
+    assert any("cannot be had here" in w.value and "from scratch" in w.value for w in app.warning)
