@@ -1,7 +1,7 @@
-"""The Clean page's parts: the pending choices, a grid of images with a choice each, Apply and Undo.
+"""The Clean page's parts: the pending choices, a grid of images with a choice each, the views, Apply and Undo.
 
-Choices live in one place, `CLEAN_PENDING` = {"root": data set folder, "choices": {rel path: "delete" | new label}}.
-Each run drops the choices of files that are no longer in the data set
+Choices live in one place, `CLEAN_PENDING` = {"root": data set folder, "choices": {rel path: "delete" | new label}},
+which every view reads and writes. Each run drops the choices of files that are no longer in the data set
 (applied, undone, changed by another window) and sets every choice widget from the choices, so a widget left
 over from an earlier run can neither bring a choice back nor lose one.
 """
@@ -11,21 +11,28 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
 
 from engine.builtin import BUILTINS, builtin_path
 from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
-from engine.data import LabelledItems
+from engine.data import LabelledItems, load_items
 from engine.errors import UserError
+from engine.images import PresizedImages
 from engine.labels import LabelRule
+from engine.spec import RunSpec
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_review
-from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_LABEL, CLEAN_MESSAGE, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE,
-                      CLEAN_SPLIT, SessionKey, clean_choice, run_loss_table)
+from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_HEALTH, CLEAN_HEALTH_PAGE, CLEAN_LABEL, CLEAN_MESSAGE, CLEAN_PAGE,
+                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_SPLIT, CLEAN_VIEW, SessionKey, clean_choice, data_problem,
+                      presize_cache, run_loss_table, run_spec)
 from ui.text import md
+from ui.train_view import ask_for_data
 
+HARDEST, HEALTH = "hardest", "health"
+VIEWS = {HARDEST: "Hardest images (a trained model)", HEALTH: "From the health check"}
 TILE_PX = DISPLAY_PX + 8  # an image and its choice; tiles wrap onto more rows in a narrow window
 
 
@@ -84,6 +91,19 @@ def remember(root: str, rel: str) -> None:
         choices[rel] = value  # a file that has gone meanwhile is dropped on the next run
 
 
+def adopt_health_handoff() -> None:
+    """The Data page's health check handed over its list: keep the list, pre-fill the choices, open its view."""
+    pending = CLEAN_PENDING.get()
+    if not isinstance(pending, dict) or pending.get("source") != "health":
+        return
+    listed = {str(rel): str(value) for rel, value in (pending.get("choices") or {}).items()}
+    CLEAN_HEALTH.set({"root": str(pending.get("root") or ""), "choices": listed})
+    CLEAN_PENDING.set({"root": str(pending.get("root") or ""),
+                       "choices": {rel: value for rel, value in listed.items() if value != KEEP}})
+    CLEAN_HEALTH_PAGE.set(1)
+    CLEAN_VIEW.set(HEALTH)
+
+
 def choice_name(option: str) -> str:
     return {KEEP: "keep", DELETE: "delete"}.get(option, f"relabel → {option}")
 
@@ -99,6 +119,8 @@ def choice_grid(target: Target, choices: dict[str, str], images: torch.Tensor, r
                 st.image(display_image(x), caption=md(caption), width=DISPLAY_PX)  # captions read Markdown
                 value = choices.get(rel, KEEP)
                 options = [KEEP, DELETE] + [c for c in target.classes if c not in (KEEP, DELETE, target.labels[rel])]
+                if value not in options:  # a new class name handed over by the health check
+                    options.append(value)
                 choice = clean_choice(rel)
                 choice.set(value)  # from the choices, every run
                 st.selectbox("Action", options, key=choice.key, label_visibility="collapsed", format_func=choice_name,
@@ -117,7 +139,43 @@ def per_page_box(where=st) -> int:
     return where.selectbox("Per page", [12, 24, 48], key=CLEAN_PER_PAGE.key)
 
 
-# ---------------------------------------------------------------- a model's hardest images
+def pager(n: int, page: SessionKey[int]) -> slice:
+    """Images per page and the page number side by side; the rows of the page shown."""
+    c1, c2, _ = st.columns([1, 1, 2])
+    return page_of(n, per_page_box(c1), page, c2)
+
+
+def presized(spec: RunSpec, items: LabelledItems) -> PresizedImages:
+    """The data set's presized pixels, from the cache the other pages share."""
+    with st.spinner("Reading the images…"):
+        return presize_cache().get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
+
+
+def thumbnails(spec: RunSpec, items: LabelledItems, rels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """The items' presized pixels as [n, 3, P, P] in [0, 1], and whether each could be read."""
+    images = presized(spec, items)
+    index = {rel: i for i, rel in enumerate(items.rel_paths)}
+    rows = np.array([items.image_index[index[rel]] for rel in rels], dtype=np.int64)
+    if not len(rows):
+        return torch.zeros(0, 3, images.size, images.size), np.zeros(0, dtype=bool)
+    return torch.as_tensor(images.pixels[rows]).float() / 255, images.ok[rows]
+
+
+def draft_data() -> tuple[RunSpec, LabelledItems, Target] | None:
+    """The draft's data set (the health check's view uses it); None, said, if unusable."""
+    spec = run_spec()
+    if spec is None:
+        ask_for_data(data_problem())
+        return None
+    try:
+        items = load_items(spec.data)
+    except (UserError, OSError) as e:
+        st.error(md(e))
+        return None
+    return spec, items, items_target(spec.data.root, spec.data.label, items)
+
+
+# ---------------------------------------------------------------- the views
 
 def hardest_view() -> Target:
     """A trained model's hardest images of one class and split, largest loss first (stops the page without a run)."""
@@ -150,6 +208,40 @@ def hardest_view() -> Target:
     return target
 
 
+def health_view() -> Target | None:
+    """The images the Data page's health check handed over, each with the choice it suggested."""
+    listed = CLEAN_HEALTH.get()
+    if not listed:
+        st.info("Run the health check on the Data page: the images it finds (duplicates, label conflicts, leaks, "
+                "unreadable files) come here with a suggested action each.")
+        st.page_link("pages/data.py", label="Go to Data", icon=":material/photo_library:")
+        return None
+    data = draft_data()
+    if data is None:
+        return None
+    spec, items, target = data
+    if not same_folder(listed["root"], target.root):
+        st.info(f"The health check's list is for another data set ({md(listed['root'])}); choose it on the Data page, "
+                "or run the health check on this one.")
+        return None
+    if not same_folder((CLEAN_PENDING.get() or {}).get("root"), target.root):  # another view's data set came between
+        CLEAN_PENDING.set({"root": str(target.root),
+                           "choices": {rel: v for rel, v in listed["choices"].items() if v != KEEP}})
+    choices = pending_choices(target)
+    rels = [rel for rel in listed["choices"] if rel in target.labels]
+    gone = len(listed["choices"]) - len(rels)
+    st.caption(f"{len(rels):,} image(s) from the health check, each with the action it suggests; change any of them."
+               + (f" {gone:,} listed image(s) are no longer in the data set." if gone else ""))
+    if not rels:
+        return target
+    shown = rels[pager(len(rels), CLEAN_HEALTH_PAGE)]
+    images, ok = thumbnails(spec, items, shown)
+    captions = [f"{rel.rsplit('/', 1)[-1]} · {target.labels[rel]}" + ("" if good else " · unreadable")
+                for rel, good in zip(shown, ok)]
+    choice_grid(target, choices, images, shown, captions, "gallery-clean-health")
+    return target
+
+
 # ---------------------------------------------------------------- apply, undo, reset
 
 def apply_bar(target: Target, choices: dict[str, str]) -> None:
@@ -171,7 +263,7 @@ def apply_bar(target: Target, choices: dict[str, str]) -> None:
     if changes:
         deletes = sum(c.action == DELETE for c in changes)
         c3.caption(f"Pending: {deletes} to delete, {len(changes) - deletes} to relabel "
-                   "(kept while you browse other classes and pages).")
+                   "(kept while you browse other classes, pages and views).")
 
 
 def history_panel(root: Path) -> None:

@@ -121,6 +121,9 @@ CLEAN_CHOICE_PREFIX = "clean.choice."  # one entry per image shown: clean_choice
 PREDICT_SOURCE = SessionKey[str]("predict.source")
 PREDICT_UPLOAD = SessionKey[list]("predict.upload")
 PREDICT_VALID_ITEMS = SessionKey[list]("predict.valid_items")
+CLEAN_VIEW = SessionKey[str]("clean.view")  # which images the Clean page shows (ui.clean_view.VIEWS)
+CLEAN_HEALTH = SessionKey[dict]("clean.health")  # the health check's list as handed over: {"root", "choices"}
+CLEAN_HEALTH_PAGE = SessionKey[int]("clean.health_page", 1)
 
 
 def clean_choice(rel: str) -> SessionKey[str]:

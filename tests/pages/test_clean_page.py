@@ -1,19 +1,25 @@
-"""AppTest of the Clean page: choices of images no longer in the data set are dropped."""
+"""AppTest of the Clean page: stale choices dropped, and the health check's list applied and undone without a run."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.builtin import ensure_builtin
+from engine.builtin import DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data import PresizeCache
+from engine.drafts import DraftStore, new_draft_id
 from engine.jobs import Job
-from engine.spec import RunSpec, override
+from engine.labels import LabelRule
+from engine.spec import DataSpec, RunSpec, override
+from engine.split import SplitRule
 from engine.training import train_target
-from ui.clean_view import drop_stale_choices
-from ui.state import CLEAN_LABEL, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE, clean_choice, run_store
+from ui.clean_view import HEALTH, drop_stale_choices
+from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_LABEL, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW,
+                      clean_choice, run_store)
+from ui.text import md
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -36,6 +42,11 @@ def app(home, monkeypatch):
     return AppTest.from_file(APP, default_timeout=300)
 
 
+def with_draft(spec: RunSpec) -> None:
+    """The next window starts from this spec (the newest saved draft)."""
+    DraftStore().save(new_draft_id(), spec)
+
+
 def tree(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and ".loupe-trash" not in p.parts}
@@ -46,8 +57,16 @@ def choice_boxes(at) -> dict[str, object]:
     return {s.key.removeprefix("clean.choice."): s for s in at.selectbox if s.key and s.key.startswith("clean.choice.")}
 
 
+def image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
 def apply_label(at) -> str:
     return at.button(key="clean.apply").label
+
+
+def in_trash(root: Path, name: str) -> list[Path]:
+    return [p for p in (root / ".loupe-trash").rglob(name) if p.is_file()]
 
 
 # ---------------------------------------------------------------- stale choices (issue #11, item 9)
@@ -104,3 +123,81 @@ def test_choices_left_by_a_late_widget_or_another_window_are_dropped(app, run_id
     app.run()
     assert not app.exception, app.exception
     assert apply_label(app) == "Apply 0 change(s)" and app.session_state[CLEAN_PENDING.key]["choices"] == {}
+
+
+# ---------------------------------------------------------------- from the health check
+
+def test_health_list_on_the_builtin_digits_applies_and_undoes(app):
+    root = ensure_builtin("digits-names")
+    before = tree(root)
+    names = sorted(p.name for p in root.glob("*.png"))
+    seven, three, two = (next(n for n in names if n.startswith(f"{d}_")) for d in ("seven", "three", "two"))
+    app.session_state[CLEAN_PENDING.key] = {"root": str(root), "source": "health",
+                                            "choices": {seven: "one", three: "delete", two: "keep"}}
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    assert app.segmented_control(key=CLEAN_VIEW.key).value == HEALTH
+    boxes = choice_boxes(app)
+    assert {rel: box.value for rel, box in boxes.items()} == {seven: "one", three: "delete", two: "keep"}
+    assert image_captions(app) == [md(f"{seven} · seven"), md(f"{three} · three"), md(f"{two} · two")]
+    assert apply_label(app) == "Apply 2 change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    relabelled = root / seven.replace("seven_", "one_")
+    assert not (root / seven).exists() and not (root / three).exists()
+    assert hashlib.sha256(relabelled.read_bytes()).hexdigest() == before[seven]
+    [trashed] = in_trash(root, three)
+    assert hashlib.sha256(trashed.read_bytes()).hexdigest() == before[three]
+    assert list(choice_boxes(app)) == [two]  # the others are no longer in the data set under those names
+    assert any("2 listed image(s) are no longer in the data set" in c.value for c in app.caption)
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+@pytest.fixture()
+def same_names(tmp_path) -> Path:
+    """Digits in class folders where one/a.png and seven/a.png share a name: 7 images a class, in three classes."""
+    images, targets = digit_images()
+    root = tmp_path / "same names"
+    for digit in (1, 3, 7):
+        folder = root / DIGIT_WORDS[digit]
+        folder.mkdir(parents=True)
+        for j, i in enumerate((targets == digit).nonzero()[0][:7]):
+            Image.fromarray(images[int(i)], "L").save(folder / ("a.png" if j == 0 else f"{digit}_{j}.png"))
+    return root
+
+
+def test_two_images_of_the_same_name_on_different_pages(app, same_names):
+    root = same_names
+    with_draft(RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="folder"), split=SplitRule(kind="random"),
+                                     size=28, presize=32)))
+    before = tree(root)
+    rels = sorted(before)
+    listed = ["one/a.png"] + [r for r in rels if not r.endswith("/a.png")][:12] + ["seven/a.png"]
+    app.session_state[CLEAN_PENDING.key] = {"root": str(root), "source": "health",
+                                            "choices": dict.fromkeys(listed, "keep")}
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    assert list(choice_boxes(app)) == listed[:12]
+    app.selectbox(key=clean_choice("one/a.png").key).set_value("delete").run()
+    app.number_input(key=CLEAN_HEALTH_PAGE.key).set_value(2).run()
+    assert list(choice_boxes(app)) == listed[12:]
+    app.selectbox(key=clean_choice("seven/a.png").key).set_value("one").run()
+    assert apply_label(app) == "Apply 2 change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    assert not (root / "seven" / "a.png").exists()
+    now = tree(root)
+    assert [rel for rel, digest in now.items() if digest == before["seven/a.png"]][0].startswith("one/")
+    [trashed] = in_trash(root, "a.png")
+    assert hashlib.sha256(trashed.read_bytes()).hexdigest() == before["one/a.png"]
+    assert list(choice_boxes(app)) == listed[1:13]  # 12 left: one page
+    assert apply_label(app) == "Apply 0 change(s)"
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
