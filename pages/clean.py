@@ -1,12 +1,13 @@
-"""Clean: keep, delete (to a trash folder) or relabel the images a model or the health check points at; undo any
-time."""
+"""Clean: keep, delete (to a trash folder) or relabel images a model, the health check or a search for likely wrong
+labels points at; undo any time."""
 from __future__ import annotations
 
 import streamlit as st
 
-from ui.clean_view import (HARDEST, HEALTH, VIEWS, adopt_health_handoff, apply_bar, hardest_view, health_view,
+from ui.clean_view import (HARDEST, HEALTH, ISSUES, VIEWS, adopt_health_handoff, apply_bar, hardest_view, health_view,
                            history_panel, pending_choices, reset_panel)
 from ui.frame import require_app_frame
+from ui.label_issues_view import issues_view
 from ui.state import CLEAN_MESSAGE, CLEAN_VIEW
 from ui.text import md
 
@@ -20,7 +21,7 @@ if CLEAN_MESSAGE.is_set():
 if CLEAN_VIEW.get() not in VIEWS:
     CLEAN_VIEW.set(HARDEST)
 view = st.segmented_control("Images", list(VIEWS), format_func=VIEWS.get, key=CLEAN_VIEW.key, required=True)
-target = {HARDEST: hardest_view, HEALTH: health_view}[view]()
+target = {HARDEST: hardest_view, HEALTH: health_view, ISSUES: issues_view}[view]()
 if target is None:
     st.stop()
 apply_bar(target, pending_choices(target))

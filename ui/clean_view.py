@@ -1,4 +1,4 @@
-"""The Clean page's parts: the pending choices, a grid of images with a choice each, the views, Apply and Undo.
+"""The Clean page's parts: the pending choices, a grid of images with a choice each, the three views, Apply and Undo.
 
 Choices live in one place, `CLEAN_PENDING` = {"root": data set folder, "choices": {rel path: "delete" | new label}},
 which every view reads and writes. Each run drops the choices of files that are no longer in the data set
@@ -31,8 +31,8 @@ from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_HEALTH, CLEAN_HEALTH_PAGE, CLEA
 from ui.text import md
 from ui.train_view import ask_for_data
 
-HARDEST, HEALTH = "hardest", "health"
-VIEWS = {HARDEST: "Hardest images (a trained model)", HEALTH: "From the health check"}
+HARDEST, HEALTH, ISSUES = "hardest", "health", "issues"
+VIEWS = {HARDEST: "Hardest images (a trained model)", HEALTH: "From the health check", ISSUES: "Likely wrong labels"}
 TILE_PX = DISPLAY_PX + 8  # an image and its choice; tiles wrap onto more rows in a narrow window
 
 
@@ -151,6 +151,10 @@ def presized(spec: RunSpec, items: LabelledItems) -> PresizedImages:
         return presize_cache().get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
 
 
+def readable_count(spec: RunSpec, items: LabelledItems) -> int:
+    return int(presized(spec, items).ok[items.image_index].sum())
+
+
 def thumbnails(spec: RunSpec, items: LabelledItems, rels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     """The items' presized pixels as [n, 3, P, P] in [0, 1], and whether each could be read."""
     images = presized(spec, items)
@@ -162,7 +166,7 @@ def thumbnails(spec: RunSpec, items: LabelledItems, rels: list[str]) -> tuple[to
 
 
 def draft_data() -> tuple[RunSpec, LabelledItems, Target] | None:
-    """The draft's data set (the health check's view uses it); None, said, if unusable."""
+    """The draft's data set (the health check's and the likely-wrong-labels views use it); None, said, if unusable."""
     spec = run_spec()
     if spec is None:
         ask_for_data(data_problem())

@@ -124,6 +124,11 @@ PREDICT_VALID_ITEMS = SessionKey[list]("predict.valid_items")
 CLEAN_VIEW = SessionKey[str]("clean.view")  # which images the Clean page shows (ui.clean_view.VIEWS)
 CLEAN_HEALTH = SessionKey[dict]("clean.health")  # the health check's list as handed over: {"root", "choices"}
 CLEAN_HEALTH_PAGE = SessionKey[int]("clean.health_page", 1)
+CLEAN_ISSUES_K = SessionKey[int]("clean.issues_k")  # folds of the likely-wrong-labels search
+CLEAN_ISSUES_EPOCHS = SessionKey[int]("clean.issues_epochs")  # epochs of each fold's model
+CLEAN_ISSUES_JOB = SessionKey[str]("clean.issues_job_id", "")
+CLEAN_ISSUES = SessionKey[dict]("clean.issues")  # {"job_id", "root", "fingerprint", "table", "n_images"}
+CLEAN_ISSUES_PAGE = SessionKey[int]("clean.issues_page", 1)
 
 
 def clean_choice(rel: str) -> SessionKey[str]:

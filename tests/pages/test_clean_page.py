@@ -1,27 +1,33 @@
-"""AppTest of the Clean page: stale choices dropped, and the health check's list applied and undone without a run."""
+"""AppTest of the Clean page: stale choices dropped, the health check's list, likely wrong labels as a job."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+import ui.label_issues_view
 from engine.builtin import DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data import PresizeCache
 from engine.drafts import DraftStore, new_draft_id
 from engine.jobs import Job
+from engine.label_issues import find_likely_label_errors
 from engine.labels import LabelRule
-from engine.spec import DataSpec, RunSpec, override
+from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
 from engine.split import SplitRule
 from engine.training import train_target
-from ui.clean_view import HEALTH, drop_stale_choices
-from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_LABEL, CLEAN_PAGE, CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW,
-                      clean_choice, run_store)
+from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
+from ui.label_issues_view import KIND, suggested_relabels
+from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_K, CLEAN_LABEL, CLEAN_PAGE,
+                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW, clean_choice, job_manager, run_store)
 from ui.text import md
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+JOB_TIMEOUT = 600  # a safety net only: the tests wait for events, never for a time
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +73,11 @@ def apply_label(at) -> str:
 
 def in_trash(root: Path, name: str) -> list[Path]:
     return [p for p in (root / ".loupe-trash").rglob(name) if p.is_file()]
+
+
+def wait_for(job: Job) -> Job:
+    assert job_manager().wait(job, timeout=JOB_TIMEOUT), f"the {job.kind} job did not finish"
+    return job
 
 
 # ---------------------------------------------------------------- stale choices (issue #11, item 9)
@@ -201,3 +212,124 @@ def test_two_images_of_the_same_name_on_different_pages(app, same_names):
     app.button(key="clean.undo").click().run()
     assert not app.exception, app.exception
     assert tree(root) == before
+
+
+# ---------------------------------------------------------------- likely wrong labels
+
+PER_CLASS, N_FLIPPED = 30, 6
+
+
+@pytest.fixture(scope="module")
+def flipped_digits(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """300 real digits named like Pets (`seven_12.png`), 6 of them saved under a wrong class: {name: true class}."""
+    root = tmp_path_factory.mktemp("flipped")
+    images, targets = digit_images()
+    seen = dict.fromkeys(range(10), 0)
+    flipped = {}
+    for i, (im, t) in enumerate(zip(images, targets)):
+        if seen[t] == PER_CLASS:
+            continue
+        seen[t] += 1
+        label = DIGIT_WORDS[t]
+        if seen[t] == 3 and len(flipped) < N_FLIPPED:  # the third image of the first six classes seen
+            label = DIGIT_WORDS[(t + 5) % 10]
+            flipped[f"{label}_{i}.png"] = DIGIT_WORDS[t]
+        Image.fromarray(im, "L").save(root / f"{label}_{i}.png")
+    return root, flipped
+
+
+def flipped_spec(root: Path) -> RunSpec:
+    """Short runs of the small model from scratch; one thread and a fixed seed, so every machine ranks alike."""
+    return RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name"),
+                                 split=SplitRule(kind="random"), size=28, presize=32, bs=16),
+                   model=ModelSpec(arch="small", pretrained=False),
+                   train=TrainSpec(schedule="fine_tune", freeze_epochs=2, epochs=2, lr=1e-2, seed=3),
+                   device=DeviceSpec(threads=1))
+
+
+def test_suggested_relabels_only_for_likely_errors_still_labelled_so():
+    table = pd.DataFrame({"file": ["a.png", "b.png", "c.png", "d.png"], "label": ["one", "two", "one", "two"],
+                          "suggested": ["two", "two", "seven", "one"], "likely_error": [True, True, False, True]})
+    labels_now = {"a.png": "one", "b.png": "two", "c.png": "one", "d.png": "one"}  # d.png was relabelled since
+    assert suggested_relabels(table, labels_now) == {"a.png": "two"}
+
+
+def test_likely_wrong_labels_estimate_queue_ranking_apply(app, flipped_digits):
+    root, flipped = flipped_digits
+    with_draft(flipped_spec(root))
+    before = tree(root)
+    release = threading.Event()
+    theirs = job_manager().submit(Job("train", "another window's run", lambda job: release.wait(JOB_TIMEOUT),
+                                      owner="another-window"))
+    try:
+        app.switch_page("pages/clean.py").run()
+        app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
+        assert not app.exception, app.exception
+        # before anything starts: the settings and the time it would take here
+        assert app.number_input(key=CLEAN_ISSUES_K.key).value == 3
+        assert app.number_input(key=CLEAN_ISSUES_EPOCHS.key).value == 2
+        assert any(c.value.startswith("About **") and "3 short runs" in c.value for c in app.caption)
+        assert job_manager().latest(KIND) is None
+        app.button(key="clean.issues_start").click().run()
+        assert not app.exception, app.exception
+        assert any("another window's job" in i.value and "number 1 in line" in i.value for i in app.info)
+    finally:
+        release.set()
+    wait_for(theirs)
+    job = wait_for(job_manager().latest(KIND))
+    assert job.state == "done", job.error_detail
+    app.run()
+    assert not app.exception, app.exception
+
+    # the flipped images come first, each set to relabel to the digit it really is
+    first_page = [c.removeprefix("⚠ ").split(" · ")[0] for c in image_captions(app)]
+    assert len(first_page) == 12 and {md(name) for name in flipped} <= set(first_page)
+    boxes = choice_boxes(app)
+    assert sum(boxes[name].value == really for name, really in flipped.items()) >= 5
+    table = app.session_state[CLEAN_ISSUES.key]["table"]
+    n_changes = len(suggested_relabels(table, dict(zip(table["file"], table["label"]))))
+    assert apply_label(app) == f"Apply {n_changes} change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    fixed = [name for name, really in flipped.items() if (root / name.replace(name.split("_")[0], really)).is_file()]
+    assert len(fixed) >= 5 and not any((root / name).exists() for name in fixed)
+    assert any("The data changed since this search" in c.value for c in app.caption)
+    assert not set(fixed) & set(choice_boxes(app))
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+def test_stopping_the_search_keeps_the_finished_models_ranking(app, flipped_digits, monkeypatch):
+    root, _ = flipped_digits
+    with_draft(flipped_spec(root))
+    first_fold_done = threading.Event()
+
+    def held_target(spec, cache, k, epochs, default_threads=None):
+        """The search, waiting after the first model until the Stop button is pressed."""
+        def target(job: Job) -> pd.DataFrame:
+            def progress(done: int, total: int) -> None:
+                job.set_progress(done, total)
+                if done == total // k + 1:  # the first step of the second model
+                    first_fold_done.set()
+                    job.stop_event.wait(JOB_TIMEOUT)  # until the Stop button is pressed
+            return find_likely_label_errors(spec, cache, k, epochs, progress=progress, stop=job.stop_event)
+        return target
+
+    monkeypatch.setattr(ui.label_issues_view, "label_issues_target", held_target)
+    app.switch_page("pages/clean.py").run()
+    app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
+    app.button(key="clean.issues_start").click().run()
+    assert first_fold_done.wait(JOB_TIMEOUT), "the first model did not finish"
+    app.run()
+    app.button(key="clean.issues_stop").click().run()
+    job = wait_for(job_manager().latest(KIND))
+    assert job.state == "cancelled"
+    app.run()
+    assert not app.exception, app.exception
+    ranked = len(app.session_state[CLEAN_ISSUES.key]["table"])
+    assert 0 < ranked < 10 * PER_CLASS
+    stopped = f"Stopped early: ranked {ranked:,} of {10 * PER_CLASS:,} images (1 of 3 models finished)."
+    assert [w.value for w in app.warning] == [stopped]
