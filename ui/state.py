@@ -142,6 +142,14 @@ CAMERA_ADD_CLASS = SessionKey[str]("camera.add_class", "")
 CAMERA_SHOTS_TAKEN = SessionKey[int]("camera.shots_taken", 0)  # in the camera widget's key: a fresh camera after each shot
 CAMERA_MESSAGE = SessionKey[tuple]("camera.message")  # (kind, text) a callback leaves for the page: "error" or "success"
 CAMERA_SHOT_PREFIX = "camera.shot."  # the camera widget of the n-th shot: camera_shot(n)
+CLEAN_VIEW = SessionKey[str]("clean.view")  # which images the Clean page shows (ui.clean_view.VIEWS)
+CLEAN_HEALTH = SessionKey[dict]("clean.health")  # the health check's list as handed over: {"root", "choices"}
+CLEAN_HEALTH_PAGE = SessionKey[int]("clean.health_page", 1)
+CLEAN_ISSUES_K = SessionKey[int]("clean.issues_k")  # folds of the likely-wrong-labels search
+CLEAN_ISSUES_EPOCHS = SessionKey[int]("clean.issues_epochs")  # epochs of each fold's model
+CLEAN_ISSUES_JOB = SessionKey[str]("clean.issues_job_id", "")
+CLEAN_ISSUES = SessionKey[dict]("clean.issues")  # {"job_id", "root", "fingerprint", "table", "n_images"}
+CLEAN_ISSUES_PAGE = SessionKey[int]("clean.issues_page", 1)
 
 
 def clean_choice(rel: str) -> SessionKey[str]:

@@ -1,0 +1,335 @@
+"""AppTest of the Clean page: stale choices dropped, the health check's list, likely wrong labels as a job."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import ui.label_issues_view
+from engine.builtin import DIGIT_WORDS, digit_images, ensure_builtin
+from engine.data import PresizeCache
+from engine.drafts import DraftStore, new_draft_id
+from engine.jobs import Job
+from engine.label_issues import find_likely_label_errors
+from engine.labels import LabelRule
+from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
+from engine.split import SplitRule
+from engine.training import train_target
+from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
+from ui.label_issues_view import KIND, suggested_relabels
+from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_K, CLEAN_LABEL, CLEAN_PAGE,
+                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW, clean_choice, job_manager, run_store)
+from ui.text import md
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+JOB_TIMEOUT = 600  # a safety net only: the tests wait for events, never for a time
+
+
+@pytest.fixture(scope="module")
+def run_id(fresh_resources) -> int:
+    """One epoch of the small model on the built-in digits, recorded in this module's run history."""
+    ensure_builtin("digits-names")
+    spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3,
+                                "train.seed": 0})
+    job = Job("train", "clean page", train_target(spec, PresizeCache(), run_store()))
+    job.run()
+    assert job.state == "done", job.error_detail
+    return job.result["run_id"]
+
+
+@pytest.fixture()
+def app(home, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    return AppTest.from_file(APP, default_timeout=300)
+
+
+def with_draft(spec: RunSpec) -> None:
+    """The next window starts from this spec (the newest saved draft)."""
+    DraftStore().save(new_draft_id(), spec)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".loupe-trash" not in p.parts}
+
+
+def choice_boxes(at) -> dict[str, object]:
+    """The choice select box of each image on the page, by its relative path."""
+    return {s.key.removeprefix("clean.choice."): s for s in at.selectbox if s.key and s.key.startswith("clean.choice.")}
+
+
+def image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def apply_label(at) -> str:
+    return at.button(key="clean.apply").label
+
+
+def in_trash(root: Path, name: str) -> list[Path]:
+    return [p for p in (root / ".loupe-trash").rglob(name) if p.is_file()]
+
+
+def wait_for(job: Job) -> Job:
+    assert job_manager().wait(job, timeout=JOB_TIMEOUT), f"the {job.kind} job did not finish"
+    return job
+
+
+# ---------------------------------------------------------------- stale choices (issue #11, item 9)
+
+def test_drop_stale_choices():
+    labels = {"seven_1.png": "seven", "one_2.png": "one", "three_3.png": "three"}
+    choices = {"seven_1.png": "one", "one_2.png": "one", "three_3.png": None, "gone.png": "delete",
+               "seven_9.png": "two"}
+    assert sorted(drop_stale_choices(choices, labels)) == ["gone.png", "one_2.png", "seven_9.png", "three_3.png"]
+    assert choices == {"seven_1.png": "one"}
+
+
+def test_a_choice_for_an_image_that_undo_took_away_is_dropped(app, run_id):
+    root = run_store().run(run_id)["spec"].data.root
+    before = tree(root)
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    app.selectbox(key=CLEAN_LABEL.key).set_value("seven").run()
+    seven = next(iter(choice_boxes(app)))
+    app.selectbox(key=clean_choice(seven).key).set_value("one").run()
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    relabelled = seven.replace("seven_", "one_")
+    assert (root / relabelled).is_file() and not (root / seven).exists()
+
+    # the relabelled image, now among the ones, is marked for deletion (on whichever page it is)
+    app.selectbox(key=CLEAN_LABEL.key).set_value("one").run()
+    app.selectbox(key=CLEAN_PER_PAGE.key).set_value(48).run()
+    while relabelled not in choice_boxes(app):
+        app.number_input(key=CLEAN_PAGE.key).increment().run()
+    app.selectbox(key=clean_choice(relabelled).key).set_value("delete").run()
+    assert apply_label(app) == "Apply 1 change(s)"
+
+    # undoing the relabel takes that file away: its pending choice goes with it, and nothing fails while browsing
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert apply_label(app) == "Apply 0 change(s)" and app.session_state[CLEAN_PENDING.key]["choices"] == {}
+    for label in ("one", "seven"):
+        app.selectbox(key=CLEAN_LABEL.key).set_value(label).run()
+        app.number_input(key=CLEAN_PAGE.key).set_value(2).run()
+        app.number_input(key=CLEAN_PAGE.key).set_value(1).run()
+        assert not app.exception, app.exception
+    assert choice_boxes(app)[seven].value == "keep"
+    assert tree(root) == before
+
+
+def test_choices_left_by_a_late_widget_or_another_window_are_dropped(app, run_id):
+    root = run_store().run(run_id)["spec"].data.root
+    existing = sorted(p.name for p in root.glob("seven_*.png"))[0]
+    app.switch_page("pages/clean.py").run()
+    # what a widget callback arriving after Apply, or another window's Apply, leaves behind
+    app.session_state[CLEAN_PENDING.key] = {"root": str(root), "choices": {
+        "seven_99999.png": "delete", existing: None, existing.replace("seven", "eight"): "one"}}
+    app.run()
+    assert not app.exception, app.exception
+    assert apply_label(app) == "Apply 0 change(s)" and app.session_state[CLEAN_PENDING.key]["choices"] == {}
+
+
+# ---------------------------------------------------------------- from the health check
+
+def test_health_list_on_the_builtin_digits_applies_and_undoes(app):
+    root = ensure_builtin("digits-names")
+    before = tree(root)
+    names = sorted(p.name for p in root.glob("*.png"))
+    seven, three, two = (next(n for n in names if n.startswith(f"{d}_")) for d in ("seven", "three", "two"))
+    app.session_state[CLEAN_PENDING.key] = {"root": str(root), "source": "health",
+                                            "choices": {seven: "one", three: "delete", two: "keep"}}
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    assert app.segmented_control(key=CLEAN_VIEW.key).value == HEALTH
+    boxes = choice_boxes(app)
+    assert {rel: box.value for rel, box in boxes.items()} == {seven: "one", three: "delete", two: "keep"}
+    assert image_captions(app) == [md(f"{seven} · seven"), md(f"{three} · three"), md(f"{two} · two")]
+    assert apply_label(app) == "Apply 2 change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    relabelled = root / seven.replace("seven_", "one_")
+    assert not (root / seven).exists() and not (root / three).exists()
+    assert hashlib.sha256(relabelled.read_bytes()).hexdigest() == before[seven]
+    [trashed] = in_trash(root, three)
+    assert hashlib.sha256(trashed.read_bytes()).hexdigest() == before[three]
+    assert list(choice_boxes(app)) == [two]  # the others are no longer in the data set under those names
+    assert any("2 listed image(s) are no longer in the data set" in c.value for c in app.caption)
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+@pytest.fixture()
+def same_names(tmp_path) -> Path:
+    """Digits in class folders where one/a.png and seven/a.png share a name: 7 images a class, in three classes."""
+    images, targets = digit_images()
+    root = tmp_path / "same names"
+    for digit in (1, 3, 7):
+        folder = root / DIGIT_WORDS[digit]
+        folder.mkdir(parents=True)
+        for j, i in enumerate((targets == digit).nonzero()[0][:7]):
+            Image.fromarray(images[int(i)], "L").save(folder / ("a.png" if j == 0 else f"{digit}_{j}.png"))
+    return root
+
+
+def test_two_images_of_the_same_name_on_different_pages(app, same_names):
+    root = same_names
+    with_draft(RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="folder"), split=SplitRule(kind="random"),
+                                     size=28, presize=32)))
+    before = tree(root)
+    rels = sorted(before)
+    listed = ["one/a.png"] + [r for r in rels if not r.endswith("/a.png")][:12] + ["seven/a.png"]
+    app.session_state[CLEAN_PENDING.key] = {"root": str(root), "source": "health",
+                                            "choices": dict.fromkeys(listed, "keep")}
+    app.switch_page("pages/clean.py").run()
+    assert not app.exception, app.exception
+    assert list(choice_boxes(app)) == listed[:12]
+    app.selectbox(key=clean_choice("one/a.png").key).set_value("delete").run()
+    app.number_input(key=CLEAN_HEALTH_PAGE.key).set_value(2).run()
+    assert list(choice_boxes(app)) == listed[12:]
+    app.selectbox(key=clean_choice("seven/a.png").key).set_value("one").run()
+    assert apply_label(app) == "Apply 2 change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    assert not (root / "seven" / "a.png").exists()
+    now = tree(root)
+    assert [rel for rel, digest in now.items() if digest == before["seven/a.png"]][0].startswith("one/")
+    [trashed] = in_trash(root, "a.png")
+    assert hashlib.sha256(trashed.read_bytes()).hexdigest() == before["one/a.png"]
+    assert list(choice_boxes(app)) == listed[1:13]  # 12 left: one page
+    assert apply_label(app) == "Apply 0 change(s)"
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+# ---------------------------------------------------------------- likely wrong labels
+
+PER_CLASS, N_FLIPPED = 30, 6
+
+
+@pytest.fixture(scope="module")
+def flipped_digits(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """300 real digits named like Pets (`seven_12.png`), 6 of them saved under a wrong class: {name: true class}."""
+    root = tmp_path_factory.mktemp("flipped")
+    images, targets = digit_images()
+    seen = dict.fromkeys(range(10), 0)
+    flipped = {}
+    for i, (im, t) in enumerate(zip(images, targets)):
+        if seen[t] == PER_CLASS:
+            continue
+        seen[t] += 1
+        label = DIGIT_WORDS[t]
+        if seen[t] == 3 and len(flipped) < N_FLIPPED:  # the third image of the first six classes seen
+            label = DIGIT_WORDS[(t + 5) % 10]
+            flipped[f"{label}_{i}.png"] = DIGIT_WORDS[t]
+        Image.fromarray(im, "L").save(root / f"{label}_{i}.png")
+    return root, flipped
+
+
+def flipped_spec(root: Path) -> RunSpec:
+    """Short runs of the small model from scratch; one thread and a fixed seed, so every machine ranks alike."""
+    return RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name"),
+                                 split=SplitRule(kind="random"), size=28, presize=32, bs=16),
+                   model=ModelSpec(arch="small", pretrained=False),
+                   train=TrainSpec(schedule="fine_tune", freeze_epochs=2, epochs=2, lr=1e-2, seed=3),
+                   device=DeviceSpec(threads=1))
+
+
+def test_suggested_relabels_only_for_likely_errors_still_labelled_so():
+    table = pd.DataFrame({"file": ["a.png", "b.png", "c.png", "d.png"], "label": ["one", "two", "one", "two"],
+                          "suggested": ["two", "two", "seven", "one"], "likely_error": [True, True, False, True]})
+    labels_now = {"a.png": "one", "b.png": "two", "c.png": "one", "d.png": "one"}  # d.png was relabelled since
+    assert suggested_relabels(table, labels_now) == {"a.png": "two"}
+
+
+def test_likely_wrong_labels_estimate_queue_ranking_apply(app, flipped_digits):
+    root, flipped = flipped_digits
+    with_draft(flipped_spec(root))
+    before = tree(root)
+    release = threading.Event()
+    theirs = job_manager().submit(Job("train", "another window's run", lambda job: release.wait(JOB_TIMEOUT),
+                                      owner="another-window"))
+    try:
+        app.switch_page("pages/clean.py").run()
+        app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
+        assert not app.exception, app.exception
+        # before anything starts: the settings and the time it would take here
+        assert app.number_input(key=CLEAN_ISSUES_K.key).value == 3
+        assert app.number_input(key=CLEAN_ISSUES_EPOCHS.key).value == 2
+        assert any(c.value.startswith("About **") and "3 short runs" in c.value for c in app.caption)
+        assert job_manager().latest(KIND) is None
+        app.button(key="clean.issues_start").click().run()
+        assert not app.exception, app.exception
+        assert any("another window's job" in i.value and "number 1 in line" in i.value for i in app.info)
+    finally:
+        release.set()
+    wait_for(theirs)
+    job = wait_for(job_manager().latest(KIND))
+    assert job.state == "done", job.error_detail
+    app.run()
+    assert not app.exception, app.exception
+
+    # the flipped images come first, each set to relabel to the digit it really is
+    first_page = [c.removeprefix("⚠ ").split(" · ")[0] for c in image_captions(app)]
+    assert len(first_page) == 12 and {md(name) for name in flipped} <= set(first_page)
+    boxes = choice_boxes(app)
+    assert sum(boxes[name].value == really for name, really in flipped.items()) >= 5
+    table = app.session_state[CLEAN_ISSUES.key]["table"]
+    n_changes = len(suggested_relabels(table, dict(zip(table["file"], table["label"]))))
+    assert apply_label(app) == f"Apply {n_changes} change(s)"
+
+    app.button(key="clean.apply").click().run()
+    assert not app.exception, app.exception
+    fixed = [name for name, really in flipped.items() if (root / name.replace(name.split("_")[0], really)).is_file()]
+    assert len(fixed) >= 5 and not any((root / name).exists() for name in fixed)
+    assert any("The data changed since this search" in c.value for c in app.caption)
+    assert not set(fixed) & set(choice_boxes(app))
+
+    app.button(key="clean.undo").click().run()
+    assert not app.exception, app.exception
+    assert tree(root) == before
+
+
+def test_stopping_the_search_keeps_the_finished_models_ranking(app, flipped_digits, monkeypatch):
+    root, _ = flipped_digits
+    with_draft(flipped_spec(root))
+    first_fold_done = threading.Event()
+
+    def held_target(spec, cache, k, epochs, default_threads=None):
+        """The search, waiting after the first model until the Stop button is pressed."""
+        def target(job: Job) -> pd.DataFrame:
+            def progress(done: int, total: int) -> None:
+                job.set_progress(done, total)
+                if done == total // k + 1:  # the first step of the second model
+                    first_fold_done.set()
+                    job.stop_event.wait(JOB_TIMEOUT)  # until the Stop button is pressed
+            return find_likely_label_errors(spec, cache, k, epochs, progress=progress, stop=job.stop_event)
+        return target
+
+    monkeypatch.setattr(ui.label_issues_view, "label_issues_target", held_target)
+    app.switch_page("pages/clean.py").run()
+    app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
+    app.button(key="clean.issues_start").click().run()
+    assert first_fold_done.wait(JOB_TIMEOUT), "the first model did not finish"
+    app.run()
+    app.button(key="clean.issues_stop").click().run()
+    job = wait_for(job_manager().latest(KIND))
+    assert job.state == "cancelled"
+    app.run()
+    assert not app.exception, app.exception
+    ranked = len(app.session_state[CLEAN_ISSUES.key]["table"])
+    assert 0 < ranked < 10 * PER_CLASS
+    stopped = f"Stopped early: ranked {ranked:,} of {10 * PER_CLASS:,} images (1 of 3 models finished)."
+    assert [w.value for w in app.warning] == [stopped]

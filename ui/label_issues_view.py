@@ -1,0 +1,166 @@
+"""The Clean page's "Likely wrong labels" view: a time estimate, the search as a background job, then its ranking."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from engine.device import background_threads
+from engine.errors import UserError
+from engine.jobs import FAILED, QUEUED, Job
+from engine.label_issues import (DEFAULT_EPOCHS, DEFAULT_K, estimate_label_issue_seconds, fold_spec,
+                                 label_issues_target)
+from engine.review import data_fingerprint
+from engine.spec import RunSpec, total_epochs
+from ui.clean_view import (Target, choice_grid, draft_data, pager, pending_choices, readable_count, same_folder,
+                           thumbnails)
+from ui.state import (CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_JOB, CLEAN_ISSUES_K, CLEAN_ISSUES_PAGE,
+                      job_manager, presize_cache, window_id)
+from ui.text import md
+from ui.train_view import format_seconds
+
+KIND = "label_issues"
+
+
+def suggested_relabels(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
+    """rel path -> suggested class, for each likely error still in the data set under the label it was ranked with."""
+    rows = table[table["likely_error"] & (table["suggested"] != table["label"])]
+    return {r.file: r.suggested for r in rows.itertuples() if labels.get(r.file) == r.label}
+
+
+def still_ranked(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """The rows whose image is still in the data set with the label it was ranked under, in rank order."""
+    return table[[labels.get(f) == label for f, label in zip(table["file"], table["label"])]]
+
+
+@st.cache_data(max_entries=16, show_spinner="Timing a few training steps…")
+def _estimate(spec_json: str, k: int, epochs: int) -> float:
+    return estimate_label_issue_seconds(RunSpec.from_json(spec_json), presize_cache(), k, epochs,
+                                        default_threads=background_threads())
+
+
+@st.fragment(run_every=1.0)
+def progress(job_id: str) -> None:
+    """The running (or queued) search, redrawn every second, with Stop."""
+    manager = job_manager()
+    job = manager.get(job_id)
+    if job is None or not job.active:
+        st.rerun()  # the whole page, to show the ranking
+    if job.state == QUEUED:
+        where = manager.queue_position(job)
+        who = "another window's job" if manager.others_active(job.owner) else "another job"
+        st.info(f"Waiting for {who} to finish: this search is number {where or 1} in line and starts by itself.")
+        if st.button("Cancel", key="clean.issues_cancel", icon=":material/cancel:"):
+            job.stop()
+            st.rerun()
+        return
+    stage, eta = job.last("stage"), job.eta_seconds
+    text = (stage.data["text"] if stage else "Starting…") + f" · {job.state}"
+    st.progress(job.progress, text=text + (f" · about {format_seconds(eta)} left" if eta else ""))
+    if st.button("Stop", key="clean.issues_stop", icon=":material/stop:"):
+        job.stop()
+    st.caption("Stopping keeps what the models finished so far: their images are ranked.")
+
+
+def start_form(spec: RunSpec, n_images: int, target: Target) -> None:
+    """Folds and epochs, the time estimate for them, and the button that starts the search."""
+    CLEAN_ISSUES_K.set(CLEAN_ISSUES_K.get() or DEFAULT_K)  # the widgets start from the engine's defaults
+    CLEAN_ISSUES_EPOCHS.set(CLEAN_ISSUES_EPOCHS.get() or DEFAULT_EPOCHS)
+    c1, c2 = st.columns(2)
+    k = c1.number_input("Folds (k)", 2, 10, key=CLEAN_ISSUES_K.key,
+                        help="The images are dealt into k folds: k models each train on k − 1 folds and predict the "
+                             "fold they never saw.")
+    epochs = c2.number_input("Epochs per model", 1, 50, key=CLEAN_ISSUES_EPOCHS.key,
+                             help="Short runs are enough to rank; fine_tune adds its head-only epochs.")
+    try:
+        seconds = _estimate(spec.to_json(), int(k), int(epochs))
+    except UserError as e:
+        st.error(md(e))
+        return
+    st.caption(f"About **{format_seconds(seconds)}** on this computer: {k} short runs of the draft's "
+               f"{md(spec.model.arch)} model ({total_epochs(fold_spec(spec, int(epochs)))} epoch(s) each, on "
+               f"{k - 1} of {k} folds of the {n_images:,} images), then cleanlab's confident learning on each image's "
+               "prediction by the model that never saw it.")
+    running = job_manager().active
+    if running is not None and running.active:
+        st.caption("Another job is running now: this search waits for it to end "
+                   "(the time above does not count the wait).")
+    if st.button("Find likely wrong labels", type="primary", key="clean.issues_start", icon=":material/manage_search:"):
+        job = Job(KIND, f"Likely wrong labels · {spec.data.name}",
+                  label_issues_target(spec, presize_cache(), int(k), int(epochs), background_threads()),
+                  meta={"root": str(target.root), "fingerprint": data_fingerprint(spec.data), "n_images": n_images},
+                  owner=window_id())
+        CLEAN_ISSUES_JOB.set(job_manager().submit(job).id)
+        st.rerun()
+
+
+def keep_result(job: Job, target: Target) -> None:
+    """A finished search's table goes into CLEAN_ISSUES (once), and its likely errors into the choices."""
+    if (CLEAN_ISSUES.get() or {}).get("job_id") == job.id:
+        return
+    if job.state == FAILED:
+        st.error(f"Finding likely wrong labels failed: {md(job.error)}")
+        return
+    if not isinstance(job.result, pd.DataFrame):  # cancelled while queued
+        return
+    CLEAN_ISSUES.set({"job_id": job.id, "root": job.meta["root"], "fingerprint": job.meta["fingerprint"],
+                      "table": job.result, "n_images": job.meta["n_images"]})
+    CLEAN_ISSUES_PAGE.set(1)
+    if same_folder(job.meta["root"], target.root):
+        choices = pending_choices(target)
+        for rel, suggested in suggested_relabels(job.result, target.labels).items():
+            choices.setdefault(rel, suggested)  # a choice made meanwhile stays
+
+
+def show_result(spec: RunSpec, items, target: Target) -> None:
+    """The ranking: likely errors first, each image with its label → the suggested one and its self-confidence."""
+    issues = CLEAN_ISSUES.get()
+    if not issues:
+        return
+    if not same_folder(issues["root"], target.root):
+        st.caption("The last search was on another data set: run it again for this one.")
+        return
+    table = issues["table"]
+    done, k = table.attrs.get("folds_done", 0), table.attrs.get("k", 0)
+    if done < k:
+        st.warning(f"Stopped early: ranked {len(table):,} of {issues['n_images']:,} images "
+                   f"({done} of {k} models finished).")
+    if table.empty:
+        return
+    rows = still_ranked(table, target.labels)
+    gone = len(table) - len(rows)
+    st.caption(f"**{int(rows['likely_error'].sum()):,}** of {len(rows):,} ranked images are likely labelled wrong "
+               "(marked ⚠, by cleanlab's confident learning). They come first, the least self-confident first, each "
+               "set to relabel to the class the models found most likely. Every image shows its label → that class, "
+               "and the probability the models gave its label.")
+    if gone or issues["fingerprint"] != data_fingerprint(spec.data):
+        st.caption(f"The data changed since this search ({gone:,} ranked image(s) since deleted, relabelled or "
+                   "renamed are left out): run it again for a fresh ranking.")
+    if rows.empty:
+        return
+    shown = rows.iloc[pager(len(rows), CLEAN_ISSUES_PAGE)]
+    images, ok = thumbnails(spec, items, shown["file"].tolist())
+    captions = [("⚠ " if r.likely_error else "") + f"{r.file.rsplit('/', 1)[-1]} · {r.label}"
+                + (f" → {r.suggested}" if r.suggested != r.label else "") + f" · {r.self_confidence:.2f}"
+                + ("" if good else " · unreadable") for r, good in zip(shown.itertuples(), ok)]
+    choice_grid(target, pending_choices(target), images, shown["file"].tolist(), captions, "gallery-clean-issues")
+
+
+def issues_view() -> Target | None:
+    """Likely wrong labels of the draft's data set, found by a background job this window starts."""
+    data = draft_data()
+    if data is None:
+        return None
+    spec, items, target = data
+    st.caption("Each image is judged by a model that never saw it: k short runs, each holding out one fold of the "
+               "images. Images whose label those models find unlikely come first.")
+    manager, owner = job_manager(), window_id()
+    job = manager.get(CLEAN_ISSUES_JOB.get(), owner=owner) or manager.latest(KIND, owner=owner)
+    if job is not None and job.active:
+        st.subheader(md(job.title), anchor=False)
+        progress(job.id)
+        return target
+    if job is not None:
+        keep_result(job, target)
+    start_form(spec, readable_count(spec, items), target)
+    show_result(spec, items, target)
+    return target
