@@ -284,6 +284,17 @@ class RunInExperiment:
     def set_progress(self, done: float, total: float) -> None:
         self.job.set_progress(self.start + self.share * (min(done / total, 1.0) if total else 0.0), 1.0)
 
+    @property
+    def running_seconds(self) -> float:
+        return self.job.running_seconds
+
+    def set_eta(self, seconds: float) -> None:
+        """This run's ETA, plus the runs after it at this run's pace (their share of the work, as epochs)."""
+        later = max(0.0, 1.0 - self.start - self.share)  # the later runs' share of the whole experiment
+        progress = self.job.progress
+        per_share = self.job.running_seconds / progress if progress > 0 else 0.0  # seconds per whole experiment
+        self.job.set_eta(seconds + later * per_share)
+
 
 def run_experiment(plan: ExperimentPlan, cache: PresizeCache, store: RunStore, source: str = "app",
                    job: Job | None = None, callbacks: Sequence[Callback] = (), default_threads: int | None = None,

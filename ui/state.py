@@ -264,11 +264,14 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
 
 def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> None:
     value = st.session_state[key]
-    previous, current = PUSHED.get().get(key, (None, None))
-    if previous is not None and value == previous and value != current:
-        # the browser sent back the value the page had just replaced (the user clicked on before the new value
-        # arrived): a stale echo, not a choice. Ignored once, so typing that value again is taken.
-        PUSHED.get()[key] = (None, current)
+    pushed = PUSHED.get()
+    previous, current = pushed.get(key, (None, None))
+    others_changed = any(other != key and other in st.session_state and st.session_state[other] != shown
+                         for other, (_, shown) in pushed.items())
+    if previous is not None and value == previous and value != current and others_changed:
+        # the browser sent back the value the page had just replaced, together with the change the user made
+        # elsewhere (they clicked on before the new value arrived): a stale echo, not a choice
+        pushed[key] = (None, current)
         st.session_state[key] = current
         return
     update_draft({name: from_widget(value)})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import onnx
@@ -45,8 +46,8 @@ def tree(root: Path) -> dict[str, str]:
 
 
 def image_captions(at) -> list[str]:
-    """Captions of every image on the page, in order."""
-    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+    """Captions of every image on the page, in order, as a reader sees them (captions are escaped Markdown)."""
+    return [re.sub(r"\\(.)", r"\1", img.caption) for element in at.get("image") for img in element.proto.imgs]
 
 
 def test_interpret_top_losses_confusion_cell_metrics_and_unsure(app, run_id):
