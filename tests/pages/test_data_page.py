@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.labels import LabelRule
 from engine.spec import RunSpec
-from ui.state import (CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
+from ui.state import (CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
                       widget_key)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -258,10 +258,12 @@ def test_copies_and_leaks_are_shown_and_sent_to_the_cleaner(app, tmp_path):
     tabs = {t.label for t in app.tabs}
     assert "Train/valid leaks (1)" in tabs and "Two labels (1)" in tabs and "Duplicates (2)" in tabs
     assert any("both the training and the validation" in w.value or "leak" in w.value.lower() for w in app.warning)
-    app.button(key="health.send.leaks").click().run()
-    pending = app.session_state[CLEAN_PENDING.key]
-    assert pending["source"] == "health" and pending["root"] == str(root.resolve())
-    assert pending["choices"] == {"train/cats/cats0.png": "keep", "valid/cats/copy_of_cat0.png": "delete"}
+    app.button(key="health.send.leaks").click().run()  # the Clean page opens on the health check's list
+    no_exceptions(app)
+    handed = app.session_state[CLEAN_HEALTH.key]
+    assert handed["root"] == str(root.resolve())
+    assert handed["choices"] == {"train/cats/cats0.png": "keep", "valid/cats/copy_of_cat0.png": "delete"}
+    assert app.session_state[CLEAN_PENDING.key]["choices"] == {"valid/cats/copy_of_cat0.png": "delete"}
 
 
 def test_an_upload_can_be_deleted_to_the_trash_after_a_confirmation(app, home):
