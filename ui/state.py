@@ -6,6 +6,7 @@ here (`TRAIN_JOB.get()`, `key=INTERPRET_K.key`) and the draft spec (`draft()`, `
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
@@ -262,13 +263,25 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
     return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Widget values compared as the browser sends them back (a range slider's tuple returns as a list)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
 def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> None:
     value = st.session_state[key]
     pushed = PUSHED.get()
     previous, current = pushed.get(key, (None, None))
-    others_changed = any(other != key and other in st.session_state and st.session_state[other] != shown
+    others_changed = any(other != key and other in st.session_state and not _same(st.session_state[other], shown)
                          for other, (_, shown) in pushed.items())
-    if previous is not None and value == previous and value != current and others_changed:
+    if previous is not None and _same(value, previous) and not _same(value, current) and others_changed:
         # the browser sent back the value the page had just replaced, together with the change the user made
         # elsewhere (they clicked on before the new value arrived): a stale echo, not a choice
         pushed[key] = (None, current)

@@ -291,3 +291,16 @@ def test_a_restarted_server_removes_what_a_crashed_unpacking_left(home, monkeypa
     at.run()
     no_exceptions(at)
     assert not stale.exists()
+
+
+def test_a_label_kind_can_be_chosen_back_after_another(app, tmp_path):
+    """Choosing a rule the page showed before (folder → regex → folder) is the user's choice, not a stale echo."""
+    root = make_folder(tmp_path / "pets", [(f"{c}/{c}{i}.png", Image.new("RGB", (8, 8))) for c in "ab" for i in range(5)])
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    assert app.button_group(key=LABEL).value == "folder"
+    app.button_group(key=LABEL).set_value("name").run()
+    assert app.button_group(key=LABEL).value == "name"
+    app.button_group(key=LABEL).set_value("folder").run()
+    no_exceptions(app)
+    assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "2"
