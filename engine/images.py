@@ -1,23 +1,34 @@
-"""Decode images of any colour mode to RGB and presize them once into a uint8 tensor."""
+"""Decode images of any colour mode to RGB and presize them once into uint8 pixels.
+
+Worker processes import this module to decode, so it imports torch only inside the functions that
+return tensors (torch takes seconds to import; numpy and PIL a fraction of one).
+"""
 from __future__ import annotations
 
+import multiprocessing
 import os
+import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, NamedTuple, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.cache import MappedPixels
 
 MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large (JPEGs are decoded smaller instead)
 LARGE_PIXELS = 16_000_000  # images over this decode one at a time, so a thread pool never holds several at once
 JPEG_SCALES = (1, 2, 4, 8)  # libjpeg decodes at these fractions for free
 PRESIZE_METHODS = ("crop", "squish")
+CHUNK = 64  # files per work item: a process decodes them in one go; progress is reported per chunk
 
 Progress = Callable[[int, int], None]
 
@@ -92,8 +103,8 @@ def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS,
                 img.draft("RGB", (width // scale, height // scale))
             if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image a quarter
                 width, height = height, width
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img), mode, (width, height)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
+            return (img if img.mode == "RGB" else to_rgb(img)), mode, (width, height)
     except Image.DecompressionBombError:  # a GIF frame or TIFF tile bigger than the image says
         raise _too_large_to_open() from None
     except Exception as e:
@@ -128,14 +139,114 @@ def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:
 def _load_presized(path: Path, size: int, method: str) -> tuple[np.ndarray, tuple[int, int], str]:
     """Decode one file to a [size, size, 3] uint8 array; also its original size and mode."""
     img, mode, original = decode(path, draft=size)
-    return np.array(presize(img, size, method), dtype=np.uint8), original, mode
+    return np.asarray(presize(img, size, method), dtype=np.uint8), original, mode
+
+
+class Decoded(NamedTuple):
+    """What decoding one file found: its upright size and original mode, or why it could not be used."""
+
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    failure: str = ""  # empty when the file was decoded
+
+    @property
+    def ok(self) -> bool:
+        return not self.failure
+
+
+def _decode_rows(out: np.ndarray, paths: Sequence[str | Path], size: int, method: str) -> list[Decoded]:
+    """Decode `paths` into the rows of `out` ([n, 3, size, size] uint8); failures are recorded, never raised."""
+    found = []
+    for k, path in enumerate(paths):
+        try:
+            arr, (width, height), mode = _load_presized(Path(path), size, method)
+        except Exception as e:  # one bad file must not stop the others
+            out[k] = 0
+            found.append(Decoded(failure=str(e) if isinstance(e, ValueError) else f"unreadable ({type(e).__name__})"))
+            continue
+        out[k] = arr.transpose(2, 0, 1)
+        found.append(Decoded(width, height, mode))
+    return found
+
+
+def _decode_rows_into_file(filename: str, start: int, paths: list[str], size: int, method: str) -> list[Decoded]:
+    """A work item: decode `paths` into rows start… of the pixel file (run in a worker process or thread)."""
+    row = 3 * size * size
+    out = np.memmap(filename, dtype=np.uint8, mode="r+", offset=start * row, shape=(len(paths), 3, size, size))
+    try:
+        return _decode_rows(out, paths, size, method)
+    finally:
+        del out  # unmapped; the rows are in the shared page cache, where the parent reads them
+
+
+def _share_large_decode_lock(lock) -> None:
+    """Worker initializer: huge images decode one at a time across every worker process, not only per process."""
+    global _large_decode
+    _large_decode = lock
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """forkserver where there is one: workers fork from a fresh process that imported only this module (never a
+    copy of the app with its threads, and no seconds-long torch import per worker); spawn elsewhere."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def default_workers() -> int:
+    """Decode workers: one per core this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int, method: str = "crop",
+                    progress: Progress | None = None, workers: int | None = None, processes: bool = True) -> list[Decoded]:
+    """Decode and presize `paths` into the uint8 file `filename` ([n, 3, size, size], created or truncated).
+
+    Each of `workers` processes (threads if not `processes`) decodes CHUNK files at a time and writes their
+    rows straight into the file; with one worker or one chunk it all happens in this thread. Progress is
+    reported after each chunk, in order. Failures are recorded, never raised.
+    """
+    if method not in PRESIZE_METHODS:
+        raise ValueError(f"unknown presize method {method!r}")
+    n, filename = len(paths), str(filename)
+    with open(filename, "wb") as f:
+        f.truncate(n * 3 * size * size)  # zeros, where decoding fails
+    chunks = [(start, [str(p) for p in paths[start:start + CHUNK]]) for start in range(0, n, CHUNK)]
+    workers = min(workers or default_workers(), len(chunks))
+    found: list[Decoded] = []
+    if workers <= 1:
+        for start, chunk in chunks:
+            found += _decode_rows_into_file(filename, start, chunk, size, method)
+            if progress is not None:
+                progress(start + len(chunk), n)
+        return found
+    if processes:
+        ctx = _process_context()
+        pool: Executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_share_large_decode_lock,
+                                             initargs=(ctx.Lock(),))
+    else:
+        pool = ThreadPoolExecutor(workers)
+    with pool:
+        futures = [pool.submit(_decode_rows_into_file, filename, start, chunk, size, method) for start, chunk in chunks]
+        for future, (start, chunk) in zip(futures, chunks):
+            found += future.result()
+            if progress is not None:
+                progress(start + len(chunk), n)
+    return found
 
 
 @dataclass
 class PresizedImages:
     """All images of a data set decoded once: pixels, which ones failed and why, and their sizes."""
 
-    pixels: torch.Tensor  # [N, 3, size, size] uint8; zeros where decoding failed
+    pixels: torch.Tensor | MappedPixels  # [N, 3, size, size] uint8, in memory or mapped from the disk cache; zeros where decoding failed
     ok: np.ndarray  # [N] bool
     sizes: np.ndarray  # [N, 2] original (width, height); 0 where failed
     modes: list[str]  # original PIL mode, '' where failed
@@ -147,6 +258,22 @@ class PresizedImages:
     def nbytes(self) -> int:
         return self.pixels.numel()
 
+    @property
+    def in_memory(self) -> bool:
+        """True when the pixels are a tensor in this process's memory, False when mapped from the disk cache."""
+        import torch
+
+        return isinstance(self.pixels, torch.Tensor)
+
+    @classmethod
+    def from_decoded(cls, pixels: torch.Tensor | MappedPixels, found: Sequence[Decoded], size: int,
+                     method: str) -> PresizedImages:
+        """Pixels with what decoding found for each file."""
+        return cls(pixels=pixels, ok=np.array([d.ok for d in found], dtype=bool).reshape(len(found)),
+                   sizes=np.array([(d.width, d.height) for d in found], dtype=np.int64).reshape(len(found), 2),
+                   modes=[d.mode for d in found],
+                   failures={i: d.failure for i, d in enumerate(found) if d.failure}, size=size, method=method)
+
 
 def presize_all(
     paths: Sequence[Path],
@@ -155,38 +282,32 @@ def presize_all(
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> PresizedImages:
-    """Decode and presize every path in a thread pool; failures are recorded, never raised."""
+    """Decode and presize every path into memory (in worker processes when there is more than a chunk); failures
+    are recorded, never raised."""
+    import torch
+
     if method not in PRESIZE_METHODS:
         raise ValueError(f"unknown presize method {method!r}")
     n = len(paths)
-    pixels = torch.zeros((n, size, size, 3), dtype=torch.uint8)
-    ok = np.zeros(n, dtype=bool)
-    sizes = np.zeros((n, 2), dtype=np.int64)
-    modes = [""] * n
-    failures: dict[int, str] = {}
-
-    def work(i: int) -> None:
-        try:
-            arr, original, mode = _load_presized(Path(paths[i]), size, method)
-        except Exception as e:  # one bad file must not stop the others
-            failures[i] = str(e) if isinstance(e, ValueError) else f"unreadable ({type(e).__name__})"
-            return
-        pixels[i] = torch.from_numpy(arr)
-        ok[i], sizes[i], modes[i] = True, original, mode
-
-    workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, _ in enumerate(pool.map(work, range(n)), start=1):
-            if progress is not None and (done % 64 == 0 or done == n):
-                progress(done, n)
-    return PresizedImages(
-        pixels=pixels.permute(0, 3, 1, 2).contiguous(),
-        ok=ok, sizes=sizes, modes=modes, failures=failures, size=size, method=method,
-    )
+    if min(workers or default_workers(), -(-n // CHUNK)) <= 1:
+        pixels = np.zeros((n, 3, size, size), dtype=np.uint8)
+        found: list[Decoded] = []
+        for start in range(0, n, CHUNK):
+            found += _decode_rows(pixels[start:start + CHUNK], paths[start:start + CHUNK], size, method)
+            if progress is not None:
+                progress(min(start + CHUNK, n), n)
+    else:
+        with tempfile.TemporaryDirectory(prefix="loupe-presize-") as tmp:
+            filename = Path(tmp) / "pixels.u8"
+            found = presize_to_file(filename, paths, size, method, progress, workers)
+            pixels = np.fromfile(filename, dtype=np.uint8).reshape(n, 3, size, size)
+    return PresizedImages.from_decoded(torch.from_numpy(pixels), found, size, method)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     """A [3, H, W] image tensor (uint8, or float in [0, 1]) to a PIL RGB image."""
+    import torch
+
     x = x.detach().cpu()
     if x.dtype != torch.uint8:
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, to_pil, to_rgb
+from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -345,3 +345,48 @@ def test_images_past_pils_bomb_limits_decode_quietly_or_are_refused(tmp_path, mo
     assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
     assert out.ok.tolist() == [True, False]
     assert out.failures == {1: "too large to open safely (over 2,000 pixels)"}
+
+
+# ---------------------------------------------------------------- decoding many files
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A real-looking photo: a colour gradient, a bright disc and sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    arr = np.stack([255 * x / width, 255 * y / height, 128 + 0 * x], axis=-1)
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (height / 4) ** 2
+    arr[disc] = (240, 220, 40)
+    arr += rng.normal(0, 8, arr.shape)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("method", ["crop", "squish"])
+def test_jpeg_draft_decode_is_close_to_a_full_decode(tmp_path, method):
+    path = save(photo(400, 300), tmp_path / "photo.jpg", quality=90)
+    drafted, _, size = decode(path, draft=96)
+    assert drafted.size == (200, 150) and size == (400, 300)  # libjpeg decoded at 1/2: still over 96 px
+    full = Image.open(path).convert("RGB")
+    a = np.asarray(presize(drafted, 96, method), dtype=np.int16)
+    b = np.asarray(presize(full, 96, method), dtype=np.int16)
+    diff = np.abs(a - b)
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8  # of 255: invisible
+    assert decode(path, draft=160)[0].size == (400, 300)  # 1/2 would be under 160 px: decoded whole
+
+
+def test_presize_to_file_gives_the_same_rows_in_processes_threads_or_here(tmp_path):
+    paths = [save(photo(30 + i % 7, 20 + i % 5, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    (tmp_path / "bad.png").write_text("no image")
+    paths[70] = tmp_path / "bad.png"
+    results = {}
+    for name, kw in {"here": {"workers": 1}, "threads": {"workers": 2, "processes": False},
+                     "processes": {"workers": 2}}.items():
+        calls = []
+        found = presize_to_file(tmp_path / f"{name}.u8", paths, 12, "crop", progress=lambda d, n: calls.append((d, n)), **kw)
+        assert calls == [(64, 150), (128, 150), (150, 150)]
+        results[name] = found, np.fromfile(tmp_path / f"{name}.u8", dtype=np.uint8).reshape(150, 3, 12, 12)
+    reference = presize_all(paths, 12, workers=1)
+    for found, rows in results.values():
+        assert torch.equal(torch.from_numpy(rows), reference.pixels)
+        assert [d.ok for d in found] == reference.ok.tolist() and found[70].failure.startswith("not a readable image")
+        assert [(d.width, d.height) for d in found] == [tuple(s) for s in reference.sizes.tolist()]
+    assert torch.equal(presize_all(paths, 12, workers=2).pixels, reference.pixels)
