@@ -1,22 +1,27 @@
 """Decode images of any colour mode to RGB and presize them once into uint8 pixels.
 
-Worker processes import this module to decode, so it imports torch only inside the functions that
-return tensors (torch takes seconds to import; numpy and PIL a fraction of one).
+Many files are decoded by worker processes (`python -m engine.images`), so this module imports torch
+only inside the functions that return tensors: torch takes seconds to import, numpy and PIL a fraction of one.
 """
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
+import queue
+import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import warnings
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
@@ -180,22 +185,6 @@ def _decode_rows_into_file(filename: str, start: int, paths: list[str], size: in
         del out  # unmapped; the rows are in the shared page cache, where the parent reads them
 
 
-def _share_large_decode_lock(lock) -> None:
-    """Worker initializer: huge images decode one at a time across every worker process, not only per process."""
-    global _large_decode
-    _large_decode = lock
-
-
-def _process_context() -> multiprocessing.context.BaseContext:
-    """forkserver where there is one: workers fork from a fresh process that imported only this module (never a
-    copy of the app with its threads, and no seconds-long torch import per worker); spawn elsewhere."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def default_workers() -> int:
     """Decode workers: one per core this process may use, at most 8."""
     try:
@@ -203,6 +192,80 @@ def default_workers() -> int:
     except AttributeError:  # macOS, Windows
         cores = os.cpu_count() or 1
     return max(1, min(8, cores))
+
+
+def _worker_main() -> None:
+    """A decode worker process: one work item per JSON line on stdin, its results as one JSON line on stdout."""
+    global _large_decode
+    _large_decode = FileLock(sys.argv[1])  # huge images decode one at a time across all the workers
+    for line in sys.stdin:
+        filename, start, paths, size, method = json.loads(line)
+        print(json.dumps(_decode_rows_into_file(filename, start, paths, size, method)), flush=True)
+
+
+def _start_worker(lock_path: Path) -> subprocess.Popen:
+    # a fresh interpreter that imports only this module: not a fork of the app (its threads, its torch), and
+    # not multiprocessing, which runs the caller's main script again in every worker
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-m", "engine.images", str(lock_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _in_worker_processes(filename: str, chunks: list[tuple[int, list[str]]], size: int, method: str,
+                         workers: int) -> Iterator[list[Decoded]]:
+    """Each chunk's results in order, decoded by `workers` worker processes; a worker that dies fails only its chunk."""
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in enumerate(chunks):
+        todo.put(item)
+    results = [Future() for _ in chunks]
+    lock_dir = tempfile.mkdtemp(prefix="loupe-decode-")
+
+    def serve() -> None:  # one thread per worker process: hands it the next chunk whenever it is done with one
+        proc = None
+        try:
+            while True:
+                try:
+                    k, (start, paths) = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    proc = proc or _start_worker(Path(lock_dir) / "large.lock")
+                    proc.stdin.write(json.dumps([filename, start, paths, size, method]) + "\n")
+                    proc.stdin.flush()
+                    answer = proc.stdout.readline()
+                except OSError:  # a worker that died before reading the work item
+                    answer = ""
+                try:
+                    if answer:
+                        results[k].set_result([Decoded(*d) for d in json.loads(answer)])
+                    else:
+                        code, proc = proc.wait() if proc else None, None
+                        results[k].set_result([Decoded(failure=f"the decoder stopped on this file or one decoded with it "
+                                                               f"(exit code {code})")] * len(paths))
+                except Exception as e:
+                    results[k].set_exception(e)
+        finally:
+            if proc is not None:
+                with suppress(OSError):
+                    proc.stdin.close()  # the worker ends at the end of its input
+                proc.wait()
+
+    threads = [threading.Thread(target=serve, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        for result in results:
+            yield result.result()
+    finally:
+        while True:  # stopped early (an exception, a progress callback that raised): hand out no more work
+            try:
+                todo.get_nowait()
+            except queue.Empty:
+                break
+        for t in threads:
+            t.join()
+        shutil.rmtree(lock_dir, ignore_errors=True)
 
 
 def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int, method: str = "crop",
@@ -220,25 +283,24 @@ def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int
         f.truncate(n * 3 * size * size)  # zeros, where decoding fails
     chunks = [(start, [str(p) for p in paths[start:start + CHUNK]]) for start in range(0, n, CHUNK)]
     workers = min(workers or default_workers(), len(chunks))
-    found: list[Decoded] = []
+    threads = ThreadPoolExecutor(workers) if workers > 1 and not processes else None
     if workers <= 1:
-        for start, chunk in chunks:
-            found += _decode_rows_into_file(filename, start, chunk, size, method)
-            if progress is not None:
-                progress(start + len(chunk), n)
-        return found
-    if processes:
-        ctx = _process_context()
-        pool: Executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_share_large_decode_lock,
-                                             initargs=(ctx.Lock(),))
+        results: Iterator[list[Decoded]] = (_decode_rows_into_file(filename, start, chunk, size, method)
+                                            for start, chunk in chunks)
+    elif processes:
+        results = _in_worker_processes(filename, chunks, size, method, workers)
     else:
-        pool = ThreadPoolExecutor(workers)
-    with pool:
-        futures = [pool.submit(_decode_rows_into_file, filename, start, chunk, size, method) for start, chunk in chunks]
-        for future, (start, chunk) in zip(futures, chunks):
-            found += future.result()
+        results = (f.result() for f in [threads.submit(_decode_rows_into_file, filename, start, chunk, size, method)
+                                        for start, chunk in chunks])
+    found: list[Decoded] = []
+    try:
+        for (start, chunk), result in zip(chunks, results):
+            found += result
             if progress is not None:
                 progress(start + len(chunk), n)
+    finally:
+        if threads is not None:
+            threads.shutdown(cancel_futures=True)
     return found
 
 
@@ -312,3 +374,7 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     if x.dtype != torch.uint8:
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(x.permute(1, 2, 0).numpy(), "RGB")
+
+
+if __name__ == "__main__":
+    _worker_main()

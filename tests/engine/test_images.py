@@ -1,4 +1,6 @@
 """Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.images as images_module
 from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
@@ -390,3 +393,22 @@ def test_presize_to_file_gives_the_same_rows_in_processes_threads_or_here(tmp_pa
         assert [d.ok for d in found] == reference.ok.tolist() and found[70].failure.startswith("not a readable image")
         assert [(d.width, d.height) for d in found] == [tuple(s) for s in reference.sizes.tolist()]
     assert torch.equal(presize_all(paths, 12, workers=2).pixels, reference.pixels)
+
+
+def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatch):
+    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(130)]
+    start = images_module._start_worker
+    started = []
+
+    def first_one_dies(lock_path):
+        started.append(lock_path)
+        if len(started) == 1:  # exits without reading its work item, as a worker killed by a crash would
+            return subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return start(lock_path)
+
+    monkeypatch.setattr(images_module, "_start_worker", first_one_dies)
+    found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=2)
+    failed = [i for i, d in enumerate(found) if not d.ok]
+    assert len(failed) == 64 and failed in (list(range(64)), list(range(64, 128)))  # one chunk of 64
+    assert found[failed[0]].failure.startswith("the decoder stopped on this file or one decoded with it")
+    assert sum(d.ok for d in found) == 66 and len(started) >= 2  # another worker took the other chunks
