@@ -157,6 +157,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
     """
     prepared = prepare(spec, cache, job, default_threads)
+    got = cache.last_get  # what preparing the pixels cost: a cache hit, or seconds of decoding
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
     if stop_event is not None:
         learn.stop_event = stop_event
@@ -195,7 +196,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
               "epochs": len(epochs), "seconds": round(seconds, 2), "images_per_s": round(learn.recorder.images_per_s, 1),
-              "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None}
+              "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,
+              "decode_s": round(got.decode_s, 2), "cache": got.status}
     if epochs:  # something worth keeping
         kept = best.best_epoch if best is not None and best.best_epoch is not None else epochs[-1]["epoch"]
         final = learn.validate()  # the weights the run ends with: the kept epoch's
