@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -80,7 +81,9 @@ class CacheEntry:
 # ---------------------------------------------------------------- pixels read through the OS page cache
 
 class MappedPixels:
-    """Presized pixels [N, 3, P, P] uint8 gathered from memory-mapped row files; indexes like the tensor it stands for."""
+    """Presized pixels [N, 3, P, P] uint8 in the cache's memory-mapped row files, indexed like the tensor they stand
+    for. `load` copies them into this process's memory (reads then come from there); until then, and for data sets
+    over the memory budget always, each read gathers its rows from the files through the OS page cache."""
 
     dtype = torch.uint8
 
@@ -89,6 +92,8 @@ class MappedPixels:
         self.which = which  # [N] the row file of each image, -1 where it failed (zeros)
         self.rows = rows  # [N] its row in that file
         self.shape = torch.Size((len(which), 3, size, size))
+        self._tensor: torch.Tensor | None = None  # every row, once loaded
+        self._loading = threading.Lock()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -96,8 +101,15 @@ class MappedPixels:
     def numel(self) -> int:
         return self.shape.numel()
 
+    @property
+    def in_memory(self) -> bool:
+        return self._tensor is not None
+
     def gather(self, index: np.ndarray) -> np.ndarray:
         """Rows `index` ([n] ints) as one [n, 3, P, P] array in memory."""
+        loaded = self._tensor
+        if loaded is not None:
+            return loaded.numpy()[index]
         which, rows = self.which[index], self.rows[index]
         if len(self.maps) == 1 and (which == 0).all():
             return np.asarray(self.maps[0][rows])
@@ -109,6 +121,9 @@ class MappedPixels:
         return out
 
     def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, tuple):  # pixels[i, :, 0, 0]: the rows first, then the rest on them
+            rows = self[index[0]]
+            return rows[index[1:]] if rows.dim() == 3 else rows[(slice(None), *index[1:])]
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
         if isinstance(index, slice):
@@ -120,10 +135,22 @@ class MappedPixels:
             return torch.from_numpy(self.gather(index[None].astype(np.int64)))[0]
         return torch.from_numpy(self.gather(index.astype(np.int64)))
 
-    def to_tensor(self) -> torch.Tensor:
-        """Every row in this process's memory, as a [N, 3, P, P] uint8 tensor."""
-        out = torch.zeros(tuple(self.shape), dtype=torch.uint8)
-        arr = out.numpy()
+    def load(self) -> torch.Tensor:
+        """Every row in this process's memory as a [N, 3, P, P] uint8 tensor (copied once; waits for a copy under way)."""
+        with self._loading:
+            if self._tensor is None:
+                self._tensor = self._copy()
+        return self._tensor
+
+    def load_in_background(self) -> None:
+        """Start `load` in a thread: reads come from the files until it is done, then from memory."""
+        # a daemon thread, so a script may end before it is done; it copies with numpy only, because a thread
+        # stopped at exit inside torch's C++ aborts the whole process
+        if self._tensor is None:
+            threading.Thread(target=self.load, daemon=True, name="loupe-load-pixels").start()
+
+    def _copy(self) -> torch.Tensor:
+        arr = np.zeros(tuple(self.shape), dtype=np.uint8)
         for k, rows_file in enumerate(self.maps):
             where = np.flatnonzero(self.which == k)
             if len(where) == 0:
@@ -134,7 +161,7 @@ class MappedPixels:
             else:
                 for start in range(0, len(where), 1024):  # in blocks: no second full-size copy
                     arr[where[start:start + 1024]] = rows_file[rows[start:start + 1024]]
-        return out
+        return torch.from_numpy(arr)
 
 
 # ---------------------------------------------------------------- one data set's folder
@@ -212,8 +239,10 @@ def _open(folder: Path, manifest: dict, records: list[list], presize: int, metho
     which = np.array([index[rec[2]] if rec[2] else -1 for rec in records], dtype=np.int64).reshape(len(records))
     rows = np.array([rec[3] for rec in records], dtype=np.int64).reshape(len(records))
     mapped = MappedPixels(maps, which, rows, presize)
+    if in_memory:  # in the background: a page can show a batch from the files at once, however large the data set
+        mapped.load_in_background()
     found = [Decoded(rec[4], rec[5], rec[6], rec[7]) for rec in records]
-    return PresizedImages.from_decoded(mapped.to_tensor() if in_memory else mapped, found, presize, method)
+    return PresizedImages.from_decoded(mapped, found, presize, method)
 
 
 def _remove_stale_files(folder: Path, manifest: dict) -> None:
@@ -287,7 +316,8 @@ def presize_cached(paths: Sequence[Path], presize: int, method: str = "crop", pr
                    in_memory: bool = True, limit: int | None = None, workers: int | None = None) -> tuple[PresizedImages, CacheGet]:
     """Presized pixels of `paths` from the disk cache, decoding (and storing) only files not cached as they are now.
 
-    `in_memory`: copy the pixels into this process's memory; else they stay mapped from the cache files.
+    `in_memory`: copy the pixels into this process's memory (in the background; reads come from the cache files
+    until it is done); else they stay mapped from the cache files.
     `limit`: the cache's size limit in bytes (default LOUPE_CACHE_DISK_GB). A data set that cannot be kept on
     disk (larger than the limit, or no free space) is decoded into memory, or refused when `in_memory` is False.
     """

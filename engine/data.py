@@ -151,13 +151,14 @@ class PresizeCache:
     """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe).
 
     Pixels come from the disk cache (engine.cache), decoded only for files it does not hold as they are now.
-    A data set within the memory budget is held in memory; a larger one stays mapped from the cache files.
+    A data set within the memory budget is copied into memory (in the background); a larger one is read from
+    the cache files a batch at a time.
     """
 
     def __init__(self, max_entries: int = 2, disk_limit: int | None = None):
         self.max_entries = max_entries
         self.disk_limit = disk_limit  # bytes; None: LOUPE_CACHE_DISK_GB or 10 GB
-        self._entries: OrderedDict[str, PresizedImages] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[PresizedImages, bool]] = OrderedDict()  # key: (images, in_memory)
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -178,14 +179,13 @@ class PresizeCache:
         key = self.key(paths, presize, method)
         in_memory = presize_bytes(len(paths), presize) <= memory_budget_bytes()
         with self._lock:
-            images = self._entries.get(key)
-            if images is not None and images.in_memory == in_memory:
+            if self._entries.get(key, (None, None))[1] == in_memory:
                 self._entries.move_to_end(key)
                 self._local.last = CacheGet()
-                return images
+                return self._entries[key][0]
             images, self._local.last = presize_cached(paths, presize, method, progress=progress, in_memory=in_memory,
                                                       limit=self.disk_limit)
-            self._entries[key] = images
+            self._entries[key] = images, in_memory
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

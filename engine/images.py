@@ -308,7 +308,7 @@ def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int
 class PresizedImages:
     """All images of a data set decoded once: pixels, which ones failed and why, and their sizes."""
 
-    pixels: torch.Tensor | MappedPixels  # [N, 3, size, size] uint8, in memory or mapped from the disk cache; zeros where decoding failed
+    pixels: torch.Tensor | MappedPixels  # [N, 3, size, size] uint8, in memory or from the disk cache; zeros where decoding failed
     ok: np.ndarray  # [N] bool
     sizes: np.ndarray  # [N, 2] original (width, height); 0 where failed
     modes: list[str]  # original PIL mode, '' where failed
@@ -322,10 +322,10 @@ class PresizedImages:
 
     @property
     def in_memory(self) -> bool:
-        """True when the pixels are a tensor in this process's memory, False when mapped from the disk cache."""
+        """True when the pixels are in this process's memory, False while they are read from the disk cache."""
         import torch
 
-        return isinstance(self.pixels, torch.Tensor)
+        return isinstance(self.pixels, torch.Tensor) or self.pixels.in_memory
 
     @classmethod
     def from_decoded(cls, pixels: torch.Tensor | MappedPixels, found: Sequence[Decoded], size: int,

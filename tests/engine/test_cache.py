@@ -78,11 +78,14 @@ def test_a_restart_reads_the_pixels_from_disk_without_decoding(tmp_path, decoded
     assert (got.status, got.decoded, got.on_disk) == ("miss", 5, True) and got.decode_s > 0
     assert decoded == [f"{i}.png" for i in range(5)] and same_pixels(first, paths)
     decoded.clear()
-    for in_memory in (True, False):
+    for in_memory in (False, True):
         again, got = presize_cached(paths, 8, in_memory=in_memory)
         assert got == CacheGet() and decoded == []
-        assert again.in_memory == in_memory and same_pixels(again, paths)
-        assert again.sizes.tolist() == [[12, 9]] * 5 and again.modes == ["RGB"] * 5
+        assert same_pixels(again, paths) and again.sizes.tolist() == [[12, 9]] * 5 and again.modes == ["RGB"] * 5
+        if in_memory:  # copied into memory in the background
+            assert torch.equal(again.pixels.load(), first.pixels.load()) and again.in_memory
+        else:
+            assert not again.in_memory
     cache = PresizeCache()  # a new process's cache starts empty in memory
     assert same_pixels(cache.get(paths, 8), paths) and cache.last_get.status == "hit" and decoded == []
 
@@ -94,8 +97,10 @@ def test_mapped_pixels_index_like_a_tensor(tmp_path, decoded):
     assert isinstance(pixels, MappedPixels) and pixels.shape == reference.shape and len(pixels) == 6
     assert pixels.numel() == reference.numel() and pixels.dtype == torch.uint8
     assert torch.equal(pixels[3], reference[3]) and torch.equal(pixels[1:5:2], reference[1:5:2])
+    assert torch.equal(pixels[2, :, 0, 1], reference[2, :, 0, 1]) and torch.equal(pixels[:3, 1], reference[:3, 1])
     assert torch.equal(pixels[torch.tensor([5, 0, 5])], reference[torch.tensor([5, 0, 5])])
-    assert torch.equal(pixels.to_tensor(), reference)
+    assert not mapped.in_memory and torch.equal(pixels.load(), reference) and mapped.in_memory
+    assert torch.equal(pixels[torch.tensor([5, 0, 5])], reference[torch.tensor([5, 0, 5])])  # now read from memory
 
 
 def test_only_the_file_that_changed_is_decoded_again(tmp_path, decoded):
