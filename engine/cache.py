@@ -87,13 +87,17 @@ class MappedPixels:
 
     dtype = torch.uint8
 
-    def __init__(self, maps: list[np.ndarray], which: np.ndarray, rows: np.ndarray, size: int) -> None:
+    def __init__(self, maps: list[np.ndarray], which: np.ndarray, rows: np.ndarray, size: int,
+                 keep_in_memory: bool = False) -> None:
         self.maps = maps  # one [rows, 3, P, P] memmap per row file
         self.which = which  # [N] the row file of each image, -1 where it failed (zeros)
         self.rows = rows  # [N] its row in that file
         self.shape = torch.Size((len(which), 3, size, size))
+        self.keep_in_memory = keep_in_memory  # within the memory budget: training copies them into memory
         self._tensor: torch.Tensor | None = None  # every row, once loaded
         self._loading = threading.Lock()
+        self._loading_started = threading.Lock()
+        self._loader: threading.Thread | None = None
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -104,6 +108,11 @@ class MappedPixels:
     @property
     def in_memory(self) -> bool:
         return self._tensor is not None
+
+    @property
+    def load_started(self) -> bool:
+        """Whether a copy into memory was started (it may still be under way)."""
+        return self._loader is not None or self._tensor is not None
 
     def gather(self, index: np.ndarray) -> np.ndarray:
         """Rows `index` ([n] ints) as one [n, 3, P, P] array in memory."""
@@ -143,11 +152,13 @@ class MappedPixels:
         return self._tensor
 
     def load_in_background(self) -> None:
-        """Start `load` in a thread: reads come from the files until it is done, then from memory."""
+        """Start `load` in a thread (unless loaded or loading): reads come from the files until it is done."""
         # a daemon thread, so a script may end before it is done; it copies with numpy only, because a thread
         # stopped at exit inside torch's C++ aborts the whole process
-        if self._tensor is None:
-            threading.Thread(target=self.load, daemon=True, name="loupe-load-pixels").start()
+        with self._loading_started:
+            if self._tensor is None and self._loader is None:
+                self._loader = threading.Thread(target=self.load, daemon=True, name="loupe-load-pixels")
+                self._loader.start()
 
     def _copy(self) -> torch.Tensor:
         arr = np.zeros(tuple(self.shape), dtype=np.uint8)
@@ -238,9 +249,7 @@ def _open(folder: Path, manifest: dict, records: list[list], presize: int, metho
             for name in names]
     which = np.array([index[rec[2]] if rec[2] else -1 for rec in records], dtype=np.int64).reshape(len(records))
     rows = np.array([rec[3] for rec in records], dtype=np.int64).reshape(len(records))
-    mapped = MappedPixels(maps, which, rows, presize)
-    if in_memory:  # in the background: a page can show a batch from the files at once, however large the data set
-        mapped.load_in_background()
+    mapped = MappedPixels(maps, which, rows, presize, keep_in_memory=in_memory)
     found = [Decoded(rec[4], rec[5], rec[6], rec[7]) for rec in records]
     return PresizedImages.from_decoded(mapped, found, presize, method)
 
@@ -316,8 +325,8 @@ def presize_cached(paths: Sequence[Path], presize: int, method: str = "crop", pr
                    in_memory: bool = True, limit: int | None = None, workers: int | None = None) -> tuple[PresizedImages, CacheGet]:
     """Presized pixels of `paths` from the disk cache, decoding (and storing) only files not cached as they are now.
 
-    `in_memory`: copy the pixels into this process's memory (in the background; reads come from the cache files
-    until it is done); else they stay mapped from the cache files.
+    `in_memory`: the pixels are to be held in this process's memory: training copies them there in the background
+    (a page that shows a few is not kept waiting); else they are always read from the cache files.
     `limit`: the cache's size limit in bytes (default LOUPE_CACHE_DISK_GB). A data set that cannot be kept on
     disk (larger than the limit, or no free space) is decoded into memory, or refused when `in_memory` is False.
     """

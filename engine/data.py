@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from engine.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
-from engine.cache import CacheGet, presize_cached
+from engine.cache import CacheGet, MappedPixels, presize_cached
 from engine.errors import UserError
 from engine.images import PresizedImages, Progress
 from engine.labels import LabelReport, LabelRule, apply_label_rule
@@ -151,8 +151,8 @@ class PresizeCache:
     """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe).
 
     Pixels come from the disk cache (engine.cache), decoded only for files it does not hold as they are now.
-    A data set within the memory budget is copied into memory (in the background); a larger one is read from
-    the cache files a batch at a time.
+    A data set within the memory budget is copied into memory when training starts (in the background); a
+    larger one is always read from the cache files, a batch at a time.
     """
 
     def __init__(self, max_entries: int = 2, disk_limit: int | None = None):
@@ -287,6 +287,9 @@ class DataLoaders:
 
     def train(self, shuffle: bool = True, drop_last: bool = True, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented training batches (x [B,3,size,size] float, y [B] long), reshuffled each call."""
+        pixels = self.images.pixels
+        if isinstance(pixels, MappedPixels) and pixels.keep_in_memory:
+            pixels.load_in_background()  # meanwhile batches come from the cache files: the same pixels
         order = self.train_idx[torch.randperm(self.n_train, generator=self.generator)] if shuffle else self.train_idx
         stop = len(order) - (len(order) % self.bs if drop_last and len(order) >= self.bs else 0)
         batches = [order[start:start + self.bs] for start in range(0, stop, self.bs)]

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
@@ -194,10 +193,27 @@ def default_workers() -> int:
     return max(1, min(8, cores))
 
 
+class _SharedFileLock:
+    """A lock shared by a job's worker processes, through a file; filelock is imported only if a huge image needs it."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.lock = path, None
+
+    def __enter__(self) -> None:
+        if self.lock is None:
+            from filelock import FileLock  # 80 ms: most jobs never get here
+
+            self.lock = FileLock(self.path)
+        self.lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
 def _worker_main() -> None:
     """A decode worker process: one work item per JSON line on stdin, its results as one JSON line on stdout."""
     global _large_decode
-    _large_decode = FileLock(sys.argv[1])  # huge images decode one at a time across all the workers
+    _large_decode = _SharedFileLock(sys.argv[1])  # huge images decode one at a time across the workers
     for line in sys.stdin:
         filename, start, paths, size, method = json.loads(line)
         print(json.dumps(_decode_rows_into_file(filename, start, paths, size, method)), flush=True)
@@ -214,21 +230,34 @@ def _start_worker(lock_path: Path) -> subprocess.Popen:
 
 def _in_worker_processes(filename: str, chunks: list[tuple[int, list[str]]], size: int, method: str,
                          workers: int) -> Iterator[list[Decoded]]:
-    """Each chunk's results in order, decoded by `workers` worker processes; a worker that dies fails only its chunk."""
+    """Each chunk's results in order, decoded by a thread of this process and `workers` - 1 worker processes, each
+    taking the next chunk when done with one (this process starts at once, while the workers start up). A worker
+    that dies fails only the chunk it had."""
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for item in enumerate(chunks):
         todo.put(item)
     results = [Future() for _ in chunks]
     lock_dir = tempfile.mkdtemp(prefix="loupe-decode-")
 
-    def serve() -> None:  # one thread per worker process: hands it the next chunk whenever it is done with one
+    def next_chunk() -> tuple[int, tuple[int, list[str]]] | None:
+        try:
+            return todo.get_nowait()
+        except queue.Empty:
+            return None
+
+    def decode_here() -> None:
+        while (item := next_chunk()) is not None:
+            k, (start, paths) = item
+            try:
+                results[k].set_result(_decode_rows_into_file(filename, start, paths, size, method))
+            except Exception as e:
+                results[k].set_exception(e)
+
+    def serve_a_worker() -> None:  # hands one worker process a chunk at a time
         proc = None
         try:
-            while True:
-                try:
-                    k, (start, paths) = todo.get_nowait()
-                except queue.Empty:
-                    return
+            while (item := next_chunk()) is not None:
+                k, (start, paths) = item
                 try:
                     proc = proc or _start_worker(Path(lock_dir) / "large.lock")
                     proc.stdin.write(json.dumps([filename, start, paths, size, method]) + "\n")
@@ -251,18 +280,16 @@ def _in_worker_processes(filename: str, chunks: list[tuple[int, list[str]]], siz
                     proc.stdin.close()  # the worker ends at the end of its input
                 proc.wait()
 
-    threads = [threading.Thread(target=serve, daemon=True) for _ in range(workers)]
+    threads = [threading.Thread(target=decode_here, daemon=True)]
+    threads += [threading.Thread(target=serve_a_worker, daemon=True) for _ in range(workers - 1)]
     for t in threads:
         t.start()
     try:
         for result in results:
             yield result.result()
     finally:
-        while True:  # stopped early (an exception, a progress callback that raised): hand out no more work
-            try:
-                todo.get_nowait()
-            except queue.Empty:
-                break
+        while next_chunk() is not None:  # stopped early (an exception, a progress callback that raised): no more work
+            pass
         for t in threads:
             t.join()
         shutil.rmtree(lock_dir, ignore_errors=True)
@@ -272,9 +299,9 @@ def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int
                     progress: Progress | None = None, workers: int | None = None, processes: bool = True) -> list[Decoded]:
     """Decode and presize `paths` into the uint8 file `filename` ([n, 3, size, size], created or truncated).
 
-    Each of `workers` processes (threads if not `processes`) decodes CHUNK files at a time and writes their
-    rows straight into the file; with one worker or one chunk it all happens in this thread. Progress is
-    reported after each chunk, in order. Failures are recorded, never raised.
+    `workers` decode CHUNK files at a time each and write their rows straight into the file: this process and
+    `workers` - 1 worker processes (or `workers` threads if not `processes`); with one worker or one chunk it all
+    happens in this thread. Progress is reported after each chunk, in order. Failures are recorded, never raised.
     """
     if method not in PRESIZE_METHODS:
         raise ValueError(f"unknown presize method {method!r}")

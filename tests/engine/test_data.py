@@ -198,7 +198,12 @@ def test_over_the_memory_budget_pixels_are_mapped_and_batches_are_the_same(tmp_p
         Image.fromarray(rng.integers(0, 256, (14, 20, 3), dtype=np.uint8)).save(path)
     items = label_items(scan_folder(root), FOLDER, BY_FOLDERS)
     in_memory = PresizeCache().get(items.scanned_paths, 16)
-    in_memory.pixels.load()  # what the background copy does
+    assert in_memory.pixels.keep_in_memory and not in_memory.pixels.load_started  # showing a batch copies nothing
+    DataLoaders(items, in_memory, size=12, bs=16).show_batch()
+    assert not in_memory.pixels.load_started
+    next(DataLoaders(items, in_memory, size=12, bs=16).train())  # training does, in the background
+    assert in_memory.pixels.load_started
+    in_memory.pixels.load()  # waits for that copy
     monkeypatch.setenv("LOUPE_RAM_BUDGET_MB", "0.01")  # 10 kB: 98 images at 16 px take 75 kB
     mapped = PresizeCache().get(items.scanned_paths, 16)
     assert in_memory.in_memory and not mapped.in_memory and len(counted) == 98  # decoded once, for both
@@ -216,7 +221,7 @@ def test_over_the_memory_budget_pixels_are_mapped_and_batches_are_the_same(tmp_p
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
         assert torch.equal(show_a[0], show_b[0]) and show_a[1] == show_b[1]
         assert torch.equal(valid_a[0], valid_b[0])
-    assert not mapped.in_memory  # over the budget: never copied into memory
+    assert not mapped.in_memory and not mapped.pixels.load_started  # over the budget: never copied into memory
 
 
 # ---------------------------------------------------------------- health_report

@@ -411,4 +411,4 @@ def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatc
     failed = [i for i, d in enumerate(found) if not d.ok]
     assert len(failed) == 64 and failed in (list(range(64)), list(range(64, 128)))  # one chunk of 64
     assert found[failed[0]].failure.startswith("the decoder stopped on this file or one decoded with it")
-    assert sum(d.ok for d in found) == 66 and len(started) >= 2  # another worker took the other chunks
+    assert sum(d.ok for d in found) == 66  # the other chunks were decoded by this process or another worker
