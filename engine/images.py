@@ -214,6 +214,7 @@ def _worker_main() -> None:
     """A decode worker process: one work item per JSON line on stdin, its results as one JSON line on stdout."""
     global _large_decode
     _large_decode = _SharedFileLock(sys.argv[1])  # huge images decode one at a time across the workers
+    print("ready", flush=True)
     for line in sys.stdin:
         filename, start, paths, size, method = json.loads(line)
         print(json.dumps(_decode_rows_into_file(filename, start, paths, size, method)), flush=True)
@@ -253,25 +254,37 @@ def _in_worker_processes(filename: str, chunks: list[tuple[int, list[str]]], siz
             except Exception as e:
                 results[k].set_exception(e)
 
-    def serve_a_worker() -> None:  # hands one worker process a chunk at a time
-        proc = None
+    def launch() -> subprocess.Popen | None:
+        """A worker that started and said so, or None where none can (this process then decodes its share)."""
         try:
-            while (item := next_chunk()) is not None:
+            proc = _start_worker(Path(lock_dir) / "large.lock")
+        except OSError:
+            return None
+        if proc.stdout.readline() == "ready\n":
+            return proc
+        proc.kill()
+        proc.wait()
+        return None
+
+    def serve_a_worker() -> None:  # hands one worker process a chunk at a time
+        proc = launch()
+        try:
+            while proc is not None and (item := next_chunk()) is not None:
                 k, (start, paths) = item
                 try:
-                    proc = proc or _start_worker(Path(lock_dir) / "large.lock")
                     proc.stdin.write(json.dumps([filename, start, paths, size, method]) + "\n")
                     proc.stdin.flush()
                     answer = proc.stdout.readline()
-                except OSError:  # a worker that died before reading the work item
+                except OSError:
                     answer = ""
                 try:
                     if answer:
                         results[k].set_result([Decoded(*d) for d in json.loads(answer)])
-                    else:
-                        code, proc = proc.wait() if proc else None, None
+                    else:  # it died on one of these files: they fail, a new worker takes the next chunk
+                        code = proc.wait()
                         results[k].set_result([Decoded(failure=f"the decoder stopped on this file or one decoded with it "
                                                                f"(exit code {code})")] * len(paths))
+                        proc = launch()
                 except Exception as e:
                     results[k].set_exception(e)
         finally:

@@ -1,6 +1,7 @@
 """Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -396,19 +397,34 @@ def test_presize_to_file_gives_the_same_rows_in_processes_threads_or_here(tmp_pa
 
 
 def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatch):
-    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(130)]
-    start = images_module._start_worker
-    started = []
+    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    start, decode_here = images_module._start_worker, images_module._decode_rows_into_file
+    started, first_died = [], threading.Event()
 
     def first_one_dies(lock_path):
         started.append(lock_path)
-        if len(started) == 1:  # exits without reading its work item, as a worker killed by a crash would
-            return subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if len(started) == 1:  # starts, then exits without reading its work item, as a worker killed by a crash would
+            return subprocess.Popen([sys.executable, "-c", "print('ready')"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+        first_died.set()  # asked for another one: the first has died
         return start(lock_path)
 
+    def after_the_first_died(*args):  # this process's decoding waits, so that the workers take chunks 1 and 2
+        first_died.wait(timeout=60)
+        return decode_here(*args)
+
     monkeypatch.setattr(images_module, "_start_worker", first_one_dies)
+    monkeypatch.setattr(images_module, "_decode_rows_into_file", after_the_first_died)
     found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=2)
     failed = [i for i, d in enumerate(found) if not d.ok]
-    assert len(failed) == 64 and failed in (list(range(64)), list(range(64, 128)))  # one chunk of 64
-    assert found[failed[0]].failure.startswith("the decoder stopped on this file or one decoded with it")
-    assert sum(d.ok for d in found) == 66  # the other chunks were decoded by this process or another worker
+    assert failed in (list(range(64)), list(range(64, 128)))  # the one chunk the dead worker had (1, or 0 if it was first)
+    assert found[failed[0]].failure == "the decoder stopped on this file or one decoded with it (exit code 0)"
+    assert len(started) == 2 and sum(d.ok for d in found) == 150 - 64
+
+
+def test_where_no_worker_can_start_this_process_decodes_everything(tmp_path, monkeypatch):
+    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    monkeypatch.setattr(images_module, "_start_worker", lambda lock_path: subprocess.Popen(
+        [sys.executable, "-c", "raise SystemExit(1)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=3)
+    assert len(found) == 150 and all(d.ok for d in found)
