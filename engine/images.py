@@ -79,12 +79,13 @@ def jpeg_scale(width: int, height: int, max_pixels: int = MAX_PIXELS, draft: int
     return scale
 
 
-def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS,
-           draft: int | None = None) -> tuple[Image.Image, str, tuple[int, int]]:
+def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: int | None = None, *,
+           keep_grey: bool = False) -> tuple[Image.Image, str, tuple[int, int]]:
     """Open, check the size before decoding, apply EXIF orientation; (RGB image, original mode, upright size).
 
     A JPEG over max_pixels is decoded at 1/2, 1/4 or 1/8 scale (free in libjpeg); other formats over it are
     refused. `draft` lets libjpeg decode a large JPEG at a reduced scale that still covers draft×draft pixels.
+    `keep_grey`: an 8-bit greyscale ('L') image is returned as it is, not as RGB.
     Raises ValueError with a readable reason for files that are not usable images.
     """
     _quiet_bomb_warnings()
@@ -108,7 +109,8 @@ def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS,
             if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn the image a quarter
                 width, height = height, width
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
-            return (img if img.mode == "RGB" else to_rgb(img)), mode, (width, height)
+            keep = img.mode == "RGB" or (keep_grey and img.mode == "L")
+            return (img if keep else to_rgb(img)), mode, (width, height)
     except Image.DecompressionBombError:  # a GIF frame or TIFF tile bigger than the image says
         raise _too_large_to_open() from None
     except Exception as e:
@@ -142,8 +144,9 @@ def presize(img: Image.Image, size: int, method: str = "crop") -> Image.Image:
 
 def _load_presized(path: Path, size: int, method: str) -> tuple[np.ndarray, tuple[int, int], str]:
     """Decode one file to a [size, size, 3] uint8 array; also its original size and mode."""
-    img, mode, original = decode(path, draft=size)
-    return np.asarray(presize(img, size, method), dtype=np.uint8), original, mode
+    img, mode, original = decode(path, draft=size, keep_grey=True)
+    # a grey image is presized before it becomes RGB: a third of the resizing, and the same pixels
+    return np.asarray(presize(img, size, method).convert("RGB"), dtype=np.uint8), original, mode
 
 
 class Decoded(NamedTuple):

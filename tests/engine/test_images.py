@@ -236,10 +236,11 @@ def test_presize_all_decodes_good_files_and_lists_bad_ones(tmp_path):
     assert calls[-1] == (5, 5)
 
 
-def test_presize_all_pixels_equal_presize_of_open_image(tmp_path):
+@pytest.mark.parametrize("channels", [3, 1])  # grey images are presized before they become RGB: the same pixels
+def test_presize_all_pixels_equal_presize_of_open_image(tmp_path, channels):
     rng = np.random.default_rng(1)
-    paths = [save(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), tmp_path / f"{i}.png")
-             for i, (w, h) in enumerate([(12, 8), (8, 12), (10, 10)])]
+    paths = [save(Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8).squeeze()), tmp_path / f"{i}.png")
+             for i, (w, h) in enumerate([(12, 8), (8, 12), (10, 10), (3, 4), (40, 30)])]
     for method in ("crop", "squish"):
         out = presize_all(paths, 6, method)
         for i, p in enumerate(paths):
