@@ -91,6 +91,24 @@ def best_of(repeats: int, run) -> tuple[float, float]:
     return best
 
 
+SPIN = "n = 0\nfor i in range(10_000_000):\n    n += i"
+
+
+def parallel_capacity(workers: int, repeats: int) -> float:
+    """How many one-process rates `workers` processes of pure CPU work reach on this machine now (others' load
+    included): the most any way of decoding can gain over one thread here."""
+    def spin(n: int) -> float:
+        start = time.perf_counter()
+        for proc in [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]:
+            proc.wait()
+        return time.perf_counter() - start
+
+    one = many = float("inf")
+    for _ in range(repeats):
+        one, many = min(one, spin(1)), min(many, spin(workers))
+    return workers * one / many
+
+
 def old_thread_pool(paths: list[Path], size: int) -> None:
     """What presize_all did before: one future per file in a thread pool, each writing into a tensor."""
     pixels = torch.zeros((len(paths), size, size, 3), dtype=torch.uint8)
@@ -130,7 +148,9 @@ def bench_draft(paths: list[Path], size: int, repeats: int) -> None:
     """Photos to a presize where libjpeg can decode at 1/2: draft against a full decode, one thread."""
     full = lambda: [presize(open_image(p), size) for p in paths]  # noqa: E731 (open_image: no draft)
     draft = lambda: [_load_presized(p, size, "crop") for p in paths]  # noqa: E731
-    (t_full, _), (t_draft, _) = best_of(repeats, full), best_of(repeats, draft)
+    t_full = t_draft = float("inf")
+    for _ in range(repeats):
+        t_full, t_draft = min(t_full, best_of(1, full)[0]), min(t_draft, best_of(1, draft)[0])
     diffs = [np.abs(np.asarray(presize(open_image(p), size), dtype=np.int16) - _load_presized(p, size, "crop")[0])
              for p in paths[:50]]
     print(f"\nJPEG draft mode, {len(paths)} photos of {JPEG_WIDTH}×{JPEG_HEIGHT} → {size}, 1 thread: "
@@ -299,7 +319,9 @@ def main() -> None:
             rows = bench_decode(f"{args.n_small:,} digits 28 px PNG", digits, 96, workdir, args.repeats)
             rows += bench_decode(f"{args.n_photos} photos {JPEG_WIDTH}×{JPEG_HEIGHT} JPEG", photos, 320, workdir,
                                  args.repeats)
-            print(f"\nCold decode, best of {args.repeats}; load average now {os.getloadavg()[0]:.1f}")
+            capacity = parallel_capacity(default_workers(), args.repeats)
+            print(f"\nCold decode, best of {args.repeats}; load average now {os.getloadavg()[0]:.1f}; "
+                  f"{default_workers()} processes of pure CPU work reach {capacity:.2f}× one here now")
             print(f"{'data → presize':<36} {'way':<52} {'img/s':>8} {'CPU ms/img':>11} {'cores busy':>11} {'× 1 thread':>11}")
             for data, way, rate, cpu_ms, busy, ratio in rows:
                 print(f"{data:<36} {way:<52} {rate:>8,.0f} {cpu_ms:>11.2f} {busy:>11.2f} {ratio:>10.2f}×")
