@@ -1,10 +1,11 @@
-"""A data set as Loupe uses it: labelled, split items; presized pixels cached in memory; batches."""
+"""A data set as Loupe uses it: labelled, split items; presized pixels cached on disk and in memory; batches."""
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -14,8 +15,9 @@ import pandas as pd
 import torch
 
 from engine.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
+from engine.cache import CacheGet, MappedPixels, presize_cached
 from engine.errors import UserError
-from engine.images import PresizedImages, Progress, presize_all
+from engine.images import PresizedImages, Progress
 from engine.labels import LabelReport, LabelRule, apply_label_rule
 from engine.sources import FolderScan, scan_folder
 from engine.spec import DataSpec
@@ -125,8 +127,14 @@ def load_items(data: DataSpec, scan: FolderScan | None = None) -> LabelledItems:
 
 # ---------------------------------------------------------------- presized pixels, cached
 
+RAM_BUDGET_ENV = "LOUPE_RAM_BUDGET_MB"
+
+
 def memory_budget_bytes() -> int:
-    """How much memory cached pixels may take: LOUPE_CACHE_GB, else a quarter of this machine's RAM."""
+    """How much memory one data set's pixels may take before they are read from the disk cache instead:
+    LOUPE_RAM_BUDGET_MB, else LOUPE_CACHE_GB, else a quarter of this machine's RAM."""
+    if os.environ.get(RAM_BUDGET_ENV):
+        return int(float(os.environ[RAM_BUDGET_ENV]) * 1024**2)
     if os.environ.get("LOUPE_CACHE_GB"):
         return int(float(os.environ["LOUPE_CACHE_GB"]) * 1024**3)
     try:
@@ -140,12 +148,19 @@ def presize_bytes(n_images: int, presize: int) -> int:
 
 
 class PresizeCache:
-    """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe)."""
+    """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe).
 
-    def __init__(self, max_entries: int = 2):
+    Pixels come from the disk cache (engine.cache), decoded only for files it does not hold as they are now.
+    A data set within the memory budget is copied into memory when training starts (in the background); a
+    larger one is always read from the cache files, a batch at a time.
+    """
+
+    def __init__(self, max_entries: int = 2, disk_limit: int | None = None):
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, PresizedImages] = OrderedDict()
+        self.disk_limit = disk_limit  # bytes; None: LOUPE_CACHE_DISK_GB or 10 GB
+        self._entries: OrderedDict[str, tuple[PresizedImages, bool]] = OrderedDict()  # key: (images, in_memory)
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     @staticmethod
     def key(paths: list[Path], presize: int, method: str) -> str:
@@ -160,25 +175,29 @@ class PresizeCache:
         return digest.hexdigest()
 
     def get(self, paths: list[Path], presize: int, method: str = "crop", progress: Progress | None = None) -> PresizedImages:
-        """The presized pixels of these files, decoded now only if not cached."""
-        needed = presize_bytes(len(paths), presize)
-        if needed > memory_budget_bytes():
-            raise UserError(
-                f"Presizing {len(paths):,} images to {presize}×{presize} needs {needed / 1024**3:.1f} GB of memory, "
-                f"more than Loupe allows itself ({memory_budget_bytes() / 1024**3:.1f} GB). Choose a smaller presize."
-            )
+        """The presized pixels of these files, decoded now only if not cached (`last_get` then says what happened)."""
         key = self.key(paths, presize, method)
+        in_memory = presize_bytes(len(paths), presize) <= memory_budget_bytes()
         with self._lock:
-            if key in self._entries:
+            if self._entries.get(key, (None, None))[1] == in_memory:
                 self._entries.move_to_end(key)
-                return self._entries[key]
-            images = presize_all(paths, presize, method, progress=progress)
-            self._entries[key] = images
+                self._local.last = CacheGet()
+                return self._entries[key][0]
+            images, self._local.last = presize_cached(paths, presize, method, progress=progress, in_memory=in_memory,
+                                                      limit=self.disk_limit)
+            self._entries[key] = images, in_memory
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
             return images
 
+    @property
+    def last_get(self) -> CacheGet:
+        """What this thread's last `get` did: hit, miss or partial, files decoded and the seconds it took."""
+        return getattr(self._local, "last", CacheGet())
+
     def cached(self, paths: list[Path], presize: int, method: str = "crop") -> bool:
+        """Whether these pixels are held by this cache in memory (or mapped) right now."""
         with self._lock:
             return self.key(paths, presize, method) in self._entries
 
@@ -264,25 +283,47 @@ class DataLoaders:
 
     def _pixels(self, idx: torch.Tensor) -> torch.Tensor:
         """Presized uint8 pixels of items `idx`, on the device."""
-        return self.images.pixels[self.image_index[idx]].to(self.device, non_blocking=True)
+        return self._gather(idx).to(self.device, non_blocking=True)
+
+    def _gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """Presized uint8 pixels of items `idx` in memory, gathered with numpy (a plain copy that leaves torch's
+        threads to the model when it runs in the prefetch thread)."""
+        rows = self.image_index[idx].numpy()
+        pixels = self.images.pixels
+        return torch.from_numpy(pixels.numpy()[rows] if isinstance(pixels, torch.Tensor) else pixels.gather(rows))
+
+    def _prefetched(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(idx, pixels on the device) per batch; the next batch's pixels are gathered while the caller uses these."""
+        ahead = _prefetch_pool().submit(self._gather, batches[0]) if batches else None
+        for k, idx in enumerate(batches):
+            pixels = ahead.result()
+            if k + 1 < len(batches):
+                ahead = _prefetch_pool().submit(self._gather, batches[k + 1])
+            yield idx, pixels.to(self.device, non_blocking=True)
 
     def train(self, shuffle: bool = True, drop_last: bool = True, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Augmented training batches (x [B,3,size,size] float, y [B] long), reshuffled each call."""
+        pixels = self.images.pixels
+        if isinstance(pixels, MappedPixels) and pixels.keep_in_memory:
+            pixels.load_in_background()  # meanwhile batches come from the cache files: the same pixels
         order = self.train_idx[torch.randperm(self.n_train, generator=self.generator)] if shuffle else self.train_idx
         stop = len(order) - (len(order) % self.bs if drop_last and len(order) >= self.bs else 0)
+        batches = []
         for start in range(0, stop, self.bs):
             idx = order[start:start + self.bs]
             if self.world_size > 1:  # this rank's part of the batch
                 part = len(idx) // self.world_size
                 idx = idx[self.rank * part:(self.rank + 1) * part]
-            x = augment_batch(self._pixels(idx), self.size, self.aug, self.aug_generator)
+            batches.append(idx)
+        for idx, pixels in self._prefetched(batches):
+            x = augment_batch(pixels, self.size, self.aug, self.aug_generator)
             yield (normalize(x) if norm else x), self.y[idx].to(self.device)
 
     def valid(self, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation batches in order: resized only, never augmented."""
-        for start in range(0, self.n_valid, self.bs):
-            idx = self.valid_idx[start:start + self.bs]
-            x = resize_batch(self._pixels(idx), self.size)
+        batches = [self.valid_idx[start:start + self.bs] for start in range(0, self.n_valid, self.bs)]
+        for idx, pixels in self._prefetched(batches):
+            x = resize_batch(pixels, self.size)
             yield (normalize(x) if norm else x), self.y[idx].to(self.device)
 
     def show_batch(self, max_n: int = 9, split: str = "train", unique: bool = False) -> tuple[torch.Tensor, list[str]]:
@@ -296,3 +337,16 @@ class DataLoaders:
         pixels = self._pixels(idx)
         x = augment_batch(pixels, self.size, self.aug, self.generator) if split == "train" else resize_batch(pixels, self.size)
         return x.cpu(), [self.classes[int(t)] for t in self.y[idx]]
+
+
+_prefetcher: ThreadPoolExecutor | None = None
+_prefetcher_lock = threading.Lock()
+
+
+def _prefetch_pool() -> ThreadPoolExecutor:
+    """The threads that gather batches ahead, shared by every DataLoaders (an abandoned iterator leaves no thread)."""
+    global _prefetcher
+    with _prefetcher_lock:
+        if _prefetcher is None:
+            _prefetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loupe-prefetch")
+        return _prefetcher

@@ -206,6 +206,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     if dist is not None and not dist.is_main:
         store, out_dir = None, None
     prepared = prepare(spec, cache, job, default_threads, dist)
+    got = cache.last_get  # what preparing the pixels cost: a cache hit, or seconds of decoding
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
     if stop_event is not None:
         learn.stop_event = stop_event
@@ -253,7 +254,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
               "epochs": len(epochs), "seconds": round(seconds, 2), "world_size": world_size,
               "images_per_s": round(learn.recorder.images_per_s * world_size, 1),  # every rank trains as fast
               "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,
-              "estimated_s": None if estimated_s is None else round(estimated_s, 2)}
+              "estimated_s": None if estimated_s is None else round(estimated_s, 2),
+              "decode_s": round(got.decode_s, 2), "cache": got.status}
     if epochs:  # something worth keeping
         kept = best.best_epoch if best is not None and best.best_epoch is not None else epochs[-1]["epoch"]
         final = learn.validate()  # the weights the run ends with: the kept epoch's

@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 import engine.data as data
+import engine.images as images_module
 from engine.augment import AugSettings, normalize, resize_batch
 from engine.builtin import BUILTINS, ensure_builtin
+from engine.cache import CacheGet, MappedPixels
 from engine.data import DataLoaders, PresizeCache, health_report, label_items
 from engine.errors import UserError
 from engine.images import presize_all
@@ -119,29 +121,34 @@ def test_warning_for_a_class_only_in_validation(tmp_path):
 # ---------------------------------------------------------------- PresizeCache
 
 @pytest.fixture
-def counted(monkeypatch):
-    """Counts the calls PresizeCache makes to presize_all."""
+def counted(monkeypatch, tmp_path):
+    """The files PresizeCache decodes, in order; a fresh Loupe home, so the disk cache starts empty."""
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOUPE_RAM_BUDGET_MB", "1024")
     calls = []
+    load = images_module._load_presized
 
-    def counting(paths, size, method="crop", progress=None):
-        calls.append((len(paths), size, method))
-        return presize_all(paths, size, method, progress=progress)
+    def counting(path, size, method):
+        calls.append(Path(path).name)
+        return load(path, size, method)
 
-    monkeypatch.setattr(data, "presize_all", counting)
-    monkeypatch.setenv("LOUPE_CACHE_GB", "1")
+    monkeypatch.setattr(images_module, "_load_presized", counting)
+    monkeypatch.setattr(images_module, "default_workers", lambda: 1)  # decode here, where the count sees it
     return calls
 
 
 def test_cache_returns_the_same_object_for_the_same_files(tmp_path, counted):
-    paths = [p for p in make_images(tmp_path, ["a.png", "b.png"]).glob("*.png")]
+    paths = sorted(make_images(tmp_path / "img", ["a.png", "b.png"]).glob("*.png"))
     cache = PresizeCache()
     first = cache.get(paths, 8)
+    assert cache.last_get.status == "miss" and cache.last_get.decoded == 2
     assert cache.get(list(paths), 8) is first
+    assert cache.last_get == CacheGet("hit", 0, 0.0)
     assert cache.cached(paths, 8) and not cache.cached(paths, 16)
-    assert counted == [(2, 8, "crop")]
+    assert counted == ["a.png", "b.png"]
 
 
-def test_cache_rebuilds_when_a_file_changes(tmp_path, counted):
+def test_cache_decodes_only_the_file_that_changed(tmp_path, counted):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     make_images(tmp_path, ["a.png", "b.png"])
     cache = PresizeCache(max_entries=8)
@@ -149,17 +156,18 @@ def test_cache_rebuilds_when_a_file_changes(tmp_path, counted):
 
     Image.new("RGB", (9, 6), (200, 0, 0)).save(a)  # new content: another file size and time
     second = cache.get([a, b], 8)
-    assert second is not first
+    assert second is not first and cache.last_get.status == "partial"
     assert second.pixels[0, :, 0, 0].tolist() == [200, 0, 0]
+    assert torch.equal(second.pixels[1], first.pixels[1])
 
     st = b.stat()
     os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # only the time changes
     third = cache.get([a, b], 8)
     assert third is not second
-    assert len(counted) == 3
+    assert counted == ["a.png", "b.png", "a.png", "b.png"]
 
 
-def test_cache_rebuilds_for_other_presize_settings_and_evicts_the_oldest(tmp_path, counted):
+def test_cache_keeps_other_presize_settings_apart_and_evicts_the_oldest_from_memory(tmp_path, counted):
     paths = sorted(make_images(tmp_path, ["a.png", "b.png"]).glob("*.png"))
     cache = PresizeCache(max_entries=2)
     crop8 = cache.get(paths, 8)
@@ -169,17 +177,51 @@ def test_cache_rebuilds_for_other_presize_settings_and_evicts_the_oldest(tmp_pat
     crop4 = cache.get(paths, 4)
     assert crop4.pixels.shape == (2, 3, 4, 4)
     assert cache.cached(paths, 8) and cache.cached(paths, 4) and not cache.cached(paths, 8, "squish")
-    assert counted == [(2, 8, "crop"), (2, 8, "squish"), (2, 4, "crop")]
+    assert len(counted) == 6  # two files at each of three settings
+    again = cache.get(paths, 8, "squish")  # out of memory, still on disk
+    assert torch.equal(again.pixels.load(), squish8.pixels.load()) and len(counted) == 6 and cache.last_get.status == "hit"
 
 
-def test_cache_refuses_more_than_the_memory_budget(tmp_path, counted, monkeypatch):
-    paths = sorted(make_images(tmp_path, ["a.png", "b.png", "c.png"]).glob("*.png"))
-    monkeypatch.setenv("LOUPE_CACHE_GB", "0.000001")  # 1,073 bytes; 3 images at 32 px need 9,216
+def test_memory_budget(monkeypatch):
+    monkeypatch.delenv("LOUPE_RAM_BUDGET_MB", raising=False)
+    monkeypatch.setenv("LOUPE_CACHE_GB", "0.000001")
     assert data.memory_budget_bytes() == 1073
-    with pytest.raises(UserError, match="Choose a smaller presize"):
-        PresizeCache().get(paths, 32)
-    assert counted == []
-    assert PresizeCache().get(paths, 8).pixels.shape == (3, 3, 8, 8)  # 576 bytes fit
+    monkeypatch.setenv("LOUPE_RAM_BUDGET_MB", "64")  # the newer name wins
+    assert data.memory_budget_bytes() == 64 * 1024**2
+
+
+def test_over_the_memory_budget_pixels_are_mapped_and_batches_are_the_same(tmp_path, counted, monkeypatch):
+    root = make_images(tmp_path / "img", [f"train/{c}/{i}.png" for c in "ab" for i in range(40)]
+                       + [f"valid/{c}/{i}.png" for c in "ab" for i in range(9)], size=(20, 14))
+    for k, path in enumerate(sorted(root.rglob("*.png"))):  # varied pixels, so a wrong row would show
+        rng = np.random.default_rng(k)
+        Image.fromarray(rng.integers(0, 256, (14, 20, 3), dtype=np.uint8)).save(path)
+    items = label_items(scan_folder(root), FOLDER, BY_FOLDERS)
+    in_memory = PresizeCache().get(items.scanned_paths, 16)
+    assert in_memory.pixels.keep_in_memory and not in_memory.pixels.load_started  # showing a batch copies nothing
+    DataLoaders(items, in_memory, size=12, bs=16).show_batch()
+    assert not in_memory.pixels.load_started
+    next(DataLoaders(items, in_memory, size=12, bs=16).train())  # training does, in the background
+    assert in_memory.pixels.load_started
+    in_memory.pixels.load()  # waits for that copy
+    monkeypatch.setenv("LOUPE_RAM_BUDGET_MB", "0.01")  # 10 kB: 98 images at 16 px take 75 kB
+    mapped = PresizeCache().get(items.scanned_paths, 16)
+    assert in_memory.in_memory and not mapped.in_memory and len(counted) == 98  # decoded once, for both
+    assert isinstance(mapped.pixels, MappedPixels) and mapped.nbytes == in_memory.nbytes
+    assert torch.equal(mapped.pixels[torch.arange(98)], in_memory.pixels[torch.arange(98)])
+
+    def batches(images, **kw):
+        dl = DataLoaders(items, images, size=12, bs=16, seed=3, **kw)
+        return [*dl.train(), *dl.train(), *dl.valid()], dl.show_batch(), dl.show_batch(split="valid")
+
+    for aug in (AugSettings(), AugSettings.off()):
+        (a, show_a, valid_a), (b, show_b, valid_b) = batches(in_memory, aug=aug), batches(mapped, aug=aug)
+        assert len(a) == len(b) == 2 * (80 // 16) + 2
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert torch.equal(show_a[0], show_b[0]) and show_a[1] == show_b[1]
+        assert torch.equal(valid_a[0], valid_b[0])
+    assert not mapped.in_memory and not mapped.pixels.load_started  # over the budget: never copied into memory
 
 
 # ---------------------------------------------------------------- health_report
@@ -221,15 +263,15 @@ def loaders(digits, **kw) -> DataLoaders:
 
 
 def record_indices(dl: DataLoaders) -> list[torch.Tensor]:
-    """Make `dl` note which items each batch reads."""
+    """Make `dl` note which items each batch reads (batches are gathered one at a time, in order)."""
     seen = []
-    read = dl._pixels
+    read = dl._gather
 
     def noting(idx):
         seen.append(idx.clone())
         return read(idx)
 
-    dl._pixels = noting
+    dl._gather = noting
     return seen
 
 

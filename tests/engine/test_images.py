@@ -1,4 +1,7 @@
 """Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
+import subprocess
+import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -7,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, to_pil, to_rgb
+import engine.images as images_module
+from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -232,10 +236,11 @@ def test_presize_all_decodes_good_files_and_lists_bad_ones(tmp_path):
     assert calls[-1] == (5, 5)
 
 
-def test_presize_all_pixels_equal_presize_of_open_image(tmp_path):
+@pytest.mark.parametrize("channels", [3, 1])  # grey images are presized before they become RGB: the same pixels
+def test_presize_all_pixels_equal_presize_of_open_image(tmp_path, channels):
     rng = np.random.default_rng(1)
-    paths = [save(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)), tmp_path / f"{i}.png")
-             for i, (w, h) in enumerate([(12, 8), (8, 12), (10, 10)])]
+    paths = [save(Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8).squeeze()), tmp_path / f"{i}.png")
+             for i, (w, h) in enumerate([(12, 8), (8, 12), (10, 10), (3, 4), (40, 30)])]
     for method in ("crop", "squish"):
         out = presize_all(paths, 6, method)
         for i, p in enumerate(paths):
@@ -345,3 +350,82 @@ def test_images_past_pils_bomb_limits_decode_quietly_or_are_refused(tmp_path, mo
     assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
     assert out.ok.tolist() == [True, False]
     assert out.failures == {1: "too large to open safely (over 2,000 pixels)"}
+
+
+# ---------------------------------------------------------------- decoding many files
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A real-looking photo: a colour gradient, a bright disc and sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    arr = np.stack([255 * x / width, 255 * y / height, 128 + 0 * x], axis=-1)
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (height / 4) ** 2
+    arr[disc] = (240, 220, 40)
+    arr += rng.normal(0, 8, arr.shape)
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("method", ["crop", "squish"])
+def test_jpeg_draft_decode_is_close_to_a_full_decode(tmp_path, method):
+    path = save(photo(400, 300), tmp_path / "photo.jpg", quality=90)
+    drafted, _, size = decode(path, draft=96)
+    assert drafted.size == (200, 150) and size == (400, 300)  # libjpeg decoded at 1/2: still over 96 px
+    full = Image.open(path).convert("RGB")
+    a = np.asarray(presize(drafted, 96, method), dtype=np.int16)
+    b = np.asarray(presize(full, 96, method), dtype=np.int16)
+    diff = np.abs(a - b)
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8  # of 255: invisible
+    assert decode(path, draft=160)[0].size == (400, 300)  # 1/2 would be under 160 px: decoded whole
+
+
+def test_presize_to_file_gives_the_same_rows_in_processes_threads_or_here(tmp_path):
+    paths = [save(photo(30 + i % 7, 20 + i % 5, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    (tmp_path / "bad.png").write_text("no image")
+    paths[70] = tmp_path / "bad.png"
+    results = {}
+    for name, kw in {"here": {"workers": 1}, "threads": {"workers": 2, "processes": False},
+                     "processes": {"workers": 2}}.items():
+        calls = []
+        found = presize_to_file(tmp_path / f"{name}.u8", paths, 12, "crop", progress=lambda d, n: calls.append((d, n)), **kw)
+        assert calls == [(64, 150), (128, 150), (150, 150)]
+        results[name] = found, np.fromfile(tmp_path / f"{name}.u8", dtype=np.uint8).reshape(150, 3, 12, 12)
+    reference = presize_all(paths, 12, workers=1)
+    for found, rows in results.values():
+        assert torch.equal(torch.from_numpy(rows), reference.pixels)
+        assert [d.ok for d in found] == reference.ok.tolist() and found[70].failure.startswith("not a readable image")
+        assert [(d.width, d.height) for d in found] == [tuple(s) for s in reference.sizes.tolist()]
+    assert torch.equal(presize_all(paths, 12, workers=2).pixels, reference.pixels)
+
+
+def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatch):
+    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    start, decode_here = images_module._start_worker, images_module._decode_rows_into_file
+    started, first_died = [], threading.Event()
+
+    def first_one_dies(lock_path):
+        started.append(lock_path)
+        if len(started) == 1:  # starts, then exits without reading its work item, as a worker killed by a crash would
+            return subprocess.Popen([sys.executable, "-c", "print('ready')"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+        first_died.set()  # asked for another one: the first has died
+        return start(lock_path)
+
+    def after_the_first_died(*args):  # this process's decoding waits, so that the workers take chunks 1 and 2
+        first_died.wait(timeout=60)
+        return decode_here(*args)
+
+    monkeypatch.setattr(images_module, "_start_worker", first_one_dies)
+    monkeypatch.setattr(images_module, "_decode_rows_into_file", after_the_first_died)
+    found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=2)
+    failed = [i for i, d in enumerate(found) if not d.ok]
+    assert failed in (list(range(64)), list(range(64, 128)))  # the one chunk the dead worker had (1, or 0 if it was first)
+    assert found[failed[0]].failure == "the decoder stopped on this file or one decoded with it (exit code 0)"
+    assert len(started) == 2 and sum(d.ok for d in found) == 150 - 64
+
+
+def test_where_no_worker_can_start_this_process_decodes_everything(tmp_path, monkeypatch):
+    paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
+    monkeypatch.setattr(images_module, "_start_worker", lambda lock_path: subprocess.Popen(
+        [sys.executable, "-c", "raise SystemExit(1)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=3)
+    assert len(found) == 150 and all(d.ok for d in found)
