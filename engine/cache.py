@@ -50,9 +50,31 @@ def cache_dir() -> Path:
     return path
 
 
+def _settings_file() -> Path:
+    return home_subdir("cache") / "settings.json"
+
+
 def disk_limit_bytes() -> int:
-    """How large the presize cache may grow: LOUPE_CACHE_DISK_GB, else 10 GB."""
-    return int(float(os.environ.get(DISK_ENV) or DEFAULT_DISK_GB) * 1024**3)
+    """How large the presize cache may grow: LOUPE_CACHE_DISK_GB, else the limit set in the app, else 10 GB."""
+    if os.environ.get(DISK_ENV):
+        return int(float(os.environ[DISK_ENV]) * 1024**3)
+    try:
+        gb = float(json.loads(_settings_file().read_text())["disk_limit_gb"])
+    except (OSError, ValueError, KeyError, TypeError):
+        gb = DEFAULT_DISK_GB
+    return int(gb * 1024**3)
+
+
+def set_disk_limit(gb: float) -> int:
+    """Keep the cache under `gb` gigabytes from now on (saved under LOUPE_HOME, so a restart keeps it); evicts the
+    least recently used data sets at once if it is over; returns the bytes freed."""
+    if not gb > 0:
+        raise UserError(f"The cache's size limit must be above 0 GB (got {gb:g}).")
+    path = _settings_file()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"disk_limit_gb": float(gb)}))
+    tmp.replace(path)
+    return evict()
 
 
 @dataclass

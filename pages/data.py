@@ -6,13 +6,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.data import DataLoaders, health_report, label_items, presize_bytes
+from engine.data import DataLoaders, health_report, label_items, memory_budget_bytes, presize_bytes
 from engine.device import default_device
 from engine.errors import UserError
 from engine.labels import LabelRule, read_label_csv
 from engine.sources import scan_folder
 from engine.spec import NAME_PATTERN, resolve
 from ui.aug_controls import aug_controls
+from ui.cache_view import cache_panel
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
 from ui.demo_script import demo_script
@@ -191,14 +192,19 @@ st.header("4 · Image size", divider="orange")
 c1, c2, c3, c4 = st.columns(4)
 c1.number_input("Size the model sees (px)", 16, 1024, step=8, **bind("data.size"))
 c2.number_input("Presize (px)", 16, 2048, step=8, **bind("data.presize"),
-                help="Each image is decoded once to this size and kept in memory; augmentation then crops and resizes "
+                help="Each image is decoded once to this size and cached on disk; augmentation then crops and resizes "
                      "whole batches to the model size. It follows the size by fastai's ratio (460 px for 224) until "
                      "you change it.")
 c3.selectbox("Presize by", ["crop", "squish"], help="crop: centre square. squish: whole image, stretched.",
              **bind("data.presize_method"))
 c4.number_input("Batch size", 1, 1024, step=8, **bind("data.bs"))
 spec = view_spec()
-st.caption(f"Presized images take {presize_bytes(len(scan.images), spec.data.presize) / 1024**2:,.0f} MB of memory.")
+needed = presize_bytes(len(scan.images), spec.data.presize)
+st.caption(f"Presized images take {needed / 1024**2:,.0f} MB, cached on disk and reused after a restart; "
+           + ("training holds them in memory." if needed <= memory_budget_bytes() else
+              f"over the {memory_budget_bytes() / 1024**2:,.0f} MB memory budget, training reads them from the cache "
+              "files a batch at a time."))
+cache_panel()
 bar = st.empty()
 
 

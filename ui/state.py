@@ -101,6 +101,8 @@ SCAN_STOPPED = SessionKey[str]("data.scan_stopped")  # the source whose folder s
 FOLDER_TEXT = SessionKey[str]("data.folder_text", "")  # the last folder typed, kept while another source is shown
 UPLOAD_TO_DELETE = SessionKey[str]("data.upload_to_delete")  # the upload awaiting the user's confirmation
 UPLOAD_MESSAGE = SessionKey[str]("data.upload_message")
+CACHE_LIMIT_GB = SessionKey[float]("data.cache_limit_gb")
+CACHE_MESSAGE = SessionKey[str]("data.cache_message")
 ZIP_VERDICTS = SessionKey[dict]("data.zip_verdicts", factory=dict)  # upload file_id -> message, checked once
 VIEW_SEED = SessionKey[int]("view.seed", 0)
 VIEW_MODE = SessionKey[str]("view.mode")

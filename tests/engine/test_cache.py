@@ -275,3 +275,18 @@ def test_size_entries_and_clear(tmp_path, decoded, monkeypatch):
     assert len(decoded) == 3  # decoded again
     monkeypatch.setenv("LOUPE_CACHE_DISK_GB", "0.000001")  # 1,073 bytes: the next data set goes to memory only
     assert not presize_cached(b, 16)[1].on_disk
+
+
+def test_the_limit_set_in_the_app_is_kept_and_applied(tmp_path, monkeypatch):
+    from engine.cache import disk_limit_bytes, set_disk_limit
+    from engine.errors import UserError
+
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    monkeypatch.delenv("LOUPE_CACHE_DISK_GB", raising=False)
+    assert disk_limit_bytes() == 10 * 1024**3
+    set_disk_limit(3.5)
+    assert disk_limit_bytes() == int(3.5 * 1024**3)  # read back from LOUPE_HOME: a restart keeps it
+    monkeypatch.setenv("LOUPE_CACHE_DISK_GB", "1")
+    assert disk_limit_bytes() == 1024**3  # the environment wins
+    with pytest.raises(UserError):
+        set_disk_limit(0)

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.labels import LabelRule
 from engine.spec import RunSpec
-from ui.state import (CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
+from ui.state import (CACHE_LIMIT_GB, CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
                       widget_key)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -304,3 +304,16 @@ def test_a_label_kind_can_be_chosen_back_after_another(app, tmp_path):
     app.button_group(key=LABEL).set_value("folder").run()
     no_exceptions(app)
     assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "2"
+
+
+def test_the_presize_cache_can_be_limited_and_cleared(app, home):
+    from engine.cache import cache_size, disk_limit_bytes
+
+    no_exceptions(app)
+    assert cache_size() > 0  # the built-in digits, presized once, on disk
+    assert any(e.label.startswith("Presize cache:") for e in app.expander)
+    app.number_input(key=CACHE_LIMIT_GB.key).set_value(2.0).run()
+    assert disk_limit_bytes() == 2 * 1024**3 and any("Limit set to 2 GB" in s.value for s in app.success)
+    app.button(key="data.clear_cache").click().run()
+    no_exceptions(app)
+    assert any("Cache cleared" in s.value for s in app.success)
