@@ -294,11 +294,17 @@ class DataLoaders:
 
     def _prefetched(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(idx, pixels on the device) per batch; the next batch's pixels are gathered while the caller uses these."""
-        ahead = _prefetch_pool().submit(self._gather, batches[0]) if batches else None
+        def start(idx: torch.Tensor):
+            try:
+                return _prefetch_pool().submit(self._gather, idx)
+            except RuntimeError:  # the interpreter is shutting down (its pools take no new work): gather here
+                return None
+
+        ahead = start(batches[0]) if batches else None
         for k, idx in enumerate(batches):
-            pixels = ahead.result()
+            pixels = ahead.result() if ahead is not None else self._gather(idx)
             if k + 1 < len(batches):
-                ahead = _prefetch_pool().submit(self._gather, batches[k + 1])
+                ahead = start(batches[k + 1])
             yield idx, pixels.to(self.device, non_blocking=True)
 
     def train(self, shuffle: bool = True, drop_last: bool = True, norm: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -255,5 +255,5 @@ def test_sigterm_to_a_server_with_a_training_job_exits_0_with_the_run_interrupte
     output = server.output()
     assert_clean(output)
     [run] = server.runs()
-    assert run["status"] == "interrupted" and server.rows("batches") >= 1
+    assert run["status"] == "interrupted" and server.rows("batches") >= 1, run["error"]
     assert "Loupe: 'digits' interrupted" in output
