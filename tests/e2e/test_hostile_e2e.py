@@ -7,6 +7,8 @@ told so, and neither window shows the other's run as its own.
 """
 from __future__ import annotations
 
+import html
+
 import pytest
 from PIL import Image
 from playwright.sync_api import expect
@@ -40,6 +42,15 @@ def hostile_folder(tmp_path):
         for i in [int(j) for j in (targets == c).nonzero()[0][:10]]:
             Image.fromarray(images[i], "L").save(root / name / f"digit{i}.png")
     return root
+
+
+CELLS_JS = """() => {
+  const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
+  if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
+  const cells = plot._fullData[1];
+  return {x: Array.from(cells.x), y: Array.from(cells.y), actual: cells.customdata.map(c => c[0]),
+          predicted: cells.customdata.map(c => c[1]), counts: cells.customdata.map(c => c[2])};
+}"""
 
 
 def assert_no_markup(page) -> None:
@@ -111,3 +122,14 @@ def test_hostile_names_are_text_and_two_windows_keep_their_own_runs(browser, lou
     expect(matrix_ticks).to_have_count(len(CLASSES))
     assert sorted(matrix_ticks.all_text_contents()) == sorted(CLASSES)
     assert_no_markup(first)
+
+    # with 5 classes, a clicked cell opens that cell's images (by row and column, whatever the names)
+    first.wait_for_function(f"({CELLS_JS})() !== null")
+    cells = first.evaluate(CELLS_JS)
+    assert len(cells["x"]) == len(CLASSES) ** 2
+    target = max(range(len(cells["x"])), key=lambda i: (cells["x"][i] != cells["y"][i], cells["counts"][i]))
+    actual, predicted = html.unescape(cells["actual"][target]), html.unescape(cells["predicted"][target])
+    count = cells["counts"][target]
+    first.locator(".st-key-interpret-confusion .scatterlayer .trace .points path").nth(target).click(force=True)
+    expect(first.get_by_text(f"{count:,} image(s) of {actual} predicted as {predicted}")).to_be_visible()
+    expect(first.locator(".st-key-gallery-cell img")).to_have_count(min(count, 50))
