@@ -11,7 +11,6 @@ every batch.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import threading
@@ -26,6 +25,7 @@ from torch import nn
 from engine import models
 from engine.data import DataLoaders
 from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
+from engine.precision import AMP_DTYPES, autocast, resolve_precision, uses_loss_scaling
 from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
@@ -201,8 +201,7 @@ class Learner:
     """A model trained on DataLoaders with Adam (decoupled weight decay), fastai's defaults."""
 
     def __init__(self, model: nn.Module, dls: DataLoaders, pretrained: bool = False, wd: float = 0.01,
-                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None,
-                 mixed_precision: bool | None = None) -> None:
+                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None, precision: str = "auto") -> None:
         self.dls, self.pretrained, self.wd = dls, pretrained, wd
         self.device = dls.device
         self.model = model.to(self.device)
@@ -217,11 +216,9 @@ class Learner:
         self.epoch = 0  # epochs done, across fits
         self.groups = models.param_groups(self.model)  # layer groups: early body, late body, head
         self.opt = torch.optim.AdamW(self._opt_groups(wd), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
-        use_amp = self.device.type == "cuda" if mixed_precision is None else mixed_precision
-        self.amp_dtype = None
-        if use_amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.precision = resolve_precision(precision, self.device)  # the one used: fp32, bf16 or fp16
+        self.amp_dtype = AMP_DTYPES[self.precision]  # None: plain fp32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=uses_loss_scaling(self.precision, self.device))
 
     def _opt_groups(self, wd: float) -> list[dict]:
         """Optimizer groups per layer group × (decayed, not): fastai's wd_bn_bias=False spares norm layers and biases."""
@@ -259,9 +256,8 @@ class Learner:
     # ---- one step
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        """The run's precision for a forward pass (weights stay float32: autocast casts copies)."""
+        return autocast(self.device, self.precision)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, loss, backward, optimizer step; returns the batch loss."""

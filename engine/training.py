@@ -72,7 +72,7 @@ def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_
     model, info = create_model(spec.model.arch, len(dls.classes), pretrained=want,
                                progress=(lambda d, t: emit("weights", done=d, total=t)) if emit else None)
     learn = Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
-                    cpu_threads=spec.device.threads if device.type == "cpu" else None)
+                    cpu_threads=spec.device.threads if device.type == "cpu" else None, precision=spec.device.precision)
     if job is not None:
         learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
     return Prepared(spec=spec, items=items, learn=learn, info=info)
@@ -194,6 +194,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     epochs = learn.recorder.epochs
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
+              "precision": learn.precision,
               "epochs": len(epochs), "seconds": round(seconds, 2), "images_per_s": round(learn.recorder.images_per_s, 1),
               "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None}
     if epochs:  # something worth keeping
