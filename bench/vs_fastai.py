@@ -72,6 +72,7 @@ class Epoch:
     at: float  # seconds from the start of the fit to the end of this epoch's validation
     accuracy: float
     train_seconds: float  # the training phase (TrainClock)
+    train_images: int
     valid_seconds: float  # from the end of the last training batch to the end of validation
 
 
@@ -145,7 +146,8 @@ class TrainClock:
 
     def validated(self, epoch: int, accuracy: float) -> None:
         now = time.perf_counter()
-        self.epochs.append(Epoch(epoch, now - self._fit_start, float(accuracy), self._last - self._start, now - self._last))
+        self.epochs.append(Epoch(epoch, now - self._fit_start, float(accuracy), self._last - self._start, self._images,
+                                 now - self._last))
 
     @property
     def seconds(self) -> float:
@@ -327,11 +329,13 @@ def print_report(results: list[Result]) -> None:
           "batch and its score); to fastai acc: wall time from the start of the fit to the first epoch whose "
           "validation accuracy reaches fastai's final accuracy")
 
-    print("\nper epoch: seconds from the start of the fit to the end of the epoch's validation, and its accuracy")
-    print(f"{'epoch':<6}" + "".join(f"{r.name:>24}" for r in results))
+    print("\nper epoch: seconds from the start of the fit to the end of the epoch's validation, its accuracy, "
+          "and the training images/s of its training phase")
+    print(f"{'epoch':<6}" + "".join(f"{r.name:>32}" for r in results))
     for i in range(max(len(r.epochs) for r in results)):
-        cells = [f"{r.epochs[i].at:>10.1f} s {r.epochs[i].accuracy:>9.4f}" if i < len(r.epochs) else "" for r in results]
-        print(f"{i:<6}" + "".join(f"{c:>24}" for c in cells))
+        cells = [f"{e.at:>8.1f} s {e.accuracy:>7.4f} {e.train_images / e.train_seconds:>8.1f}/s" if e else ""
+                 for e in (r.epochs[i] if i < len(r.epochs) else None for r in results)]
+        print(f"{i:<6}" + "".join(f"{c:>32}" for c in cells))
 
     print()
     for r in results:
