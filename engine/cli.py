@@ -27,8 +27,8 @@ from engine.labels import parse_label_rule
 from engine.learner import Callback
 from engine.models import ARCHS
 from engine.runs import RunStore
-from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment, load_spec,
-                         override, prepare_source, resolve, validate)
+from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
+                         load_spec, override, prepare_source, resolve, validate)
 from engine.split import SplitRule
 from engine.training import prepare, train_run
 

@@ -26,7 +26,7 @@ CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) 
 # (no AMX), torch 2.14.1, the built-in digits, bs 64; raw train_step, best of 5 interleaved rounds (other work
 # on the machine only slows a round down):
 #   resnet18 from scratch, 64 px:  fp32 173 images/s, bf16 138 (0.80×); channels-last fp32 177, bf16 148 (0.84×)
-#   small convnet, 28 px:          fp32 4,550 images/s, bf16 3,802 (0.84×); fp16 about 0.07× of fp32
+#   small convnet, 28 px:          fp32 4,550 images/s, bf16 3,802 (0.84×); fp16 under 0.1× of fp32
 #   accuracy (train_run, kept model):  small, fine_tune 3, seeds 0 and 1: fp32 98.33% and 98.89%, bf16 97.21%
 #                                      and 98.89%; resnet18, one_cycle 3, seed 0: fp32 97.49%, bf16 97.49%
 # bf16 is slower on both jobs, and 1.1 points worse on one seed, so auto stays fp32 on every CPU. Change this to

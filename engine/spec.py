@@ -120,7 +120,7 @@ class DeviceSpec:
 
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda or mps
     threads: int = 0  # CPU threads; 0: every core for the command line, all but one for the app
-    precision: str = "auto"  # auto (mixed bf16/fp16 on CUDA, fp32 on a CPU), fp32, bf16 or fp16; the run reports what it used
+    precision: str = "auto"  # auto (CUDA: mixed bf16/fp16; CPU: fp32), fp32, bf16 or fp16; a run reports the one used
 
 
 @dataclass(frozen=True)
