@@ -22,11 +22,11 @@ from engine.spec import PRECISIONS
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) and ARM's Features line in /proc/cpuinfo
 
-# What `auto` uses on a CPU. Measured by bench/precision_cpu.py on a shared 2-core Xeon with AVX-512 BF16 and FP16
-# (no AMX), torch 2.14.1, the built-in digits, bs 64; raw train_step, best of 5 interleaved rounds (other work
-# on the machine only slows a round down):
-#   resnet18 from scratch, 64 px:  fp32 173 images/s, bf16 138 (0.80×); channels-last fp32 177, bf16 148 (0.84×)
-#   small convnet, 28 px:          fp32 4,550 images/s, bf16 3,802 (0.84×); fp16 under 0.1× of fp32
+# What `auto` uses on a CPU. Measured by bench/precision_cpu.py on a 2-core Xeon with AVX-512 BF16 and FP16
+# (no AMX), torch 2.14.1, the built-in digits, bs 64; raw train_step, 5 interleaved rounds on an idle machine
+# (each round within 6% of the median):
+#   resnet18 from scratch, 64 px:  fp32 188 images/s, bf16 156 (0.83×); channels-last fp32 177, bf16 148
+#   small convnet, 28 px:          fp32 3,744 images/s, bf16 3,177 (0.85×); fp16 under 0.1× of fp32
 #   accuracy (train_run, kept model):  small, fine_tune 3, seeds 0 and 1: fp32 98.33% and 98.89%, bf16 97.21%
 #                                      and 98.89%; resnet18, one_cycle 3, seed 0: fp32 97.49%, bf16 97.49%
 # bf16 is slower on both jobs, and 1.1 points worse on one seed, so auto stays fp32 on every CPU. Change this to
