@@ -3,7 +3,8 @@
 Prints figures only; asserts nothing about speed. Run from the repository root (`make bench`
 installs fastai from requirements-bench.txt first):
 
-    .venv/bin/python bench/vs_fastai.py [--epochs 3] [--lr 1e-3] [--bs 64] [--size 64] [--only loupe|fastai]
+    .venv/bin/python bench/vs_fastai.py [--epochs 3] [--lr 1e-3] [--bs 64] [--size 64]
+        [--precisions auto fp32] [--fastai-workers N] [--loupe-first] [--only loupe|fastai]
 
 Both sides get the built-in "Digits — file names" (1,797 digits, written to a temporary
 LOUPE_HOME and removed afterwards), labels from `^(.+)_\\d+\\.png$` on the name, a random split
@@ -11,13 +12,19 @@ LOUPE_HOME and removed afterwards), labels from `^(.+)_\\d+\\.png$` on the name,
 presize then fastai's `aug_transforms` without flips to `--size` on whole batches, ImageNet
 normalisation, a resnet18 from scratch with every layer trainable, Adam with fastai's defaults,
 and `fit_one_cycle(epochs, lr_max)`. Each side uses its own defaults for everything else (fastai's
-num_workers, Loupe's mixed precision on CUDA), because that is what their users get.
+num_workers and fp32; Loupe's `device.precision`, `auto` unless `--precisions` says otherwise),
+because that is what their users get. Loupe trains once per precision asked for.
 
-Images/s are measured the same way for both by `TrainClock`: the wall time of each epoch's
-training phase, from its start to the end of its last batch (data loading, augmentation, the
-steps and the callbacks included; validation excluded). For Loupe the raw step rate (the same
-model and optimizer repeating `train_step` on one batch already on the device) shows how much the
-data pipeline costs.
+Two speeds are reported, because they answer different questions:
+- training images/s, measured the same way for both by `TrainClock`: the wall time of each
+  epoch's training phase, from its start to the end of its last batch (data loading,
+  augmentation, the steps and the callbacks included; validation excluded);
+- the whole fit's wall time (validation and DataLoader start-up included), and with it the time
+  to reach fastai's accuracy: the wall time from the start of the fit at which each run's
+  validation accuracy first reaches fastai's final accuracy (epochs are validated as they end,
+  so this is the end of the first epoch that reaches it).
+For Loupe the raw step rate (the same model and optimizer repeating `train_step` on one batch
+already on the device) shows how much the data pipeline costs.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -39,11 +46,12 @@ import torch  # noqa: E402
 
 from engine.augment import AugSettings  # noqa: E402
 from engine.builtin import ensure_builtin  # noqa: E402
-from engine.data import DataConfig, DataLoaders, PresizeCache, load_items  # noqa: E402
+from engine.data import DataLoaders, PresizeCache, load_items  # noqa: E402
 from engine.device import default_device  # noqa: E402
 from engine.labels import LabelRule  # noqa: E402
 from engine.learner import FunctionCallback, Learner  # noqa: E402
 from engine.models import count_params, create_model  # noqa: E402
+from engine.spec import DataSpec  # noqa: E402
 from engine.split import SplitRule  # noqa: E402
 
 LABEL_PATTERN = r"^(.+)_\d+\.png$"
@@ -53,13 +61,25 @@ RAW_WARMUP = 3  # untimed train steps before the raw step rate is measured
 
 # targets printed beside the ratios
 TARGET_SPEEDUP = 1.5  # Loupe ÷ fastai training images/s
+TARGET_TIME_TO_ACC = 2.0  # fastai's time to its own final accuracy ÷ Loupe's time to the same accuracy
 TARGET_ACC_DIFF = 0.0  # Loupe accuracy − fastai accuracy
 TARGET_OVERHEAD = 0.10  # 1 − Loupe pipeline images/s ÷ raw step images/s
 
 
 @dataclass
+class Epoch:
+    epoch: int
+    at: float  # seconds from the start of the fit to the end of this epoch's validation
+    accuracy: float
+    train_seconds: float  # the training phase (TrainClock)
+    train_images: int
+    valid_seconds: float  # from the end of the last training batch to the end of validation
+
+
+@dataclass
 class Result:
-    framework: str
+    name: str
+    precision: str  # the precision used
     images_per_s: float  # training phases, wall clock, data pipeline included
     median_epoch_images_per_s: float
     accuracy: float  # after the last epoch
@@ -68,6 +88,13 @@ class Result:
     setup_seconds: float  # data and model, before the fit
     valid_names: set[str]
     notes: list[str]
+    epochs: list[Epoch] = field(default_factory=list)
+    raw_step: float | None = None  # Loupe: images/s of train_step alone
+    outside: float | None = None  # Loupe: share of the training phases spent outside train_step
+
+    def time_to(self, accuracy: float) -> float | None:
+        """Seconds from the start of the fit to the first validation at or above `accuracy` (None: never)."""
+        return next((e.at for e in self.epochs if e.accuracy >= accuracy - 1e-9), None)
 
 
 def sync(device: torch.device) -> None:
@@ -85,18 +112,24 @@ def seed_everything(seed: int) -> None:
 
 
 class TrainClock:
-    """Wall time of training phases: from an epoch's start to the end of its last training batch.
+    """Wall time of training phases, and of each epoch from the start of the fit to the end of its validation.
 
-    Both frameworks call `start` when an epoch's training begins, `batch_done(n)` after every
-    training batch and `epoch_done` once the epoch's training is over (before or after
-    validation: only the time of the last batch counts).
+    Both frameworks call `fit_start` once, `start` when an epoch's training begins, `batch_done(n)`
+    after every training batch, `epoch_done` once the epoch's training is over (before or after
+    validation: only the time of the last batch counts) and `validated(epoch, accuracy)` when the
+    epoch's validation has been scored.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.epochs: list[tuple[int, float]] = []  # (images, seconds) of each epoch's training phase
-        self._start = self._last = None
+        self.phases: list[tuple[int, float]] = []  # (images, seconds) of each epoch's training phase
+        self.epochs: list[Epoch] = []
+        self._fit_start = self._start = self._last = 0.0
         self._images = 0
+
+    def fit_start(self) -> None:
+        sync(self.device)
+        self._fit_start = time.perf_counter()
 
     def start(self) -> None:
         sync(self.device)
@@ -109,21 +142,26 @@ class TrainClock:
         self._images += n
 
     def epoch_done(self) -> None:
-        self.epochs.append((self._images, self._last - self._start))
+        self.phases.append((self._images, self._last - self._start))
+
+    def validated(self, epoch: int, accuracy: float) -> None:
+        now = time.perf_counter()
+        self.epochs.append(Epoch(epoch, now - self._fit_start, float(accuracy), self._last - self._start, self._images,
+                                 now - self._last))
 
     @property
     def seconds(self) -> float:
-        return sum(s for _, s in self.epochs)
+        return sum(s for _, s in self.phases)
 
     @property
     def images_per_s(self) -> float:
         """Over the whole fit."""
-        return sum(n for n, _ in self.epochs) / self.seconds if self.seconds else 0.0
+        return sum(n for n, _ in self.phases) / self.seconds if self.seconds else 0.0
 
     @property
     def median_epoch_images_per_s(self) -> float:
         """Of the median epoch: less sensitive to other work on the machine during one epoch."""
-        return float(np.median([n / s for n, s in self.epochs])) if self.epochs else 0.0
+        return float(np.median([n / s for n, s in self.phases])) if self.phases else 0.0
 
 
 # ---------------------------------------------------------------- the two halves
@@ -147,11 +185,15 @@ def run_fastai(root: Path, args: argparse.Namespace, device: torch.device) -> Re
     clock = TrainClock(device)
 
     class ClockCallback(Callback):
+        order = 70  # after the Recorder (50), which has the epoch's metrics by then
+
+        def before_fit(self): clock.fit_start()
         def before_train(self): clock.start()
         def after_batch(self):
             if self.training:
                 clock.batch_done(len(self.yb[0]))
         def after_train(self): clock.epoch_done()
+        def after_epoch(self): clock.validated(self.epoch, self.recorder.values[-1][2])
 
     seed_everything(WEIGHT_SEED)
     start = time.perf_counter()
@@ -164,7 +206,8 @@ def run_fastai(root: Path, args: argparse.Namespace, device: torch.device) -> Re
         item_tfms=Resize(args.presize),
         batch_tfms=[*aug_transforms(size=args.size, do_flip=False), Normalize.from_stats(*imagenet_stats)],
     )
-    dls = dblock.dataloaders(root, bs=args.bs, device=device)
+    workers = {} if args.fastai_workers is None else {"num_workers": args.fastai_workers}
+    dls = dblock.dataloaders(root, bs=args.bs, device=device, **workers)
     torch.manual_seed(WEIGHT_SEED)
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
     trainable, total = count_params(learn.model)
@@ -174,7 +217,8 @@ def run_fastai(root: Path, args: argparse.Namespace, device: torch.device) -> Re
 
     loader = dls.train.fake_l
     notes = [
-        f"num_workers {loader.num_workers} (fastai's default: min(16, defaults.cpus={_fastai_cpus()}))",
+        f"num_workers {loader.num_workers} ({'set by --fastai-workers' if workers else 'fastai default'}: "
+        f"min(16, defaults.cpus={_fastai_cpus()})), each worker at 1 torch thread",
         f"pin_memory {loader.pin_memory}, persistent_workers {loader.persistent_workers}, "
         f"train drop_last {dls.train.drop_last}, device {dls.device}",
         f"trainable parameters before unfreeze {trainable:,} of {total:,} "
@@ -189,44 +233,47 @@ def run_fastai(root: Path, args: argparse.Namespace, device: torch.device) -> Re
     seconds = time.perf_counter() - start
     valid_loss, acc = learn.recorder.values[-1][1:3]
     valid_names = {Path(p).name for p in dls.valid_ds.items}
-    return Result("fastai", clock.images_per_s, clock.median_epoch_images_per_s, float(acc), float(valid_loss),
-                  seconds, setup, valid_names, notes)
+    return Result("fastai", "fp32", clock.images_per_s, clock.median_epoch_images_per_s, float(acc), float(valid_loss),
+                  seconds, setup, valid_names, notes, epochs=clock.epochs)
 
 
-def run_loupe(root: Path, args: argparse.Namespace, device: torch.device) -> tuple[Result, float, float]:
-    """Loupe's DataLoaders + create_model + Learner.fit_one_cycle; also the raw train_step rate and
-    the share of the training phases spent outside train_step."""
+def run_loupe(root: Path, args: argparse.Namespace, device: torch.device, precision: str) -> Result:
+    """Loupe's DataLoaders + create_model + Learner.fit_one_cycle at `precision`; also the raw train_step
+    rate and the share of the training phases spent outside train_step."""
     seed_everything(WEIGHT_SEED)
     start = time.perf_counter()
-    config = DataConfig(root=str(root), name="digits", label=LabelRule(kind="regex", pattern=LABEL_PATTERN, on="name"),
-                        split=SplitRule(kind="random", valid_pct=VALID_PCT, seed=SPLIT_SEED),
-                        size=args.size, presize=args.presize, bs=args.bs, aug=AugSettings(do_flip=False))
-    items = load_items(config)
-    images = PresizeCache(max_entries=1).get(items.scanned_paths, config.presize, config.method)
-    dls = DataLoaders(items, images, size=config.size, bs=config.bs, aug=config.aug, device=device, seed=WEIGHT_SEED)
+    data = DataSpec(source=str(root), label=LabelRule(kind="regex", pattern=LABEL_PATTERN, on="name"),
+                    split=SplitRule(kind="random", valid_pct=VALID_PCT, seed=SPLIT_SEED),
+                    size=args.size, presize=args.presize, bs=args.bs)
+    items = load_items(data)
+    images = PresizeCache(max_entries=1).get(items.scanned_paths, data.presize, data.presize_method)
+    dls = DataLoaders(items, images, size=data.size, bs=data.bs, aug=AugSettings(do_flip=False), device=device,
+                      seed=WEIGHT_SEED)
     torch.manual_seed(WEIGHT_SEED)
     model, _ = create_model("resnet18", len(dls.classes), pretrained=False)
-    learn = Learner(model, dls)
+    learn = Learner(model, dls, precision=precision)
     trainable, total = count_params(learn.model)
     setup = time.perf_counter() - start
 
     clock = TrainClock(device)
 
     def on_event(event: str, logs: dict) -> None:
-        if event == "before_epoch":
+        if event == "before_fit":
+            clock.fit_start()
+        elif event == "before_epoch":
             clock.start()
         elif event == "after_batch":
             clock.batch_done(logs["batch_size"])
         elif event == "after_epoch":
             clock.epoch_done()
+            clock.validated(logs["epoch"], logs["accuracy"])
             print(f"[{logs['epoch']}, {logs['train_loss']:.6f}, {logs['valid_loss']:.6f}, "
                   f"{logs['accuracy']:.6f}, '{logs['time']:.1f} s']", flush=True)
 
     learn.callbacks.append(FunctionCallback(on_event))
-    amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[learn.amp_dtype]
     notes = [
-        f"batches made in the main process on {device}; presized to {config.presize} once in {setup:.1f} s (setup)",
-        f"trainable parameters {trainable:,} of {total:,}; mixed precision {amp} (Loupe's default)",
+        f"batches made in the main process on {device}; presized to {data.presize} once in {setup:.1f} s (setup)",
+        f"trainable parameters {trainable:,} of {total:,}; precision asked {precision}, used {learn.precision}",
         f"cudnn.benchmark {torch.backends.cudnn.benchmark}, torch threads {torch.get_num_threads()}",
     ]
     print("Loupe:  " + "\n        ".join(notes), flush=True)
@@ -249,11 +296,11 @@ def run_loupe(root: Path, args: argparse.Namespace, device: torch.device) -> tup
     sync(device)
     raw = n_steps * len(y) / (time.perf_counter() - t0)
 
-    # the same question asked inside the fit itself, immune to the load changing between the fit and the raw steps
-    outside = 1 - learn.recorder.train_seconds / clock.seconds
-    result = Result("Loupe", clock.images_per_s, clock.median_epoch_images_per_s, logs["accuracy"], logs["valid_loss"],
-                    seconds, setup, valid_names, notes)
-    return result, raw, outside
+    name = f"Loupe {precision}" + (f" ({learn.precision})" if precision != learn.precision else "")
+    return Result(name, learn.precision, clock.images_per_s, clock.median_epoch_images_per_s, logs["accuracy"],
+                  logs["valid_loss"], seconds, setup, valid_names, notes, epochs=clock.epochs, raw_step=raw,
+                  # the same question asked inside the fit itself, immune to the load changing between fit and raw steps
+                  outside=1 - learn.recorder.train_seconds / clock.seconds)
 
 
 # ---------------------------------------------------------------- report
@@ -262,33 +309,66 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def print_report(results: list[Result], raw_step: float | None, outside: float | None) -> None:
-    print(f"\n{'framework':<10} {'images/s':>9} {'median epoch':>13} {'accuracy':>9} {'valid_loss':>11} "
-          f"{'seconds':>8} {'setup s':>8}")
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "never"
+
+
+def print_report(results: list[Result]) -> None:
+    fastai = next((r for r in results if r.name == "fastai"), None)
+    target = fastai.accuracy if fastai is not None else None
+    print(f"\n{'':<20} {'precision':>9} {'train img/s':>11} {'median epoch':>12} {'accuracy':>9} {'valid_loss':>10} "
+          f"{'fit s':>7} {'valid s':>7} {'setup s':>7} {'to fastai acc, s':>16}")
     for r in results:
-        print(f"{r.framework:<10} {r.images_per_s:>9,.0f} {r.median_epoch_images_per_s:>13,.0f} {r.accuracy:>9.4f} "
-              f"{r.valid_loss:>11.4f} {r.seconds:>8.1f} {r.setup_seconds:>8.1f}")
-    print("images/s: training phases over the whole fit (data loading and augmentation included, validation "
-          "excluded); seconds: the whole fit; setup s: data and model before it")
-    by_name = {r.framework: r for r in results}
+        valid = sum(e.valid_seconds for e in r.epochs)
+        reach = _seconds(r.time_to(target)) if target is not None else "-"
+        print(f"{r.name:<20} {r.precision:>9} {r.images_per_s:>11,.1f} {r.median_epoch_images_per_s:>12,.1f} "
+              f"{r.accuracy:>9.4f} {r.valid_loss:>10.4f} {r.seconds:>7.1f} {valid:>7.1f} {r.setup_seconds:>7.1f} "
+              f"{reach:>16}")
+    print("train img/s: training phases over the whole fit (data loading and augmentation included, validation "
+          "excluded); fit s: the whole fit; valid s: its validations (and anything else between an epoch's last "
+          "batch and its score); to fastai acc: wall time from the start of the fit to the first epoch whose "
+          "validation accuracy reaches fastai's final accuracy")
+
+    print("\nper epoch: seconds from the start of the fit to the end of the epoch's validation, its accuracy, "
+          "and the training images/s of its training phase")
+    print(f"{'epoch':<6}" + "".join(f"{r.name:>32}" for r in results))
+    for i in range(max(len(r.epochs) for r in results)):
+        cells = [f"{e.at:>8.1f} s {e.accuracy:>7.4f} {e.train_images / e.train_seconds:>8.1f}/s" if e else ""
+                 for e in (r.epochs[i] if i < len(r.epochs) else None for r in results)]
+        print(f"{i:<6}" + "".join(f"{c:>32}" for c in cells))
+
     print()
-    if raw_step is not None:
-        loupe = by_name["Loupe"]
-        overhead = 1 - loupe.images_per_s / raw_step
-        print(f"Loupe raw train_step: {raw_step:,.0f} images/s (one batch on the device, no data pipeline)")
-        print(f"Loupe pipeline overhead: {overhead:.1%} (target ≤ {TARGET_OVERHEAD:.0%}): "
-              f"{verdict(overhead <= TARGET_OVERHEAD)}")
-        print(f"  cross-check within the fit: {outside:.1%} of the training phases was spent outside train_step "
-              "(data, augmentation, callbacks)")
-    if "Loupe" in by_name and "fastai" in by_name:
-        loupe, fastai = by_name["Loupe"], by_name["fastai"]
-        speedup = loupe.images_per_s / fastai.images_per_s
-        diff = loupe.accuracy - fastai.accuracy
-        print(f"Loupe ÷ fastai images/s: {speedup:.2f}× (target ≥ {TARGET_SPEEDUP}×): {verdict(speedup >= TARGET_SPEEDUP)}")
-        median = loupe.median_epoch_images_per_s / fastai.median_epoch_images_per_s
-        print(f"  the same of the median epochs: {median:.2f}× (when the two differ much, the machine was busy)")
-        print(f"accuracy, Loupe − fastai: {diff:+.4f} (target ≥ {TARGET_ACC_DIFF:g}): {verdict(diff >= TARGET_ACC_DIFF)}")
-        print("(one run each: accuracy after a few epochs from scratch varies by a few points with the seed)")
+    for r in results:
+        if r.raw_step is None:
+            continue
+        overhead = 1 - r.images_per_s / r.raw_step
+        print(f"{r.name}: raw train_step {r.raw_step:,.1f} images/s (one batch on the device, no data pipeline); "
+              f"pipeline overhead {overhead:.1%} (target ≤ {TARGET_OVERHEAD:.0%}): {verdict(overhead <= TARGET_OVERHEAD)}; "
+              f"within the fit {r.outside:.1%} of the training phases was outside train_step")
+    if fastai is None:
+        return
+    fastai_reach = fastai.time_to(target)
+    for r in results:
+        if r is fastai:
+            continue
+        speedup = r.images_per_s / fastai.images_per_s
+        median = r.median_epoch_images_per_s / fastai.median_epoch_images_per_s
+        whole = fastai.seconds / r.seconds
+        reach = r.time_to(target)
+        print(f"\n{r.name} ÷ fastai training images/s: {speedup:.2f}× (target ≥ {TARGET_SPEEDUP}×): "
+              f"{verdict(speedup >= TARGET_SPEEDUP)}; of the median epochs {median:.2f}× (when the two differ much, "
+              "the machine was busy)")
+        print(f"  whole fit, validation included: {whole:.2f}× as fast ({fastai.seconds:.1f} s vs {r.seconds:.1f} s)")
+        if reach is None:
+            print(f"  time to fastai's accuracy ({target:.4f}): never reached in {len(r.epochs)} epochs "
+                  f"(target ≥ {TARGET_TIME_TO_ACC}× sooner): not met")
+        else:
+            ratio = fastai_reach / reach
+            print(f"  time to fastai's accuracy ({target:.4f}): {reach:.1f} s vs fastai's {fastai_reach:.1f} s, "
+                  f"{ratio:.2f}× sooner (target ≥ {TARGET_TIME_TO_ACC}×): {verdict(ratio >= TARGET_TIME_TO_ACC)}")
+        diff = r.accuracy - fastai.accuracy
+        print(f"  accuracy, {r.name} − fastai: {diff:+.4f} (target ≥ {TARGET_ACC_DIFF:g}): {verdict(diff >= TARGET_ACC_DIFF)}")
+    print("(one run each: accuracy after a few epochs from scratch varies by a few points with the seed)")
 
 
 def _fastai_cpus() -> int:
@@ -314,6 +394,11 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=64)
     parser.add_argument("--size", type=int, default=64, help="side of the images the model sees")
     parser.add_argument("--presize", type=int, default=None, help="item resize before augmentation (default 1.125 × size)")
+    parser.add_argument("--precisions", nargs="+", default=["auto", "fp32"], choices=("auto", "fp32", "bf16", "fp16"),
+                        help="Loupe trains once per precision (default: auto, Loupe's default, and fp32)")
+    parser.add_argument("--fastai-workers", type=int, default=None,
+                        help="fastai's DataLoader worker processes (default: fastai's own, min(16, cores))")
+    parser.add_argument("--loupe-first", action="store_true", help="train Loupe before fastai (default: fastai first)")
     parser.add_argument("--only", choices=("loupe", "fastai"), default=None)
     args = parser.parse_args()
     args.presize = args.presize or round(args.size * 1.125)
@@ -327,31 +412,40 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, device {device}, torch threads {torch.get_num_threads()}, "
-          f"cpu cores {os.cpu_count()}; resnet18 from scratch, {args.epochs} epoch(s), lr_max {args.lr:g}, "
-          f"bs {args.bs}, presize {args.presize} → size {args.size}", flush=True)
+          f"cpu cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; resnet18 from scratch, "
+          f"{args.epochs} epoch(s), lr_max {args.lr:g}, bs {args.bs}, presize {args.presize} → size {args.size}",
+          flush=True)
     threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     home = Path(tempfile.mkdtemp(prefix="loupe-vs-fastai-"))
     old_home = os.environ.get("LOUPE_HOME")
     os.environ["LOUPE_HOME"] = str(home)
     results: list[Result] = []
-    raw_step = outside = None
     try:
         root = ensure_builtin("digits-names")
-        if run_fastai_half:
+
+        def fastai_half() -> None:
             print("\n== fastai", flush=True)
             results.append(run_fastai(root, args, device))
             # each side runs with its own defaults: undo global settings fastai may have changed
             torch.set_num_threads(threads)
             torch.backends.cudnn.benchmark = benchmark
-        if args.only != "fastai":
-            print("\n== Loupe", flush=True)
-            loupe, raw_step, outside = run_loupe(root, args, device)
-            results.append(loupe)
-        if len(results) == 2:
-            a, b = results[0].valid_names, results[1].valid_names
-            assert a == b, f"the splits differ: {len(a ^ b)} validation files are in only one of them"
-            print(f"\nsame {len(a)} validation files in both", flush=True)
-        print_report(results, raw_step, outside)
+
+        def loupe_half() -> None:
+            for precision in args.precisions:
+                print(f"\n== Loupe, precision {precision}", flush=True)
+                results.append(run_loupe(root, args, device, precision))
+
+        halves = [*([fastai_half] if run_fastai_half else []), *([loupe_half] if args.only != "fastai" else [])]
+        for half in (reversed(halves) if args.loupe_first else halves):
+            half()
+        results.sort(key=lambda r: r.name != "fastai")  # fastai's row first, whatever ran first
+        names = [r.valid_names for r in results]
+        for other in names[1:]:
+            assert other == names[0], f"the splits differ: {len(other ^ names[0])} validation files are in only one"
+        if len(results) > 1:
+            print(f"\nsame {len(names[0])} validation files in all", flush=True)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        print_report(results)
     finally:
         if old_home is None:
             os.environ.pop("LOUPE_HOME", None)

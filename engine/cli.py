@@ -39,8 +39,8 @@ from engine.labels import parse_label_rule
 from engine.learner import Callback
 from engine.models import ARCHS
 from engine.runs import RunStore
-from engine.spec import (DEVICES, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment, load_spec,
-                         override, prepare_source, resolve, validate)
+from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
+                         load_spec, override, prepare_source, resolve, validate)
 from engine.split import SplitRule
 from engine.training import device_of, estimate_seconds, format_duration, prepare, train_run
 
@@ -128,6 +128,9 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed for weights, batch order and augmentation (default: drawn and recorded)")
     g.add_argument("--device", choices=DEVICES, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
     g.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="number format of the arithmetic: auto (default: mixed bf16/fp16 on CUDA, fp32 on a CPU, where "
+                        "bf16 measured slower), fp32, bf16 or fp16 (mixed precision: weights stay fp32)")
 
 
 FLAG_FIELDS = {  # flag (argparse dest) -> setting of the spec, for the flags that map one to one
@@ -135,7 +138,7 @@ FLAG_FIELDS = {  # flag (argparse dest) -> setting of the spec, for the flags th
     "arch": "model.arch", "pretrained": "model.pretrained", "schedule": "train.schedule", "epochs": "train.epochs",
     "lr": "train.lr", "lr_slice": "train.lr_slice", "freeze_epochs": "train.freeze_epochs", "lr_mult": "train.lr_mult",
     "wd": "train.wd", "patience": "train.patience", "keep_best": "train.keep_best", "seed": "train.seed",
-    "device": "device.device", "threads": "device.threads",
+    "device": "device.device", "threads": "device.threads", "precision": "device.precision",
 }
 
 

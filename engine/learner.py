@@ -11,7 +11,6 @@ every batch.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import threading
@@ -27,6 +26,7 @@ from engine import models
 from engine.data import DataLoaders
 from engine.distributed import Dist
 from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
+from engine.precision import AMP_DTYPES, autocast, resolve_precision, uses_loss_scaling
 from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
@@ -202,8 +202,7 @@ class Learner:
     """A model trained on DataLoaders with Adam (decoupled weight decay), fastai's defaults."""
 
     def __init__(self, model: nn.Module, dls: DataLoaders, pretrained: bool = False, wd: float = 0.01,
-                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None,
-                 mixed_precision: bool | None = None) -> None:
+                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None, precision: str = "auto") -> None:
         self.dls, self.pretrained, self.wd = dls, pretrained, wd
         self.device = dls.device
         self.model = model.to(self.device)
@@ -218,11 +217,9 @@ class Learner:
         self.epoch = 0  # epochs done, across fits
         self.groups = models.param_groups(self.model)  # layer groups: early body, late body, head
         self.opt = torch.optim.AdamW(self._opt_groups(wd), lr=1e-3, betas=(0.9, 0.99), eps=1e-5)
-        use_amp = self.device.type == "cuda" if mixed_precision is None else mixed_precision
-        self.amp_dtype = None
-        if use_amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.precision = resolve_precision(precision, self.device)  # the one used: fp32, bf16 or fp16
+        self.amp_dtype = AMP_DTYPES[self.precision]  # None: plain fp32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=uses_loss_scaling(self.precision, self.device))
         self.dist: Dist | None = None  # set under torchrun: the data is sharded, gradients and metrics are shared
         self._ddp: nn.Module | None = None  # the model in DistributedDataParallel, made again by every fit
 
@@ -267,9 +264,8 @@ class Learner:
         return self.model if self._ddp is None else self._ddp
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        """The run's precision for a forward pass (weights stay float32: autocast casts copies)."""
+        return autocast(self.device, self.precision)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, loss, backward, optimizer step; returns the batch loss."""

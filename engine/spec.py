@@ -41,6 +41,7 @@ DEFAULT_LR = {"fine_tune": 2e-3, "one_cycle": 1e-3}  # fastai: fine_tune's base_
 SCHEDULES = ("fine_tune", "one_cycle")
 PRESIZE_METHODS = ("crop", "squish")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/precision.py
 SOURCES = ("builtin", "fastai", "folder")
 VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
 NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
@@ -119,6 +120,7 @@ class DeviceSpec:
 
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda or mps
     threads: int = 0  # CPU threads; 0: every core for the command line, all but one for the app
+    precision: str = "auto"  # auto (CUDA: mixed bf16/fp16; CPU: fp32), fp32, bf16 or fp16; a run reports the one used
 
 
 @dataclass(frozen=True)
@@ -438,6 +440,8 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"device.device must be one of {', '.join(DEVICES)} (got “{spec.device.device}”).")
     if spec.device.threads < 0:
         raise UserError(f"device.threads cannot be negative (got {spec.device.threads}).")
+    if spec.device.precision not in PRECISIONS:
+        raise UserError(f"device.precision must be one of {', '.join(PRECISIONS)} (got “{spec.device.precision}”).")
 
 
 def total_epochs(spec: RunSpec) -> int:

@@ -88,7 +88,7 @@ def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_
         raise UserError("The processes of this torchrun job do not see the same run (their images, classes or "
                         "pretrained weights differ): give every machine the same data and the same weights.")
     learn = Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
-                    cpu_threads=spec.device.threads if device.type == "cpu" else None)
+                    cpu_threads=spec.device.threads if device.type == "cpu" else None, precision=spec.device.precision)
     if job is not None:
         learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
     learn.dist = dist
@@ -251,6 +251,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     epochs = learn.recorder.epochs
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
+              "precision": learn.precision,
               "epochs": len(epochs), "seconds": round(seconds, 2), "world_size": world_size,
               "images_per_s": round(learn.recorder.images_per_s * world_size, 1),  # every rank trains as fast
               "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,

@@ -8,10 +8,13 @@ import fastai_reference as fastai
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from engine import precision
 from engine.augment import AugSettings
 from engine.data import DataLoaders, PresizeCache, label_items
+from engine.errors import UserError
 from engine.labels import LabelRule
 from engine.learner import (Callback, EarlyStopping, FunctionCallback, Learner, LRFinder, SaveBest, accuracy,
                             error_rate)
@@ -436,3 +439,84 @@ def test_param_groups_of_the_learner_cover_the_model(pixels):
     learn = make_learner(pixels)
     ids = [id(p) for g in param_groups(learn.model) for p in g]
     assert sorted(ids) == sorted(id(p) for p in learn.model.parameters())
+
+
+# ---------------------------------------------------------------- precision
+
+def precision_learner(pixels, asked: str) -> Learner:
+    items, images = pixels
+    torch.manual_seed(0)
+    dls = DataLoaders(items, images, size=28, bs=32, aug=AugSettings(do_flip=False), seed=0)
+    return Learner(tiny_model(len(dls.classes)), dls, precision=asked)
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """The probe says yes: bf16 autocast runs on any CPU (emulated where it has no bf16), only `auto` and the check ask."""
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+
+
+def test_a_cpu_learner_is_fp32_by_default(pixels):
+    learn = make_learner(pixels)
+    assert (learn.precision, learn.amp_dtype, learn.scaler.is_enabled()) == ("fp32", None, False)
+
+
+def test_bf16_steps_on_a_cpu_train_float32_master_weights(pixels, cpu_bf16):
+    learn = precision_learner(pixels, "bf16")
+    assert (learn.precision, learn.amp_dtype, learn.scaler.is_enabled()) == ("bf16", torch.bfloat16, False)
+    x, y = next(learn.dls.train())
+    with learn._autocast():
+        assert learn.model(x).dtype == torch.bfloat16  # the arithmetic is bf16…
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    losses = [learn.train_step(x, y) for _ in range(3)]
+    params = list(learn.model.parameters())
+    assert all(math.isfinite(loss) for loss in losses)
+    # …the weights, their gradients and Adam's state stay float32, and the steps moved the weights
+    assert {p.dtype for p in params} == {torch.float32}
+    assert {p.grad.dtype for p in params if p.grad is not None} == {torch.float32}
+    assert {v.dtype for state in learn.opt.state.values() for v in state.values()} == {torch.float32}
+    assert all(not torch.equal(a, p) for a, p in zip(before, params))
+
+
+def test_validation_under_bf16_scores_float32_logits(pixels, cpu_bf16, monkeypatch):
+    learn = precision_learner(pixels, "bf16")
+    learn.fit_one_cycle(1, 1e-2)
+    scored = []
+    cross_entropy = F.cross_entropy
+
+    def spy(preds, targets, *args, **kwargs):
+        scored.append(preds.dtype)
+        return cross_entropy(preds, targets, *args, **kwargs)
+
+    monkeypatch.setattr(F, "cross_entropy", spy)
+    metrics = learn.validate()
+    assert scored == [torch.float32]
+    # the same metrics from bf16 logits cast to float32 here
+    learn.model.eval()
+    outputs, targets = [], []
+    with torch.no_grad():
+        for x, y in learn.dls.valid():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = learn.model(x)
+            assert out.dtype == torch.bfloat16
+            outputs.append(out.float())
+            targets.append(y)
+    learn.model.train()
+    preds, targs = torch.cat(outputs), torch.cat(targets)
+    assert metrics["valid_loss"] == pytest.approx(cross_entropy(preds, targs).item(), rel=1e-6)
+    assert metrics["accuracy"] == accuracy(preds, targs) and metrics["error_rate"] == error_rate(preds, targs)
+    assert all(type(v) is float for v in metrics.values())
+
+
+def test_fp16_on_a_cpu_trains_without_loss_scaling_where_torch_computes_in_it(pixels):
+    if not precision.autocast_computes_in("cpu", torch.float16):
+        with pytest.raises(UserError, match="cannot compute in fp16 on the CPU"):
+            precision_learner(pixels, "fp16")
+        return
+    learn = precision_learner(pixels, "fp16")
+    assert (learn.precision, learn.amp_dtype, learn.scaler.is_enabled()) == ("fp16", torch.float16, False)
+    x, y = next(learn.dls.train())
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    assert math.isfinite(learn.train_step(x, y))
+    assert {p.dtype for p in learn.model.parameters()} == {torch.float32}
+    assert any(not torch.equal(a, p) for a, p in zip(before, learn.model.parameters()))
