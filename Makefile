@@ -30,7 +30,10 @@ $(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.dev-deps
 
 bench: $(VENV)/.bench-deps
 	$(PY) bench/data_bench.py
+	$(PY) bench/precision_cpu.py
 	$(PY) bench/vs_fastai.py
+	$(PY) bench/progressive.py
+	$(PY) bench/estimate_bench.py
 	LOUPE_CHROMIUM=$(CHROMIUM) $(PY) bench/ui_latency.py
 
 # Browser tests drive the system Chromium (never a downloaded browser build).

@@ -262,3 +262,11 @@ def test_the_model_choice_says_before_the_run_whether_imagenet_weights_can_be_ha
     app.selectbox(key=widget_key("model.arch")).set_value("resnet18").run()
     assert not app.exception
     assert any("cannot be had here" in w.value and "from scratch" in w.value for w in app.warning)
+
+
+def test_the_precision_setting_says_what_this_computer_will_use(app):
+    app.switch_page("pages/train.py").run()
+    assert app.selectbox(key=widget_key("device.precision")).value == "auto"
+    assert any("This computer will train in fp32" in c.value for c in app.caption)  # auto on a CPU: fp32
+    app.selectbox(key=widget_key("device.precision")).set_value("fp32").run()
+    assert not app.exception and app.session_state[DRAFT.key].device.precision == "fp32"
