@@ -6,11 +6,12 @@ import streamlit as st
 from engine.device import background_threads
 from engine.errors import UserError
 from engine.experiment import SETTINGS, experiment_target, plan_experiment
-from engine.jobs import CANCELLED, FAILED, INTERRUPTED, PAUSED, QUEUED, Job
+from engine.jobs import CANCELLED, FAILED, INTERRUPTED, QUEUED, Job
 from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr_valley, planned_batches,
                                 setting_picker, value_inputs)
 from ui.explain import explain
 from ui.frame import require_app_frame
+from ui.job_controls import progress_and_controls, queued_notice
 from ui.state import data_problem, data_summary, job_manager, presize_cache, run_spec, run_store, window_id
 from ui.text import md
 from ui.train_view import ask_for_data, format_seconds
@@ -56,26 +57,12 @@ def live(job_id: str) -> None:
     if job is None or not job.active:
         st.rerun()  # the whole page, to show the finished experiment
     if job.state == QUEUED:
-        st.info(f"Another job is running; this experiment is queued (number {manager.queue_position(job)} in line) and "
-                "starts by itself when that one ends.")
-        if st.button("Cancel", key="experiment.cancel_queued", icon=":material/cancel:"):
-            job.stop()
-            st.rerun()
+        queued_notice(manager, job, owner, "experiment", key="experiment")
         return
     plan = job.meta["plan"]
     current = job.last("experiment_run")
     where = f"Run {current.data['index'] + 1} of {len(plan.specs)}: {current.data['label']}" if current else "Starting…"
-    eta = job.eta_seconds
-    st.progress(job.progress, text=f"{md(where)} · {job.state}"
-                + (f" · about {format_seconds(eta)} left" if eta and job.state != PAUSED else ""))
-    c1, c2, _ = st.columns([1, 1, 4])
-    if job.state == PAUSED:
-        if c1.button("Resume", key="experiment.resume", icon=":material/play_arrow:", type="primary"):
-            job.resume()
-    elif c1.button("Pause", key="experiment.pause", icon=":material/pause:"):
-        job.pause()
-    if c2.button("Stop", key="experiment.stop", icon=":material/stop:", help="Stops the whole experiment."):
-        job.stop()
+    progress_and_controls(job, md(where), key="experiment", stop_help="Stops the whole experiment.")
     experiment_results(store, plan.id, key="experiment.live_chart", plan=plan,
                        n_batches=planned_batches(plan, job.meta["n_train"]))
 

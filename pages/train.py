@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine.device import background_threads, describe_device
 from engine.errors import UserError
-from engine.jobs import CANCELLED, FAILED, PAUSED, QUEUED, Job
+from engine.jobs import CANCELLED, FAILED, QUEUED, Job
 from engine.precision import resolve_precision
 from engine.spec import PRECISIONS, total_epochs
 from engine.training import batches_per_epoch, device_of, estimate_seconds, train_target
@@ -13,6 +13,7 @@ from engine.verdict import verdict_of_run
 from ui.charts_train import training_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
+from ui.job_controls import progress_and_controls, queued_notice
 from ui.model_choice import model_choice
 from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
@@ -135,38 +136,17 @@ def live(job_id: str) -> None:
     if job is None or not job.active:
         st.rerun()  # the whole page, to show the finished run
     if job.state == QUEUED:
-        waiting(job)
+        queued_notice(manager, job, owner, "run", key="train")
         return
     run_event, stage_event = job.last("run"), job.last("stage")
     run_id = run_event.data["run_id"] if run_event else None
-    stage = stage_event.data["text"] if stage_event else "Starting…"
-    eta = job.eta_seconds
-    st.progress(job.progress, text=f"{stage} · {job.state}" + (f" · about {format_seconds(eta)} left" if eta and job.state != PAUSED else ""))
-    c1, c2, _ = st.columns([1, 1, 4])
-    if job.state == PAUSED:
-        if c1.button("Resume", key="train.resume", icon=":material/play_arrow:", type="primary"):
-            job.resume()
-    elif c1.button("Pause", key="train.pause", icon=":material/pause:"):
-        job.pause()
-    if c2.button("Stop", key="train.stop", icon=":material/stop:"):
-        job.stop()
+    progress_and_controls(job, stage_event.data["text"] if stage_event else "Starting…", key="train")
     if run_id is not None:
         batches, epochs = store.batches(run_id), store.epochs(run_id)
         ready = job.meta["spec"]
         n_batches = total_epochs(ready) * batches_per_epoch(job.meta["n_train"], ready.data.bs)
         st.plotly_chart(training_figure(batches, epochs, n_batches), key="train.live_chart")
         st.table(epoch_table(epochs), hide_index=True)
-
-
-def waiting(job: Job) -> None:
-    """This window's run waits for another window's: say so, and offer to cancel it."""
-    running = manager.others_active(owner)
-    where = f"number {manager.queue_position(job)} in line" if manager.queue_position(job) else "next"
-    st.info(("Another run is training (started by another window); " if running else "Another job is running; ")
-            + f"yours is queued ({where}) and starts by itself when that one ends.")
-    if st.button("Cancel my queued run", key="train.cancel_queued", icon=":material/cancel:"):
-        job.stop()
-        st.rerun()
 
 
 for event in (job.of_kind("note") if job else []):

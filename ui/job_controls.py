@@ -1,0 +1,35 @@
+"""What every background job shows while it waits or works: its place in the queue (with Cancel), a progress bar
+with the ETA, and Pause / Resume / Stop. The Train and Compare pages share it."""
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.jobs import PAUSED, Job, JobManager
+from engine.training import format_duration
+
+
+def queued_notice(manager: JobManager, job: Job, owner: str, what: str, key: str) -> None:
+    """This window's job waits for another: say whose and where it stands in line, and offer to cancel it."""
+    place = manager.queue_position(job)
+    where = f"number {place} in line" if place else "next"
+    running = manager.others_active(owner)
+    st.info((f"Another {what} is training (started by another window); " if running else "Another job is running; ")
+            + f"yours is queued ({where}) and starts by itself when that one ends.")
+    if st.button(f"Cancel my queued {what}", key=f"{key}.cancel_queued", icon=":material/cancel:"):
+        job.stop()
+        st.rerun()
+
+
+def progress_and_controls(job: Job, text: str, key: str, stop_help: str | None = None) -> None:
+    """The progress bar (`text` is Markdown-safe already) with the ETA, and Pause / Resume / Stop."""
+    eta = job.eta_seconds
+    st.progress(job.progress, text=f"{text} · {job.state}"
+                + (f" · about {format_duration(eta)} left" if eta and job.state != PAUSED else ""))
+    c1, c2, _ = st.columns([1, 1, 4])
+    if job.state == PAUSED:
+        if c1.button("Resume", key=f"{key}.resume", icon=":material/play_arrow:", type="primary"):
+            job.resume()
+    elif c1.button("Pause", key=f"{key}.pause", icon=":material/pause:"):
+        job.pause()
+    if c2.button("Stop", key=f"{key}.stop", icon=":material/stop:", help=stop_help):
+        job.stop()
