@@ -54,10 +54,13 @@ def create() -> None:
     CAMERA_MESSAGE.set(("success", f"Made “{folder.name}” in {folder}. Choose a class, then take shots."))
 
 
-def save_shot(set_dir: Path, class_name: str, widget: SessionKey) -> None:
+def save_shot(set_dir: Path, class_name: str, widget: SessionKey, n: int) -> None:
     """Save the photo the camera widget just took into the chosen class."""
+    if n != CAMERA_SHOTS_TAKEN.get():
+        # an earlier shot's camera, which the browser sends again until it has removed it: saved already
+        return
     photo = widget.get()
-    if photo is None:  # the photo was cleared
+    if not hasattr(photo, "getvalue"):  # the photo was cleared (or its upload is gone)
         return
     attempt(add_shot, set_dir, class_name, photo.getvalue())
     CAMERA_SHOTS_TAKEN.set(CAMERA_SHOTS_TAKEN.get() + 1)  # the next run draws a new camera, ready for the next shot
@@ -113,11 +116,12 @@ with c2.popover("Add a class", icon=":material/add:"):
 if chosen is None:
     st.info("This data set has no classes: add one.")
     st.stop()
-widget = camera_shot(CAMERA_SHOTS_TAKEN.get())
+shot_number = CAMERA_SHOTS_TAKEN.get()
+widget = camera_shot(shot_number)
 # a fixed resolution: without one the browser restarts the camera a second after it appears (to fit the
 # widget's width), and a shot taken during that restart is lost
 st.camera_input(f"Take a shot of “{md(chosen)}”: it is saved at once, and the camera is ready for the next one",
-                key=widget.key, on_change=save_shot, args=(set_dir, chosen, widget), resolution="480p", width=560)
+                key=widget.key, on_change=save_shot, args=(set_dir, chosen, widget, shot_number), resolution="480p", width=560)
 
 # ---- the shots, per class
 for i, (name, files) in enumerate(shots.items()):

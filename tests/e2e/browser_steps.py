@@ -1,12 +1,34 @@
-"""Steps the browser tests share: the sidebar navigation, and starting a one-cycle run on the Train page."""
+"""Steps the browser tests share: the sidebar navigation, waiting for a script run to end, picking from a selectbox,
+and starting a one-cycle run on the Train page."""
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
+
+# the app's root says whether a script run is under way ("running", "rerunRequested", …) or over ("notRunning")
+IDLE_JS = """() => {
+  const root = document.querySelector('[data-test-script-state]');
+  return root !== null && root.getAttribute('data-test-script-state') === 'notRunning';
+}"""
 
 
 def nav(page, name: str) -> None:
     """Click a page in the sidebar navigation."""
     page.locator(".st-key-loupe-nav").get_by_text(name, exact=True).click()
+
+
+def wait_idle(page) -> None:
+    """Wait until the server has finished the script run, so the page shows that run's elements, not the last ones."""
+    page.wait_for_function(IDLE_JS)
+
+
+def pick(page, box, option: str | re.Pattern) -> None:
+    """Open a selectbox and pick an option, once the run is over: while it runs, the box on screen may be the last
+    run's, which the new run then replaces (closing its list before the option can be clicked)."""
+    wait_idle(page)
+    box.click()
+    page.get_by_role("option", name=option, exact=isinstance(option, str)).click()
 
 
 def start_one_cycle_run(page, epochs: int) -> None:

@@ -11,6 +11,8 @@ from engine.runs import RunStore
 from engine.spec import RunSpec, override
 from engine.training import train_target
 
+from browser_steps import pick
+
 pytestmark = pytest.mark.e2e
 
 GRID = ".st-key-gallery-clean"
@@ -72,16 +74,14 @@ def test_choices_after_apply_and_browsing(page, trained):
     expect(page.locator(f"{GRID} img")).to_have_count(12)
     choices = page.locator(f'{GRID} [data-testid="stSelectbox"]')
     for i, option in ((0, "delete"), (1, "relabel → one")):
-        choices.nth(i).click()
-        page.get_by_role("option", name=option, exact=True).click()
+        pick(page, choices.nth(i), option)
         expect(page.get_by_role("button", name=f"Apply {i + 1} change(s)")).to_be_visible()
     page.get_by_role("button", name="Apply 2 change(s)").click()
     expect(page.get_by_text("Moved 1 image to the trash, relabelled 1")).to_be_visible()
     expect(page.get_by_role("button", name="Apply 0 change(s)")).to_be_visible()
     wait_for_choices(page, 0, "delete")
 
-    choices.nth(0).click()  # a choice on the first page, then the second page and back: it is kept
-    page.get_by_role("option", name="delete", exact=True).click()
+    pick(page, choices.nth(0), "delete")  # a choice on the first page, then the second page and back: it is kept
     expect(page.get_by_role("button", name="Apply 1 change(s)")).to_be_visible()
     number = page.get_by_role("spinbutton", name="Page (of")
     for to in ("2", "1"):

@@ -7,6 +7,8 @@ import zipfile
 import pytest
 from playwright.sync_api import expect
 
+from browser_steps import pick
+
 pytestmark = pytest.mark.e2e
 
 
@@ -17,8 +19,7 @@ def metric(page, label: str):
 
 def choose(page, select_label: str, option: str) -> None:
     """Pick an option of a Streamlit selectbox by its label."""
-    page.locator('[data-testid="stSelectbox"]', has_text=select_label).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    pick(page, page.locator('[data-testid="stSelectbox"]', has_text=select_label), option)
 
 
 def test_digits_regex_to_show_batch(page, loupe_server):

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav
+from browser_steps import nav, pick
 
 pytestmark = pytest.mark.e2e
 VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good): ")
@@ -60,7 +60,7 @@ def test_an_experiment_of_two_learning_rates_on_one_chart(page, loupe_server):
     assert len(tagged) == 1 and tagged[0][0].startswith("lr-") and tagged[0][1:] == (2, 2)
 
     nav(page, "Runs")
-    page.locator('[data-testid="stSelectbox"]', has_text="Open an experiment").click()
-    page.get_by_role("option", name=re.compile(f"^{tagged[0][0]}: learning rate, 2 runs")).click()
+    pick(page, page.locator('[data-testid="stSelectbox"]', has_text="Open an experiment"),
+         re.compile(f"^{tagged[0][0]}: learning rate, 2 runs"))
     page.wait_for_function(f"({LEGEND_JS})('runs-experiment_chart').length === 2", timeout=60_000)
     assert legend(page, "runs-experiment_chart") == ["lr 1e-4", "lr 1e-3"]

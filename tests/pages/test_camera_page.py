@@ -144,3 +144,22 @@ def test_predict_takes_a_camera_shot_and_shows_its_top_k_at_once(app, home):
     assert [m.value for m in app.markdown if m.value.startswith("**")][0] == f"**{top[0][0]}** · {top[0][1]:.1%}"
     assert len(app.get("plotly_chart")) == 1
     assert [i.caption for image in app.get("image") for i in image.proto.imgs] == ["camera shot"]
+
+
+def test_a_shot_the_browser_sends_again_is_saved_once(app, home):
+    """A browser that has not yet dropped the last shot's camera sends its photo again with the next click: one file."""
+    create_set("waves", ["left", "right"])
+    app.run()
+    app.selectbox(key=CAMERA_SET.key).set_value("waves").run()
+    app.button_group(key=CAMERA_CLASS.key).set_value("left").run()
+    camera = app.camera_input(key=camera_shot(0).key).set_value(("image.jpg", jpeg(0), "image/jpeg"))
+    stale = camera._widget_state  # what the browser keeps sending until it has removed the old camera
+    app.run()
+    assert [p.read_bytes() for p in class_shots(home / "camera" / "waves")["left"]] == [jpeg(0)]
+    states = app._tree.get_widget_states()
+    states.widgets.append(stale)
+    app._run(states)  # e.g. the click on "Use this data set" right after a shot
+    no_exceptions(app)
+    assert [p.read_bytes() for p in class_shots(home / "camera" / "waves")["left"]] == [jpeg(0)]
+    shoot(app, 1, jpeg(1))  # the next shot is saved as usual
+    assert [p.read_bytes() for p in class_shots(home / "camera" / "waves")["left"]] == [jpeg(0), jpeg(1)]
