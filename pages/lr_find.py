@@ -14,7 +14,7 @@ from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.text import md
 from ui.train_view import ask_for_data
-from ui.state import (LR_SOURCE, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
+from ui.state import (LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
                       update_draft, window_id)
 
 require_app_frame("pages/lr_find.py")
@@ -25,6 +25,15 @@ NUM_IT = 100  # fastai's lr_find default
 def data_key(spec) -> str:
     """Which data set (and preparation) an LR finder result belongs to: a rate found for one is not another's."""
     return json.dumps(spec.to_dict()["data"], sort_keys=True)
+
+
+def chart_clicked() -> None:
+    """A point of the curve was clicked: its learning rate is the chosen one."""
+    event = LRF_CHART.get()
+    points = event.selection.points if event and event.selection else []
+    if points:
+        LRF_CHOSEN.set(float(points[0]["x"]))
+
 
 st.title("Learning rate finder")
 explain("lr_find")
@@ -90,15 +99,9 @@ if not result.suggestions:
 if LRF_CHOSEN.get() is None and "valley" in result.suggestions:
     LRF_CHOSEN.set(result.suggestions["valley"].lr)  # fastai's default suggestion, until another is picked
 chosen = LRF_CHOSEN.get()
-event = st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT), key="lrf.chart",
-                        on_select="rerun", selection_mode="points", config={"displayModeBar": False})
-points = event.selection.points if event and event.selection else []
-if points:
-    picked = float(points[0]["x"])
-    if picked != chosen:
-        LRF_CHOSEN.set(picked)
-        chosen = picked
-        st.rerun()
+# the callback runs only when the user clicks the chart: a suggestion picked after a click on the chart stays
+st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT),
+                key=LRF_CHART.key, on_select=chart_clicked, selection_mode="points", config={"displayModeBar": False})
 
 st.subheader("Suggestions")
 st.caption("Valley is fastai's default and a safe first choice. Steep is a bolder hint: faster learning, closer "

@@ -115,6 +115,7 @@ LR_SLICE_ON = SessionKey[bool]("train.lr_slice_on")  # the Train page's discrimi
 LR_SOURCE = SessionKey[str]("train.lr_source")  # where the learning rate came from (the LR finder)
 LRF_JOB = SessionKey[str]("lrf.job_id", "")
 LRF_CHOSEN = SessionKey[float]("lrf.chosen")
+LRF_CHART = SessionKey[object]("lrf.chart")  # the LR finder chart's selection (a click on a point)
 REVIEW_RUN = SessionKey[int]("review.run_id")
 RUNS_CONFIRM = SessionKey[list]("runs.confirm")
 INTERPRET_CAM = SessionKey[bool]("interpret.gradcam", False)

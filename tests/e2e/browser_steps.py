@@ -14,7 +14,9 @@ IDLE_JS = """() => {
 
 
 def nav(page, name: str) -> None:
-    """Click a page in the sidebar navigation."""
+    """Click a page in the sidebar navigation, once the current page's run is over (a click on a link while the
+    server is busy with an earlier rerun can be lost)."""
+    wait_idle(page)
     page.locator(".st-key-loupe-nav").get_by_text(name, exact=True).click()
 
 
@@ -34,9 +36,12 @@ def pick(page, box, option: str | re.Pattern) -> None:
 def start_one_cycle_run(page, epochs: int) -> None:
     """On the Train page: fit_one_cycle for `epochs` epochs, then Train."""
     expect(page.get_by_role("heading", name="Train")).to_be_visible()
+    wait_idle(page)
     page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
     field = page.get_by_role("spinbutton", name="Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
     # the button names the epochs once the server has them: no racing the number to the server
+    expect(page.get_by_role("button", name=f"Train ({epochs} epoch{'s' if epochs != 1 else ''})")).to_be_visible()
+    wait_idle(page)
     page.get_by_role("button", name=f"Train ({epochs} epoch{'s' if epochs != 1 else ''})").click()

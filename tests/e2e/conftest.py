@@ -118,3 +118,26 @@ def page(browser, loupe_server):
     page.set_default_timeout(120_000)
     yield page
     context.close()
+
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """When a browser test fails, keep a picture of every page still open, in the test's tmp_path."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    tmp = item.funcargs.get("tmp_path")
+    browsers = [b for b in (item.funcargs.get("browser"), item.funcargs.get("camera_browser")) if b is not None]
+    pages = [p for b in browsers for c in b.contexts for p in c.pages]
+    pages += [p for p in (item.funcargs.get("page"), item.funcargs.get("camera_page")) if p is not None and p not in pages]
+    if tmp is None or not pages:
+        return
+    for i, open_page in enumerate(pages):
+        path = tmp / f"failure-{i}.png"
+        try:
+            open_page.screenshot(path=str(path), full_page=True)
+            report.sections.append(("screenshots", f"{open_page.url}: {path}"))
+        except Exception as e:  # a page that has crashed or closed: nothing to keep
+            report.sections.append(("screenshots", f"{open_page.url}: none ({e})"))

@@ -12,7 +12,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav, start_one_cycle_run
+from browser_steps import nav, start_one_cycle_run, wait_idle
 
 pytestmark = pytest.mark.e2e
 HOLD_AT = 3  # the run waits after batch 3 (its 4th) until the hold file exists
@@ -47,8 +47,20 @@ def test_lr_finder_train_and_runs(page, loupe_server, hold_file, start_server):
     expect(page.get_by_role("button", name="valley:")).to_be_visible(timeout=180_000)
     markers = page.locator('.st-key-lrf-chart .scatterlayer .trace').first.locator(".points path")
     assert markers.count() > 20
-    markers.nth(markers.count() // 2).click(force=True)
-    expect(page.get_by_text("Chosen learning rate")).to_be_visible(timeout=30_000)
+    valley = page.get_by_role("button", name="valley:").inner_text().split(":")[1].strip()
+    for i in (markers.count() // 2, markers.count() // 2 + 7):
+        lr = markers.nth(i).evaluate("(point) => point.__data__.x")  # the learning rate of that point
+        markers.nth(i).click(force=True)
+        expect(page.get_by_text(f"Chosen learning rate: {lr:.2e}")).to_be_visible()
+        if i == markers.count() // 2:  # a suggestion after a click on the chart is taken, and stays
+            wait_idle(page)
+            page.get_by_role("button", name="valley:").click()
+            chosen = page.get_by_text("Chosen learning rate:")
+            expect(chosen).not_to_contain_text(f"{lr:.2e}")
+            wait_idle(page)
+            shown = float(re.search(r"Chosen learning rate: (\S+)", chosen.inner_text()).group(1))
+            assert f"{shown:.1e}" == valley  # the button shows one decimal, the choice two
+    wait_idle(page)  # the click on the chart has been taken: "Use this LR" is not lost to a later rerun
     page.get_by_role("button", name="Use this LR").click()
 
     start_one_cycle_run(page, epochs=2)

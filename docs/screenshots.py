@@ -1,0 +1,179 @@
+"""Take the README's screenshots of the demo-room pages in the system Chromium (Playwright, headless).
+
+    .venv/bin/python docs/screenshots.py            # writes docs/compare-page.png, docs/health-check.png, …
+
+A Loupe server runs on a free localhost port with a fresh LOUPE_HOME; the built-in digits are the data, and
+the health check's folder is made of digits with planted copies. Nothing here is needed to run Loupe.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.builtin import digit_images  # noqa: E402
+
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+IDLE_JS = """() => {
+  const root = document.querySelector('[data-test-script-state]');
+  return root !== null && root.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+
+
+def chromium() -> str:
+    for name in (os.environ.get("LOUPE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    sys.exit("Chromium not found: apt-get install chromium")
+
+
+def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env={**os.environ, "LOUPE_HOME": str(home)}, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(400):
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    sys.exit("Loupe did not start:\n" + log.read_text()[-2000:])
+
+
+def planted_digits(root: Path) -> Path:
+    """Digits in train/valid class folders, with a training image copied into valid and one re-saved smaller."""
+    images, labels = digit_images()
+    names = ["zero", "one", "two", "three"]
+    count = {}
+    for img, label in zip(images, labels):
+        if label >= len(names):
+            continue
+        n = count[label] = count.get(label, 0) + 1
+        if n > 12:
+            continue
+        split = "valid" if n > 9 else "train"
+        folder = root / split / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, "L").save(folder / f"{names[label]}_{n}.png")
+    shutil.copy(root / "train/two/two_3.png", root / "valid/two/two_copy.png")  # a leak
+    Image.open(root / "train/three/three_2.png").resize((24, 24)).convert("RGB").save(
+        root / "train/three/three_resaved.jpg", quality=80)  # a near copy
+    return root
+
+
+def idle(page) -> None:
+    page.wait_for_function(IDLE_JS, timeout=600_000)
+
+
+def nav(page, name: str) -> None:
+    page.locator(".st-key-loupe-nav").get_by_text(name, exact=True).click()
+    idle(page)
+
+
+def shoot(page, path: Path, full_page: bool = True) -> None:
+    idle(page)
+    page.wait_for_timeout(800)  # charts finish their entry transition
+    page.screenshot(path=str(path), full_page=full_page)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = parser.parse_args()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=600_000)
+    with tempfile.TemporaryDirectory(prefix="loupe-shots-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        proc, url = start_server(home, Path(tmp) / "server.log")
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium(), headless=True,
+                                            args=["--no-sandbox", "--disable-gpu"] + FAKE_CAMERA)
+                context = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["camera"])
+                page = context.new_page()
+                page.set_default_timeout(600_000)
+
+                # Explain as I go, on the Data page of the built-in digits
+                page.goto(url)
+                expect(page.locator(".st-key-show_batch img")).to_have_count(9)
+                page.locator('[data-testid="stSidebar"]').get_by_text("Explain as I go").click()
+                expect(page.locator(".st-key-explain-show_batch")).to_be_visible()
+                page.locator(".st-key-explain-show_batch").scroll_into_view_if_needed()
+                shoot(page, args.out / "explain-mode.png", full_page=False)
+                page.locator('[data-testid="stSidebar"]').get_by_text("Explain as I go").click()
+                expect(page.locator('[class*="st-key-explain-"]')).to_have_count(0)
+
+                # Compare: two learning rates, one epoch each
+                nav(page, "Train")
+                page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
+                epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+                epochs.fill("2")
+                epochs.press("Enter")
+                expect(page.get_by_role("button", name="Train (2 epochs)")).to_be_visible()
+                nav(page, "Compare")
+                page.get_by_role("radio", name="3", exact=True).click()
+                idle(page)
+                page.get_by_role("button", name="Start 3 runs").click()
+                expect(page.get_by_text("Last experiment:")).to_be_visible()
+                shoot(page, args.out / "compare-page.png")
+
+                # the health check of a folder with a planted leak and a near copy
+                folder = planted_digits(Path(tmp) / "planted")
+                nav(page, "Data")
+                page.get_by_role("radio", name="A folder on this computer").click()
+                box = page.get_by_role("textbox", name="Folder path")
+                box.fill(str(folder))
+                box.press("Enter")
+                tab = page.get_by_role("tab", name="Train/valid leaks (1)")
+                expect(tab).to_be_visible()
+                tab.click()
+                tab.scroll_into_view_if_needed()
+                page.mouse.wheel(0, -120)
+                shoot(page, args.out / "health-check.png", full_page=False)
+
+                # the Camera page with Chromium's fake camera: a set of two classes, three shots each
+                nav(page, "Camera")
+                page.get_by_role("textbox", name="Data set name").fill("hands")
+                page.get_by_role("textbox", name="Classes, one per line (two or more)").fill("open hand\nfist")
+                page.get_by_role("button", name="Create").click()
+                for i, name in enumerate(["fist", "open-hand"]):
+                    page.get_by_role("radio", name=name).click()
+                    idle(page)
+                    for n in range(1, 4):
+                        page.wait_for_function("""() => { const v = document.querySelector(
+                            '[data-testid="stCameraInput"] video'); return v && v.readyState >= 2; }""")
+                        page.locator('[data-testid="stCameraInput"]').get_by_role("button", name="Take Photo").click()
+                        expect(page.locator(f".st-key-camera-class-{i} img")).to_have_count(n)
+                page.wait_for_function("""() => { const v = document.querySelector(
+                    '[data-testid="stCameraInput"] video'); return v && v.readyState >= 2; }""")
+                shoot(page, args.out / "camera-page.png")
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
