@@ -39,7 +39,7 @@ def browser():
         pytest.skip("Chromium not found: install it (apt-get install chromium) to run the browser tests.")
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=90_000)  # a safety net only: first loads write the built-in data and decode it
+    expect.set_options(timeout=180_000)  # a safety net only: first loads write the built-in data and decode it
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -123,7 +123,8 @@ def page(browser, loupe_server):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """When a browser test fails, keep a picture of every page still open, in the test's tmp_path."""
+    """When a browser test fails, keep a picture of every page still open (in the test's tmp_path) and put its text
+in the report, so a failure on another machine says what the pages showed."""
     outcome = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
@@ -138,6 +139,7 @@ def pytest_runtest_makereport(item, call):
         path = tmp / f"failure-{i}.png"
         try:
             open_page.screenshot(path=str(path), full_page=True)
-            report.sections.append(("screenshots", f"{open_page.url}: {path}"))
+            text = open_page.locator("body").inner_text(timeout=5_000)
+            report.sections.append((f"page {i}", f"{open_page.url}\nscreenshot: {path}\n{text[:4000]}"))
         except Exception as e:  # a page that has crashed or closed: nothing to keep
             report.sections.append(("screenshots", f"{open_page.url}: none ({e})"))
