@@ -51,8 +51,13 @@ class DraftStore:
 
     def latest(self) -> RunSpec | None:
         """The most recently saved readable draft, if any."""
-        files = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in files:
+        def saved(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:  # gone meanwhile
+                return 0.0
+
+        for path in sorted(self.folder.glob("*.json"), key=saved, reverse=True):
             if valid_draft_id(path.stem) and (spec := self.load(path.stem)) is not None:
                 return spec
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import secrets
 import types
@@ -189,9 +190,13 @@ def save_spec(spec: RunSpec, path: str | Path) -> Path:
     """Write `spec` as JSON to the file `path` (atomically: a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(spec.to_json())
-    tmp.replace(path)
+    # a name of its own: two windows (or processes) saving the same file at once never share a temporary file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(spec.to_json())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

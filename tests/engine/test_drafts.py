@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -36,3 +37,28 @@ def test_a_damaged_or_newer_draft_is_skipped(tmp_path):
     store.save(good, RunSpec())
     (tmp_path / f"{bad}.json").write_text('{"version": 99}')
     assert store.load(bad) is None and store.latest() == RunSpec()
+
+
+def test_two_windows_saving_one_draft_at_once_never_fail_or_leave_half_a_file(tmp_path):
+    """Two tabs on one draft address save it at the same moment: each save completes, the file is always whole."""
+    store = DraftStore(tmp_path)
+    draft_id = new_draft_id()
+    specs = [override(RunSpec(), {"train.epochs": n}) for n in range(1, 9)]
+    errors: list[BaseException] = []
+
+    def save_many(spec: RunSpec) -> None:
+        try:
+            for _ in range(40):
+                store.save(draft_id, spec)
+                assert store.load(draft_id) in specs
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=save_many, args=(spec,)) for spec in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.load(draft_id) in specs
+    assert [p.name for p in tmp_path.iterdir()] == [f"{draft_id}.json"]  # no temporary file left behind
