@@ -12,11 +12,13 @@ from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.job_controls import progress_and_controls, queued_notice
-from ui.state import data_problem, data_summary, job_manager, presize_cache, run_spec, run_store, window_id
+from ui.state import (data_problem, data_summary, job_manager, keep_widget_values, presize_cache, run_spec, run_store,
+                      window_id)
 from ui.text import md
 from ui.train_view import ask_for_data, format_seconds
 
 require_app_frame("pages/experiment.py")
+keep_widget_values("experiment.setting", "experiment.count.", "experiment.value.")  # hidden while an experiment runs
 
 st.title("Compare")
 explain("compare")

@@ -88,6 +88,16 @@ class SessionKey(Generic[T]):
         return st.session_state.setdefault(self.key, value)
 
 
+def keep_widget_values(*prefixes: str) -> None:
+    """Keep the values of the widgets whose keys start with `prefixes` through runs that do not draw them.
+
+    Streamlit forgets a widget's value at the end of a run that did not draw it (e.g. the Compare page's
+    settings while its experiment runs); a value written back through the Session State API is kept.
+    """
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefixes)]:
+        st.session_state[key] = st.session_state[key]
+
+
 EXPLAIN = SessionKey[bool]("loupe.explain")  # the guided demo mode: plain-language notes on every page
 DEMO_GOTO = SessionKey[str]("loupe.demo_goto")  # the page a demo-script button opens next
 DRAFT_ID = SessionKey[str]("loupe.draft_id")

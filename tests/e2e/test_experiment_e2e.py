@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav, pick
+from browser_steps import nav, pick, wait_idle
 
 pytestmark = pytest.mark.e2e
 VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good): ")
@@ -50,6 +50,12 @@ def test_an_experiment_of_two_learning_rates_on_one_chart(page, loupe_server):
     expect(page.get_by_text("Last experiment:")).to_be_visible(timeout=300_000)
     page.wait_for_function(f"({LEGEND_JS})('experiment-final_chart').length === 2", timeout=60_000)
     assert legend(page, "experiment-final_chart") == ["lr 1e-4", "lr 1e-3"]
+    # the setting and values are still there for the next experiment
+    wait_idle(page)
+    expect(page.get_by_role("radio", name="learning rate")).to_be_checked()
+    expect(page.get_by_role("radio", name="2", exact=True)).to_be_checked()
+    expect(page.get_by_role("spinbutton", name="Value 1")).to_have_value("1.0e-4")
+    expect(page.get_by_role("spinbutton", name="Value 2")).to_have_value("1.0e-3")
     rows = page.locator('[data-testid="stTable"] tbody tr')
     expect(rows).to_have_count(2)
     for i in range(2):  # a verdict in words, whichever the machine's numbers give

@@ -75,6 +75,10 @@ def test_an_experiment_of_two_learning_rates(app):
     assert job.state == DONE, job.error_detail
     app.run()
     assert not app.exception
+    # the setting and values the experiment ran with are still there, ready for the next one
+    assert app.session_state[EXPERIMENT_SETTING.key] == "lr"
+    assert prefixed(app.button_group, "experiment.count.lr.")[0].value == 2
+    assert [i.value for i in prefixed(app.number_input, "experiment.value.lr.")] == [3e-3, 1e-2]
 
     table = app.table[-1].value
     assert list(table.columns) == ["value", "accuracy", "valid loss", "time", "verdict"]
