@@ -89,10 +89,13 @@ def nav(page, name: str) -> None:
     idle(page)
 
 
-def shoot(page, path: Path, full_page: bool = True) -> None:
+def shoot(page, path: Path, height: int = 900) -> None:
+    """The window at this height (Streamlit scrolls inside its main area, so a taller window shows more)."""
+    page.set_viewport_size({"width": 1280, "height": height})
     idle(page)
-    page.wait_for_timeout(800)  # charts finish their entry transition
-    page.screenshot(path=str(path), full_page=full_page)
+    page.wait_for_timeout(1500)  # charts finish their entry transition
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1280, "height": 900})
     print(f"wrote {path.relative_to(ROOT)}")
 
 
@@ -121,7 +124,7 @@ def main() -> None:
                 page.locator('[data-testid="stSidebar"]').get_by_text("Explain as I go").click()
                 expect(page.locator(".st-key-explain-show_batch")).to_be_visible()
                 page.locator(".st-key-explain-show_batch").scroll_into_view_if_needed()
-                shoot(page, args.out / "explain-mode.png", full_page=False)
+                shoot(page, args.out / "explain-mode.png")
                 page.locator('[data-testid="stSidebar"]').get_by_text("Explain as I go").click()
                 expect(page.locator('[class*="st-key-explain-"]')).to_have_count(0)
 
@@ -137,7 +140,7 @@ def main() -> None:
                 idle(page)
                 page.get_by_role("button", name="Start 3 runs").click()
                 expect(page.get_by_text("Last experiment:")).to_be_visible()
-                shoot(page, args.out / "compare-page.png")
+                shoot(page, args.out / "compare-page.png", height=1900)
 
                 # the health check of a folder with a planted leak and a near copy
                 folder = planted_digits(Path(tmp) / "planted")
@@ -151,7 +154,7 @@ def main() -> None:
                 tab.click()
                 tab.scroll_into_view_if_needed()
                 page.mouse.wheel(0, -120)
-                shoot(page, args.out / "health-check.png", full_page=False)
+                shoot(page, args.out / "health-check.png", height=1100)
 
                 # the Camera page with Chromium's fake camera: a set of two classes, three shots each
                 nav(page, "Camera")
@@ -168,7 +171,7 @@ def main() -> None:
                         expect(page.locator(f".st-key-camera-class-{i} img")).to_have_count(n)
                 page.wait_for_function("""() => { const v = document.querySelector(
                     '[data-testid="stCameraInput"] video'); return v && v.readyState >= 2; }""")
-                shoot(page, args.out / "camera-page.png")
+                shoot(page, args.out / "camera-page.png", height=1300)
                 browser.close()
         finally:
             proc.terminate()
