@@ -10,12 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from PIL import Image
@@ -23,6 +19,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ui_latency import start_server  # noqa: E402  (the same server start as the latency benchmark)
 from engine.builtin import digit_images  # noqa: E402
 
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
@@ -37,26 +34,6 @@ def chromium() -> str:
         if name and shutil.which(name):
             return shutil.which(name)
     sys.exit("Chromium not found: apt-get install chromium")
-
-
-def start_server(home: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env={**os.environ, "LOUPE_HOME": str(home)}, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    sys.exit("Loupe did not start:\n" + log.read_text()[-2000:])
 
 
 def planted_digits(root: Path) -> Path:
@@ -109,7 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="loupe-shots-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        proc, url = start_server(home, Path(tmp) / "server.log")
+        proc, url = start_server(home)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium(), headless=True,

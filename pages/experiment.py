@@ -6,12 +6,12 @@ import streamlit as st
 from engine.device import background_threads
 from engine.errors import UserError
 from engine.experiment import SETTINGS, experiment_target, plan_experiment
-from engine.jobs import CANCELLED, FAILED, INTERRUPTED, QUEUED, Job
+from engine.jobs import CANCELLED, FAILED, INTERRUPTED, Job
 from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr_valley, planned_batches,
                                 setting_picker, value_inputs)
 from ui.explain import explain
 from ui.frame import require_app_frame
-from ui.job_controls import progress_and_controls, queued_notice
+from ui.job_controls import live_job, progress_and_controls
 from ui.state import (data_problem, data_summary, job_manager, keep_widget_values, presize_cache, run_spec, run_store,
                       window_id)
 from ui.text import md
@@ -55,11 +55,8 @@ def launch_panel() -> None:
 @st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     """Progress, the overlaid curves and the table, redrawn every second while the experiment runs."""
-    job = manager.get(job_id)
-    if job is None or not job.active:
-        st.rerun()  # the whole page, to show the finished experiment
-    if job.state == QUEUED:
-        queued_notice(manager, job, owner, "experiment", key="experiment")
+    job = live_job(manager, job_id, owner, "experiment", key="experiment")
+    if job is None:
         return
     plan = job.meta["plan"]
     current = job.last("experiment_run")

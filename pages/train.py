@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine.device import background_threads, describe_device
 from engine.errors import UserError
-from engine.jobs import CANCELLED, FAILED, QUEUED, Job
+from engine.jobs import CANCELLED, FAILED, Job
 from engine.precision import resolve_precision
 from engine.spec import PRECISIONS, total_epochs
 from engine.training import batches_per_epoch, device_of, estimate_seconds, train_target
@@ -13,7 +13,7 @@ from engine.verdict import verdict_of_run
 from ui.charts_train import training_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
-from ui.job_controls import progress_and_controls, queued_notice
+from ui.job_controls import live_job, progress_and_controls
 from ui.model_choice import model_choice
 from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
@@ -132,11 +132,8 @@ def launch_panel() -> None:
 @st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     """Everything that moves during a run, redrawn every second: only this part of the page reruns."""
-    job = manager.get(job_id)
-    if job is None or not job.active:
-        st.rerun()  # the whole page, to show the finished run
-    if job.state == QUEUED:
-        queued_notice(manager, job, owner, "run", key="train")
+    job = live_job(manager, job_id, owner, "run", key="train")
+    if job is None:
         return
     run_event, stage_event = job.last("run"), job.last("stage")
     run_id = run_event.data["run_id"] if run_event else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.jobs import PAUSED, Job, JobManager
+from engine.jobs import PAUSED, QUEUED, Job, JobManager
 from engine.training import format_duration
 
 
@@ -18,6 +18,18 @@ def queued_notice(manager: JobManager, job: Job, owner: str, what: str, key: str
     if st.button(f"Cancel my queued {what}", key=f"{key}.cancel_queued", icon=":material/cancel:"):
         job.stop()
         st.rerun()
+
+
+def live_job(manager: JobManager, job_id: str, owner: str, what: str, key: str) -> Job | None:
+    """In a page's live fragment: the job to draw. Once it has ended the whole page reruns (to show the result);
+    while it waits in line the queue notice is drawn and None comes back."""
+    job = manager.get(job_id)
+    if job is None or not job.active:
+        st.rerun()
+    if job.state == QUEUED:
+        queued_notice(manager, job, owner, what, key=key)
+        return None
+    return job
 
 
 def progress_and_controls(job: Job, text: str, key: str, stop_help: str | None = None) -> None:
