@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 # the app's root says whether a script run is under way ("running", "rerunRequested", …) or over ("notRunning")
@@ -28,9 +29,16 @@ def wait_idle(page) -> None:
 def pick(page, box, option: str | re.Pattern) -> None:
     """Open a selectbox and pick an option, once the run is over: while it runs, the box on screen may be the last
     run's, which the new run then replaces (closing its list before the option can be clicked)."""
-    wait_idle(page)
-    box.click()
-    page.get_by_role("option", name=option, exact=isinstance(option, str)).click()
+    wanted = page.get_by_role("option", name=option, exact=isinstance(option, str))
+    for wait_s in (10, 30, 90):  # on a busy machine a list can close again as it opens: open it again
+        wait_idle(page)
+        box.click()
+        try:
+            wanted.wait_for(state="visible", timeout=wait_s * 1000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    wanted.click()
 
 
 def start_one_cycle_run(page, epochs: int) -> None:
