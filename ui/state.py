@@ -103,6 +103,7 @@ DEMO_GOTO = SessionKey[str]("loupe.demo_goto")  # the page a demo-script button 
 DRAFT_ID = SessionKey[str]("loupe.draft_id")
 DRAFT = SessionKey[RunSpec]("loupe.draft")  # this window's draft, as saved under its id
 PUSHED = SessionKey[dict]("loupe.pushed", factory=dict)  # widget key -> (value it showed before, value it shows)
+MOVED_BY_USER = SessionKey[set]("loupe.moved_by_user", factory=set)  # bound widgets the user changed since they were drawn
 SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)
 FRAMED = SessionKey[bool]("loupe.framed", False)
 INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
@@ -270,7 +271,11 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
     value = to_widget(get(view_spec(), name))
     pushed = PUSHED.get()
     before = pushed.get(key)
-    if before is None or before[1] != value:  # the page moves the widget (e.g. an automatic LR follows the schedule)
+    if key in MOVED_BY_USER.get():
+        # the user moved it: going back to its earlier value later is a choice, never a stale echo
+        MOVED_BY_USER.get().discard(key)
+        pushed[key] = (None, value)
+    elif before is None or before[1] != value:  # the page moves the widget (e.g. an automatic LR follows the schedule)
         pushed[key] = (None if before is None else before[1], value)
     st.session_state[key] = value
     return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
@@ -301,6 +306,7 @@ def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> N
         st.session_state[key] = current
         return
     update_draft({name: from_widget(value)})
+    MOVED_BY_USER.get().add(key)  # bind() records the new value as the user's, not as the page's move
 
 
 # ---------------------------------------------------------------- the chosen data set

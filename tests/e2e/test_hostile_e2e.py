@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_steps import nav, start_one_cycle_run
+from browser_steps import nav, start_one_cycle_run, wait_idle
 from engine.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +85,8 @@ def test_hostile_names_are_text_and_two_windows_keep_their_own_runs(browser, lou
     expect(first.locator('[data-testid="stAlertContentError"]').first).to_be_visible()
     expect(first.locator('[data-testid="stException"]')).to_have_count(0)
     first.get_by_role("radio", name="Parent folder", exact=True).click()
+    expect(first.get_by_role("radio", name="Parent folder", exact=True)).to_be_checked()
+    wait_idle(first)  # the grid below is this run's, not the one drawn before the pattern
     expect(first.locator(".st-key-show_batch img")).to_have_count(9)
 
     # a second window on the same server, then the first trains (held at its first batch)

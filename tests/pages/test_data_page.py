@@ -306,6 +306,20 @@ def test_a_label_kind_can_be_chosen_back_after_another(app, tmp_path):
     assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "2"
 
 
+def test_a_label_kind_clicked_while_the_pattern_change_is_on_its_way_is_taken(app, tmp_path):
+    """A quick user: a new pattern and, before the page has answered, a click back on "Parent folder". Both arrive
+    in one rerun; the click is the user's choice (the page never moved the label kind itself), not a stale echo."""
+    root = make_folder(tmp_path / "pets", [(f"{c}/{c}{i}.png", Image.new("RGB", (8, 8))) for c in "ab" for i in range(5)])
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    app.button_group(key=LABEL).set_value("name").run()
+    app.text_input(key=PATTERN).set_value("((a{1000}){1000}){1000}(x)")
+    app.button_group(key=LABEL).set_value("folder").run()
+    no_exceptions(app)
+    assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "2"
+    assert app.session_state[DRAFT.key].data.label.kind == "folder"
+
+
 def test_the_presize_cache_can_be_limited_and_cleared(app, home):
     from engine.cache import cache_size, disk_limit_bytes
 
