@@ -46,6 +46,10 @@ def start_one_cycle_run(page, epochs: int) -> None:
     expect(page.get_by_role("heading", name="Train")).to_be_visible()
     wait_idle(page)
     page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
+    # the server has the schedule (its caption is drawn) before the epochs change: two quick changes in a row
+    # on a busy machine are two settings, not one race
+    expect(page.get_by_text("Every layer trains with one cycle")).to_be_visible()
+    wait_idle(page)
     field = page.get_by_role("spinbutton", name="Epochs", exact=True)
     field.fill(str(epochs))
     field.press("Enter")
