@@ -1,10 +1,12 @@
 """Sliders for each augmentation, bound to the draft spec's `augment` (fastai's aug_transforms to start with)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from engine.augment import AugSettings
-from ui.state import bind, update_draft
+from ui.state import bind, update_draft, view_spec
 
 
 def _reset() -> None:
@@ -39,11 +41,5 @@ def aug_controls() -> None:
 
 def _zoom_binding() -> dict:
     """The zoom range slider sets two settings, min_zoom and max_zoom."""
-    binding = bind("augment", lambda aug: (aug.min_zoom, aug.max_zoom))
-    key = binding["key"]
-
-    def changed() -> None:
-        low, high = st.session_state[key]
-        update_draft({"augment.min_zoom": float(low), "augment.max_zoom": float(high)})
-
-    return {"key": key, "on_change": changed}
+    return bind("augment", lambda aug: (aug.min_zoom, aug.max_zoom),
+                lambda zoom: replace(view_spec().augment, min_zoom=float(zoom[0]), max_zoom=float(zoom[1])))

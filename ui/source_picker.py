@@ -13,8 +13,8 @@ from engine.home import home_subdir
 from engine.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
 from engine.spec import DataSpec
 from ui.text import md
-from ui.state import (FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS, bind, draft,
-                      update_draft)
+from ui.state import (FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS, bind, draft, shown,
+                      take_missed_change, update_draft)
 
 KINDS = {
     "builtin": "Built-in (offline)",
@@ -55,8 +55,7 @@ def _first_source(kind: str) -> str:
     if kind == "builtin":
         return f"builtin:{next(iter(BUILTINS))}"
     if kind == "folder":
-        text = FOLDER_TEXT.get().strip()
-        return str(Path(text).expanduser().resolve()) if text else ""
+        return _folder_source(FOLDER_TEXT.get())
     if kind == "zip":
         previous = _previous_uploads()
         return str(_uploads() / previous[-1]) if previous else ""
@@ -72,7 +71,10 @@ def _kind_changed() -> None:
 
 def pick_source() -> ChosenSource | None:
     """Draw the source widgets; the chosen folder, or None while nothing usable is chosen."""
+    take_missed_change(SOURCE_KIND.key, lambda: source_kind(draft().data),
+                       lambda kind: update_draft({"data.source": _first_source(kind)}))
     SOURCE_KIND.set(source_kind(draft().data) or SOURCE_KIND.get() or "builtin")
+    shown(SOURCE_KIND.key, SOURCE_KIND.get())
     kind = st.segmented_control("Where are the images?", list(KINDS), format_func=KINDS.get, key=SOURCE_KIND.key,
                                 required=True, on_change=_kind_changed)
     if kind == "builtin":
@@ -97,15 +99,29 @@ def _builtin() -> ChosenSource:
     return ChosenSource(root, BUILTINS[key].title, f"builtin:{key}", "builtin")
 
 
+def _folder_source(text: str) -> str:
+    """The draft's source for a typed folder path ("" for none)."""
+    text = text.strip()
+    return str(Path(text).expanduser().resolve()) if text else ""
+
+
 def _folder_typed() -> None:
-    text = FOLDER_TEXT.get().strip()
-    update_draft({"data.source": str(Path(text).expanduser().resolve()) if text else ""})
+    update_draft({"data.source": _folder_source(FOLDER_TEXT.get())})
+
+
+def _typed_folder_in_draft(data: DataSpec) -> str:
+    """The folder text that the draft holds: the text typed, if the draft has taken it (else the draft's source)."""
+    source = data.source if source_kind(data) == "folder" else ""
+    return FOLDER_TEXT.get() if _folder_source(FOLDER_TEXT.get()) == source else source
 
 
 def _folder() -> ChosenSource | None:
     data = draft().data
+    if take_missed_change(FOLDER_TEXT.key, lambda: _typed_folder_in_draft(data), lambda text: _folder_typed()):
+        data = draft().data
     if source_kind(data) == "folder" and not FOLDER_TEXT.get():
         FOLDER_TEXT.set(data.source)  # a reload or a restart: the draft remembers the folder
+    shown(FOLDER_TEXT.key, FOLDER_TEXT.get())
     st.text_input("Folder path", key=FOLDER_TEXT.key, on_change=_folder_typed,
                   placeholder="/home/me/Pictures/pets", help="Subfolders are scanned too; other files are ignored.")
     if not data.source or source_kind(data) != "folder":

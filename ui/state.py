@@ -6,6 +6,7 @@ here (`TRAIN_JOB.get()`, `key=INTERPRET_K.key`) and the draft spec (`draft()`, `
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.sources import clean_stale_extractions, is_downloaded
 from engine.spec import RunSpec, get, override, resolve
 
 T = TypeVar("T")
+_LOG = logging.getLogger("loupe.widgets")
 
 
 # ---------------------------------------------------------------- objects shared by every session
@@ -268,6 +270,7 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
          from_widget: Callable[[Any], Any] = lambda v: v, part: str = "") -> dict:
     """Keyword arguments that bind a widget to a draft setting: its value comes from the draft, changes go back to it."""
     key = widget_key(name, part)
+    take_missed_change(key, lambda: to_widget(get(view_spec(), name)), lambda v: update_draft({name: from_widget(v)}))
     value = to_widget(get(view_spec(), name))
     pushed = PUSHED.get()
     before = pushed.get(key)
@@ -279,6 +282,35 @@ def bind(name: str, to_widget: Callable[[Any], Any] = lambda v: v,
         pushed[key] = (None if before is None else before[1], value)
     st.session_state[key] = value
     return {"key": key, "on_change": _widget_changed, "args": (name, key, from_widget)}
+
+
+def take_missed_change(key: str, draft_value: Callable[[], Any], apply: Callable[[Any], None]) -> bool:
+    """Take a value the browser sent for a widget whose change callback never ran; True if there was one.
+
+    Streamlit can deliver a widget's new value without calling its `on_change` (e.g. a change that arrives while a
+    run is being replaced); the page would then draw the draft's old value over it and the click or the typed value
+    would be lost. Called before the widget is drawn: a value that is neither what the page last showed, nor the
+    draft's, nor the value the page replaced (a stale echo) is the user's, and goes to the draft now.
+    """
+    shown = PUSHED.get().get(key)
+    if shown is None or key not in st.session_state:
+        return False  # drawn for the first time (or not kept since): nothing can have been missed
+    value, (previous, current) = st.session_state[key], shown
+    if _same(value, current) or _same(value, draft_value()):
+        return False  # as shown, or the callback has taken it
+    if previous is not None and _same(value, previous):
+        return False  # the browser's echo of the value the page replaced
+    _LOG.warning("taking a change to %s that arrived without its callback", key)
+    apply(value)
+    MOVED_BY_USER.get().add(key)
+    return True
+
+
+def shown(key: str, value: Any) -> None:
+    """Record that the page shows `value` in the widget `key` (for widgets bound by hand, not by `bind`)."""
+    before = PUSHED.get().get(key)
+    if before is None or not _same(before[1], value):
+        PUSHED.get()[key] = (None if before is None else before[1], value)
 
 
 def _same(a: Any, b: Any) -> bool:
