@@ -14,6 +14,14 @@ IDLE_JS = """() => {
 }"""
 
 
+def new_window(browser, width: int = 1400, height: int = 1000, **options):
+    """A page in a new browser context (a window of its own: its own session), with the suite's patient timeouts: a
+    first load on a busy machine writes and decodes the built-in data before anything can be clicked."""
+    page = browser.new_context(viewport={"width": width, "height": height}, **options).new_page()
+    page.set_default_timeout(180_000)
+    return page
+
+
 def nav(page, name: str) -> None:
     """Click a page in the sidebar navigation, once the current page's run is over (a click on a link while the
     server is busy with an earlier rerun can be lost)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from browser_steps import new_window
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -113,11 +115,9 @@ def start_server(tmp_path):
 
 @pytest.fixture()
 def page(browser, loupe_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(120_000)
+    page = new_window(browser)
     yield page
-    context.close()
+    page.context.close()
 
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav, start_one_cycle_run
+from browser_steps import nav, new_window, start_one_cycle_run
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,9 @@ def camera_browser(pytestconfig, browser):
 
 @pytest.fixture()
 def camera_page(camera_browser, loupe_server):
-    context = camera_browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
-    page = context.new_page()
-    page.set_default_timeout(120_000)
+    page = new_window(camera_browser, permissions=["camera"])
     yield page
-    context.close()
+    page.context.close()
 
 
 VIDEO_PLAYING = """() => {

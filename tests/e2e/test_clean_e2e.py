@@ -11,7 +11,7 @@ from engine.runs import RunStore
 from engine.spec import RunSpec, override
 from engine.training import train_target
 
-from browser_steps import pick
+from browser_steps import new_window, pick
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +53,7 @@ def inside(inner: dict, outer: dict) -> bool:
 
 
 def test_the_clean_grid_fits_a_narrow_window(browser, trained):
-    page = browser.new_context(viewport={"width": 700, "height": 900}).new_page()
-    page.set_default_timeout(120_000)
+    page = new_window(browser, 700, 900)
     page.goto(f"{trained}/clean")
     expect(page.get_by_role("heading", name="Clean")).to_be_visible()
     images = page.locator(f"{GRID} img")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_steps import nav, start_one_cycle_run, wait_idle
+from browser_steps import nav, new_window, start_one_cycle_run, wait_idle
 from engine.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +63,7 @@ def assert_no_markup(page) -> None:
 
 def test_hostile_names_are_text_and_two_windows_keep_their_own_runs(browser, loupe_server, hostile_folder, hold_file):
     url, _ = loupe_server
-    first = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    first = new_window(browser)
     first.goto(url)
     first.get_by_role("radio", name="A folder on this computer").click()
     folder = first.get_by_role("textbox", name="Folder path")
@@ -90,7 +90,7 @@ def test_hostile_names_are_text_and_two_windows_keep_their_own_runs(browser, lou
     expect(first.locator(".st-key-show_batch img")).to_have_count(9)
 
     # a second window on the same server, then the first trains (held at its first batch)
-    second = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    second = new_window(browser)
     second.goto(url)
     expect(second.locator(".st-key-show_batch img")).to_have_count(9)
     nav(first, "Train")
