@@ -124,12 +124,14 @@ def page(browser, loupe_server):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """When a browser test fails, keep a picture of every page still open (in the test's tmp_path) and put its text
-in the report, so a failure on another machine says what the pages showed."""
+in the report with the end of each server's log, so a failure on another machine says what the pages showed."""
     outcome = yield
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
     tmp = item.funcargs.get("tmp_path")
+    for log in sorted(tmp.glob("server*.log")) if tmp is not None else []:  # what the server said, warnings included
+        report.sections.append((log.name, log.read_text(errors="replace")[-6000:]))
     browsers = [b for b in (item.funcargs.get("browser"), item.funcargs.get("camera_browser")) if b is not None]
     pages = [p for b in browsers for c in b.contexts for p in c.pages]
     pages += [p for p in (item.funcargs.get("page"), item.funcargs.get("camera_page")) if p is not None and p not in pages]
