@@ -188,7 +188,7 @@ def guess_level(options: Sequence[LevelOption], rel_paths: Sequence[str]) -> tup
     if parent is not None and chosen is not parent and chosen.labels == parent.labels:
         chosen = parent
     refused = [o for o in folder_options if o.nested is not None and o.n_classes >= 2]
-    why = [f"{chosen.title.lower()}: {chosen.n_classes:,} classes"]
+    why = [f"The {chosen.title.lower()} gives {chosen.n_classes:,} classes"]
     if facet:
         why.append(f"the top-level folders ({', '.join(sorted(top.class_counts)[:4])}) each hold the same subfolders "
                    "and are named like sizes or versions, so they look like copies of one set, not classes")
@@ -196,5 +196,6 @@ def guess_level(options: Sequence[LevelOption], rel_paths: Sequence[str]) -> tup
         outer, inner = o.nested
         why.append(f"the {o.title.lower()} would put classes inside others ('{inner}' lies inside '{outer}')")
     others = [o for o in folder_options if o.admissible and not _same_reading(o.labels, chosen.labels)]
-    sure = "Other levels also fit: compare them." if others else "No other folder level fits."
+    sure = ("Other levels also give classes that do not nest: compare them." if others
+            else "No other folder level gives other classes without nesting them.")
     return chosen, "; ".join(why) + ". " + sure

@@ -83,7 +83,7 @@ def test_a_tango_like_tree_is_read_by_the_parent_folder(tmp_path):
     assert levels["Parent folder"].class_counts == {"actions": 9, "apps": 9, "places": 6}
     chosen, why = guess_level(folder_levels(rels), rels)
     assert chosen.rule == LabelRule(kind="folder")
-    assert "16x16, 22x22, 32x32" in why and "Other levels also fit" in why
+    assert "16x16, 22x22, 32x32" in why and "Other levels also give classes" in why
     assert suggest_rules(scan_folder(tmp_path / "tango"))[0] == LabelRule(kind="folder")
 
 
@@ -101,7 +101,7 @@ def test_the_same_subfolders_under_word_named_folders_are_still_categories(tmp_p
 def test_flat_class_folders_are_the_parent_folder(tmp_path):
     rels = rels_of(make_tree(tmp_path / "flat", [f"{c}/{i}.png" for c in ("cats", "dogs") for i in range(3)]))
     chosen, why = guess_level(folder_levels(rels), rels)
-    assert chosen.rule == LabelRule(kind="folder") and "No other folder level fits" in why
+    assert chosen.rule == LabelRule(kind="folder") and "No other folder level gives other classes" in why
 
 
 def test_one_wrapping_folder_is_looked_under(tmp_path):
