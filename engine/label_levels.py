@@ -12,11 +12,12 @@ parent folder of each file (and, under one wrapping folder, the level below it).
    picture lies.
 3. Except when the top level is a *facet*: every top-level folder holds mostly the same subfolders (the same
    categories again) and every top-level name has a digit in it (sizes such as `16x16`, years, versions). Then
-   the top level, and any level that gives the same labels, is skipped: Tango's `<size>/<category>/` is read
-   by the category.
+   the top level, and any level that reads the files as it does, is skipped: Tango's `<size>/<category>/` is read
+   by the category. (If no other level is admissible, the top level is the guess after all.)
 4. A level that labels every file as the parent folder does is named the parent folder (fastai's parent_label).
 
-No admissible level: no guess (None); the caller keeps its own fallback.
+No admissible level: no guess; `guess_rule` then falls back on the parent folder, or the top-level folder when
+the parent's classes nest (a top-level folder never lies inside another).
 """
 from __future__ import annotations
 
@@ -181,8 +182,9 @@ def guess_level(options: Sequence[LevelOption], rel_paths: Sequence[str]) -> tup
     by_kind = {o.rule.kind: o for o in folder_options}
     top, parent = by_kind.get("top-folder"), by_kind.get("folder")
     facet = top is not None and top_is_facet(rel_paths)
-    candidates = [o for o in folder_options if not (facet and o.labels == top.labels)]
-    chosen = next((o for o in candidates if o.admissible), None)
+    candidates = [o for o in folder_options if not (facet and _same_reading(o.labels, top.labels))]
+    chosen = next((o for o in candidates if o.admissible), None) or next((o for o in folder_options if o.admissible), None)
+    facet = facet and chosen is not top
     if chosen is None:
         return None, "No folder level gives two or more classes that do not lie inside each other."
     if parent is not None and chosen is not parent and chosen.labels == parent.labels:
@@ -199,3 +201,13 @@ def guess_level(options: Sequence[LevelOption], rel_paths: Sequence[str]) -> tup
     sure = ("Other levels also give classes that do not nest: compare them." if others
             else "No other folder level gives other classes without nesting them.")
     return chosen, "; ".join(why) + ". " + sure
+
+
+def guess_rule(rel_paths: Sequence[str]) -> LabelRule:
+    """The folder rule for these files: the guessed level, else the parent folder, else the top-level folder."""
+    levels = folder_levels(rel_paths, n_examples=0)
+    chosen, _ = guess_level(levels, rel_paths)
+    if chosen is not None:
+        return chosen.rule
+    parent = levels[-1]
+    return parent.rule if parent.nested is None else levels[0].rule

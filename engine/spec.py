@@ -29,7 +29,7 @@ from typing import Any
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
-from engine.label_levels import folder_levels, guess_level
+from engine.label_levels import guess_rule
 from engine.labels import LabelRule
 from engine.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
 from engine.split import SplitRule
@@ -334,7 +334,7 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     names like `beagle_12.jpg` → regex on the name, random split; otherwise the folder level that
     engine.label_levels.guess_level picks (never classes inside other classes: a nested category/subcategory
     collection is read by its top-level folders, Tango's <size>/<category>/ by the parent), random split;
-    the parent folder when no level fits.
+    the parent folder (or the top-level one, if the parent's classes nest) when no level fits.
     """
     rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
     tops = {r.split("/", 1)[0] for r in rel if "/" in r}
@@ -345,8 +345,7 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
     if sample and named >= 0.9 * len(sample):
         return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
-    level, _ = guess_level(folder_levels(rel, n_examples=0), rel)
-    return (level.rule if level is not None else LabelRule(kind="folder")), SplitRule(kind="random")
+    return guess_rule(rel), SplitRule(kind="random")
 
 
 def default_augment(data: DataSpec) -> AugSettings:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.cli import main
-from engine.label_levels import depth_rule, folder_levels, guess_level, label_options, top_is_facet
+from engine.label_levels import depth_rule, folder_levels, guess_level, guess_rule, label_options, top_is_facet
 from engine.labels import LabelRule, apply_label_rule
 from engine.sources import scan_folder
 from engine.spec import NAME_PATTERN, suggest_rules
@@ -121,6 +121,10 @@ def test_no_level_fits_gives_no_guess(tmp_path):
     rels = rels_of(make_tree(tmp_path / "loose", ["a.png", "b.png", "only/c.png"]))
     chosen, why = guess_level(folder_levels(rels), rels)
     assert chosen is None and "No folder level" in why
+    assert guess_rule(rels) == LabelRule(kind="folder")
+    nested = ["a.png", "only/b.png", "only/inner/c.png"]  # one top folder, and the parent's classes nest
+    assert guess_level(folder_levels(nested), nested)[0] is None
+    assert guess_rule(nested) == LabelRule(kind="top-folder")
     assert suggest_rules(scan_folder(tmp_path / "loose"))[0] == LabelRule(kind="folder")  # the old fallback
 
 
@@ -152,6 +156,19 @@ def test_the_guess_never_gives_classes_inside_classes(tmp_path):
         chosen, _ = guess_level(levels, rels)
         if chosen is not None:
             assert chosen.nested is None and chosen.n_classes >= 2, (trial, rels)
+        rule = guess_rule(rels)  # what suggest_rules proposes, fallback included
+        assert next(o for o in levels if o.rule == rule).nested is None, (trial, rels)
+
+
+def test_sizes_with_pictures_directly_in_them_fall_back_on_the_sizes(tmp_path):
+    """<size>/<category>/ with a few pictures in the size folders: the parent nests, so the sizes are the only level."""
+    rels = rels_of(make_tree(tmp_path / "tango", TANGO + ["16x16/loose.png", "32x32/loose.png"]))
+    assert top_is_facet(rels)
+    levels = by_title(folder_levels(rels))
+    assert levels["Parent folder"].nested == ("16x16", "16x16/actions")
+    chosen, why = guess_level(folder_levels(rels), rels)
+    assert chosen.rule == LabelRule(kind="top-folder") and "sizes or versions" not in why
+    assert guess_rule(rels) == LabelRule(kind="top-folder")
 
 
 def test_regex_rules_are_offered_beside_the_levels(tmp_path):
