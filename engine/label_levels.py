@@ -11,7 +11,8 @@ parent folder of each file (and, under one wrapping folder, the level below it).
    grandparent, then parent: category/subcategory collections are read by their categories, however deep a
    picture lies.
 3. Except when the top level is a *facet*: every top-level folder holds mostly the same subfolders (the same
-   categories again) and every top-level name has a digit in it (sizes such as `16x16`, years, versions). Then
+   categories again) and every top-level name has a digit in it (sizes such as `16x16`, years, versions), or
+   the top-level folders are `train/` and `valid/` (a split). Then
    the top level, and any level that reads the files as it does, is skipped: Tango's `<size>/<category>/` is read
    by the category. (If no other level is admissible, the top level is the guess after all.)
 4. A level that labels every file as the parent folder does is named the parent folder (fastai's parent_label).
@@ -29,6 +30,7 @@ from typing import Sequence
 from engine.errors import UserError
 from engine.labels import LabelRule, apply_label_rule
 
+VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")  # with train/: a split, not classes
 FACET_SHARE = 0.5  # a top folder holds at least this share of all subfolder names, on average: the layout is crossed
 
 
@@ -168,7 +170,8 @@ def top_is_facet(rel_paths: Sequence[str]) -> bool:
     if len(subfolders) < 2 or len(every) < 2:
         return False
     share = sum(len(names) for names in subfolders.values()) / (len(subfolders) * len(every))
-    return share >= FACET_SHARE and all(any(ch.isdigit() for ch in top) for top in subfolders)
+    split = "train" in subfolders and any(name in subfolders for name in VALID_FOLDER_NAMES)
+    return share >= FACET_SHARE and (split or all(any(ch.isdigit() for ch in top) for top in subfolders))
 
 
 def _same_reading(a: list[str | None], b: list[str | None]) -> bool:
@@ -193,7 +196,7 @@ def guess_level(options: Sequence[LevelOption], rel_paths: Sequence[str]) -> tup
     why = [f"The {chosen.title.lower()} gives {chosen.n_classes:,} classes"]
     if facet:
         why.append(f"the top-level folders ({', '.join(sorted(top.class_counts)[:4])}) each hold the same subfolders "
-                   "and are named like sizes or versions, so they look like copies of one set, not classes")
+                   "and are named like sizes, versions or a train/valid split, so they are not the classes")
     for o in refused:
         outer, inner = o.nested
         why.append(f"the {o.title.lower()} would put classes inside others ('{inner}' lies inside '{outer}')")

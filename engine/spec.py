@@ -29,7 +29,7 @@ from typing import Any
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
-from engine.label_levels import guess_rule
+from engine.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
 from engine.labels import LabelRule
 from engine.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
 from engine.split import SplitRule
@@ -45,7 +45,6 @@ PRESIZE_METHODS = ("crop", "squish")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/precision.py
 SOURCES = ("builtin", "fastai", "folder")
-VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
 NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
 
 

@@ -96,6 +96,10 @@ def test_the_same_subfolders_under_word_named_folders_are_still_categories(tmp_p
     years = rels_of(make_tree(tmp_path / "years", [f"{y}/{c}/{i}.png" for y in ("2019", "2020") for c in ("cats", "dogs")
                                                     for i in range(2)]))
     assert guess_level(folder_levels(years), years)[0].rule == LabelRule(kind="folder")
+    split = rels_of(make_tree(tmp_path / "split", [f"{s}/{c}/{i}.png" for s in ("train", "valid") for c in ("cats", "dogs")
+                                                    for i in range(2)]))
+    assert top_is_facet(split)  # the chooser's guess agrees with suggest_rules' split by folder
+    assert guess_level(folder_levels(split), split)[0].rule == LabelRule(kind="folder")
 
 
 def test_flat_class_folders_are_the_parent_folder(tmp_path):
@@ -167,7 +171,7 @@ def test_sizes_with_pictures_directly_in_them_fall_back_on_the_sizes(tmp_path):
     levels = by_title(folder_levels(rels))
     assert levels["Parent folder"].nested == ("16x16", "16x16/actions")
     chosen, why = guess_level(folder_levels(rels), rels)
-    assert chosen.rule == LabelRule(kind="top-folder") and "sizes or versions" not in why
+    assert chosen.rule == LabelRule(kind="top-folder") and "named like sizes" not in why
     assert guess_rule(rels) == LabelRule(kind="top-folder")
 
 
