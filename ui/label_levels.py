@@ -90,8 +90,8 @@ def _option_row(option: LevelOption, in_use: bool, guessed: bool, same_as: str |
 def label_level_chooser(scan: FolderScan, current: LabelRule) -> None:
     """Every folder level (and the file-name regex) with its number of classes and example pictures; one click uses it."""
     rels = tuple(p.relative_to(scan.root).as_posix() for p in scan.images)
-    regexes = [(NAME_PATTERN, "name")] + ([(current.pattern, current.on)] if current.kind == "regex" else [])
-    options, guessed, why = _options(rels, tuple(dict.fromkeys(regexes)))
+    # the name regex Loupe knows (a pattern being typed is tried by the live tester alone: it may be slow)
+    options, guessed, why = _options(rels, ((NAME_PATTERN, "name"),))
     folders = [o for o in options if o.is_folder]
     if not folders:
         return  # every picture lies in the data folder itself: no level to choose
