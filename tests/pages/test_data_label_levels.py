@@ -101,3 +101,15 @@ def test_folder_names_in_the_chooser_are_text(app, tmp_path):
     shown = captions(app)
     assert r"\*\*bold\*\*" in shown and r"\[x\]\(http\:\_\_e\)" in shown  # escaped: shown as typed
     assert "**bold**" not in shown and "[x](http:__e)" not in shown
+
+
+def test_the_name_regex_is_offered_beside_the_levels(app, tmp_path):
+    rels = [f"{folder}/{breed}_{i}.png" for folder, breed in (("one", "tabby"), ("one", "beagle"), ("two", "pug"))
+            for i in range(3)]
+    open_folder(app, make_tree(tmp_path / "named", rels))
+    assert app.button_group(key=LABEL).value == "name"  # suggest_rules: names like beagle_12 win
+    regex = level_button(app, "Regex on the file name")
+    assert regex.label == "In use" and level_button(app, "Parent folder").label == "Use this"
+    assert {"tabby", "beagle", "pug"} <= set(captions(app))
+    level_button(app, "Parent folder").click().run()
+    assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "2"
