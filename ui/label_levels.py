@@ -37,8 +37,12 @@ def thumbnail(path: str) -> np.ndarray | None:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _options(rels: tuple[str, ...], regexes: tuple[tuple[str, str], ...]) -> tuple[list[LevelOption], int | None, str]:
-    """The options for these files, the index of the guessed one, and why it was guessed."""
+def _options(rel_lines: str, regexes: tuple[tuple[str, str], ...]) -> tuple[list[LevelOption], int | None, str]:
+    """The options for these files, the index of the guessed one, and why it was guessed.
+
+    The relative paths come joined by NUL, which no path holds: one string hashes much faster than a tuple.
+    """
+    rels = rel_lines.split("\0")
     options = label_options(rels, [LabelRule(kind="regex", pattern=p, on=on) for p, on in regexes],
                             n_examples=PER_CLASS)
     options = [o for o in options if o.n_labelled]
@@ -89,9 +93,10 @@ def _option_row(option: LevelOption, in_use: bool, guessed: bool, same_as: str |
 
 def label_level_chooser(scan: FolderScan, current: LabelRule) -> None:
     """Every folder level (and the file-name regex) with its number of classes and example pictures; one click uses it."""
-    rels = tuple(p.relative_to(scan.root).as_posix() for p in scan.images)
+    cut = len(str(scan.root)) + 1  # the scan's images all lie under its root: slicing is cheaper than relative_to
+    rel_lines = "\0".join(str(p)[cut:] for p in scan.images).replace(os.sep, "/")
     # the name regex Loupe knows (a pattern being typed is tried by the live tester alone: it may be slow)
-    options, guessed, why = _options(rels, ((NAME_PATTERN, "name"),))
+    options, guessed, why = _options(rel_lines, ((NAME_PATTERN, "name"),))
     folders = [o for o in options if o.is_folder]
     if not folders:
         return  # every picture lies in the data folder itself: no level to choose
@@ -102,4 +107,4 @@ def label_level_chooser(scan: FolderScan, current: LabelRule) -> None:
         for i, option in enumerate(options):
             same_as = seen.setdefault(tuple(option.labels), option.title) if option.is_folder else None
             _option_row(option, same_rule(option.rule, current), i == guessed,
-                        same_as if same_as != option.title else None, scan.root, len(rels))
+                        same_as if same_as != option.title else None, scan.root, len(scan.images))
