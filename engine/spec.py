@@ -29,6 +29,7 @@ from typing import Any
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
+from engine.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
 from engine.labels import LabelRule
 from engine.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
 from engine.split import SplitRule
@@ -44,7 +45,6 @@ PRESIZE_METHODS = ("crop", "squish")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/precision.py
 SOURCES = ("builtin", "fastai", "folder")
-VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")
 NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
 
 
@@ -330,8 +330,10 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     """Guess a label and split rule from a folder's layout, as a starting point the user can change.
 
     train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
-    names like `beagle_12.jpg` → regex on the name, random split; images two or more folders deep
-    (category/subcategory/file) → the top-level folder, random split; otherwise parent folder, random split.
+    names like `beagle_12.jpg` → regex on the name, random split; otherwise the folder level that
+    engine.label_levels.guess_level picks (never classes inside other classes: a nested category/subcategory
+    collection is read by its top-level folders, Tango's <size>/<category>/ by the parent), random split;
+    the parent folder (or the top-level one, if the parent's classes nest) when no level fits.
     """
     rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
     tops = {r.split("/", 1)[0] for r in rel if "/" in r}
@@ -342,10 +344,7 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
     named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
     if sample and named >= 0.9 * len(sample):
         return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
-    deep = sum(1 for r in rel if r.count("/") >= 2)
-    if rel and deep >= 0.9 * len(rel) and len(tops) >= 2:  # a nested corpus: its top-level categories
-        return LabelRule(kind="top-folder"), SplitRule(kind="random")
-    return LabelRule(kind="folder"), SplitRule(kind="random")
+    return guess_rule(rel), SplitRule(kind="random")
 
 
 def default_augment(data: DataSpec) -> AugSettings:

@@ -20,6 +20,7 @@ from ui.demo_script import demo_script
 from ui.explain import explain
 from ui.gallery import image_grid
 from ui.health_view import check_for, health_panel
+from ui.label_levels import label_level_chooser
 from ui.source_picker import pick_source
 from ui.text import md, md_list
 from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
@@ -133,6 +134,7 @@ st.caption(f"{len(scan.images):,} images in {md(scan.root)}"
 st.header("2 · Labels", divider="orange")
 st.segmented_control("How is each image's class given?", list(LABEL_KINDS), format_func=LABEL_KINDS.get, required=True,
                      **bind("data.label", label_kind, lambda kind: label_rule_for(kind, scan.root)))
+label_level_chooser(scan, view_spec().data.label)
 rule_column, tester = st.columns([3, 2], gap="large")
 kind = label_kind(view_spec().data.label)
 if kind in ("name", "path"):

@@ -33,9 +33,16 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def keyed_block(node, key: str):
+    """The container drawn with st.container(key=key), or None."""
+    if getattr(getattr(node, "proto", None), "id", "").endswith("-" + key):
+        return node
+    return next((b for child in getattr(node, "children", {}).values() if (b := keyed_block(child, key))), None)
+
+
 def grid_captions(at: AppTest) -> list[str]:
-    """Captions of the show_batch grid's images."""
-    return [i.caption for image in at.get("image") for i in image.proto.imgs if i.caption]
+    """Captions of the show_batch grid's images (not the label-level chooser's thumbnails)."""
+    return [i.caption for image in keyed_block(at._tree, "show_batch").get("image") for i in image.proto.imgs if i.caption]
 
 
 def no_exceptions(at: AppTest) -> None:
