@@ -529,7 +529,7 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 
 def cmd_label_issues(args: argparse.Namespace) -> dict:
     """Likely wrong labels of the data set the spec names, by models trained as the spec says; nothing is changed."""
-    from engine.label_issues import DEFAULT_K, find_likely_label_errors
+    from engine.label_issues import DEFAULT_K, find_likely_label_errors, percent_sure
 
     spec = spec_from_args(args)
     if spec.data.kind == "fastai":
@@ -553,7 +553,7 @@ def cmd_label_issues(args: argparse.Namespace) -> dict:
     if not args.json:
         print(result["message"])
         for row in result["flagged"]:
-            print(f"{row['file']}: {row['label']} → {row['suggested']} ({row['confidence']:.0%} sure)")
+            print(f"{row['file']}: {row['label']} → {row['suggested']} ({percent_sure(row['confidence'])} sure)")
     return result
 
 

@@ -90,6 +90,11 @@ def fold_split(n_items: int, positions: np.ndarray, folds: np.ndarray, fold: int
     return split
 
 
+def percent_sure(p: float) -> str:
+    """A probability as a whole percent rounded down, so a model short of certain never reads 100% sure."""
+    return f"{math.floor(round(p * 100, 6))}%"
+
+
 def needed_accuracy(labels: np.ndarray, n_classes: int) -> float:
     """The out-of-fold accuracy the models need before they judge labels: MIN_OOF_ACCURACY, or halfway from always
     guessing the biggest class (chance, for these labels) to perfect, whichever is higher."""
@@ -167,7 +172,8 @@ def issues_table(items: LabelledItems, positions: np.ndarray, pred_probs: np.nda
     needed = needed_accuracy(labels, len(items.classes))
     if not len(positions):
         table = pd.DataFrame({c: [] for c in COLUMNS})
-        table.attrs.update(oof_accuracy=None, needed_accuracy=needed, judged=False, message=judgement(None, needed, 0, 0))
+        table.attrs.update(oof_accuracy=None, needed_accuracy=needed, judged=False,
+                           message=judgement(None, needed, 0, 0))
         return table
     accuracy = float((pred_probs.argmax(axis=1) == labels).mean())
     judged = accuracy >= needed

@@ -13,7 +13,7 @@ from engine.clean import RELABEL, Change, apply_changes
 from engine.device import background_threads
 from engine.errors import UserError
 from engine.jobs import FAILED, QUEUED, Job
-from engine.label_issues import DEFAULT_K, estimate_label_issue_seconds, fold_spec, label_issues_target
+from engine.label_issues import DEFAULT_K, estimate_label_issue_seconds, fold_spec, label_issues_target, percent_sure
 from engine.review import data_fingerprint
 from engine.spec import RunSpec, total_epochs
 from ui.clean_view import TILE_PX, Target, draft_data, pager, readable_count, same_folder, thumbnails
@@ -151,7 +151,7 @@ def review_list(spec: RunSpec, items, target: Target, rows: pd.DataFrame) -> Non
     with st.container(key="gallery-clean-issues", horizontal=True, gap="small"):
         for x, r, good in zip(images, shown.itertuples(), ok):
             with st.container(width=TILE_PX, gap=None):
-                caption = (f"{r.rank}. {r.file} · {r.label} → {r.suggested} · {r.confidence:.0%} sure"
+                caption = (f"{r.rank}. {r.file} · {r.label} → {r.suggested} · {percent_sure(r.confidence)} sure"
                            + ("" if good else " · unreadable"))
                 st.image(display_image(x), caption=md(caption), width=DISPLAY_PX)  # captions read Markdown
                 box = issue_tick(r.file)

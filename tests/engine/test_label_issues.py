@@ -21,7 +21,8 @@ from engine.jobs import CANCELLED, Job
 from engine import precision
 from engine.label_issues import (COLUMNS, MIN_OOF_ACCURACY, estimate_label_issue_seconds, find_likely_label_errors,
                                  fold_assignment, fold_spec, fold_split, judgement, label_issue_seconds,
-                                 label_issues_target, needed_accuracy, planned_steps, rank_label_issues)
+                                 label_issues_target, needed_accuracy, percent_sure, planned_steps,
+                                 rank_label_issues)
 from engine.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
 from engine.split import SplitRule
@@ -156,6 +157,11 @@ def test_the_models_need_an_accuracy_well_above_chance_and_the_floor():
     good = judgement(0.9, 0.8, 12, 400)
     assert "90%" in good and "12 label(s) look wrong" in good and "until you accept" in good
     assert "no label looks wrong" in judgement(0.95, 0.8, 0, 400)
+
+
+def test_percent_sure_never_rounds_up_to_certain():
+    shown = [percent_sure(p) for p in (0.9994, 0.995, 0.5, 0.289, 1.0, 0.0)]
+    assert shown == ["99%", "99%", "50%", "28%", "100%", "0%"]
 
 
 def test_fold_spec_and_split():

@@ -17,7 +17,7 @@ from engine.data import PresizeCache
 from engine.drafts import DraftStore, new_draft_id
 from engine.jobs import Job
 from engine.data import load_items
-from engine.label_issues import find_likely_label_errors, issues_table
+from engine.label_issues import find_likely_label_errors, issues_table, percent_sure
 from engine.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
 from engine.split import SplitRule
@@ -304,7 +304,8 @@ def test_likely_wrong_labels_nothing_ticked_accept_one_then_the_ticked(app, flip
     assert len(set(flipped) & set(flagged["file"].head(12))) >= 5
     captions = image_captions(app)
     first = flagged.iloc[0]
-    assert captions[0] == md(f"1. {first.file} · {first.label} → {first.suggested} · {first.confidence:.0%} sure")
+    sure = percent_sure(first.confidence)
+    assert captions[0] == md(f"1. {first.file} · {first.label} → {first.suggested} · {sure} sure")
     assert apply_label(app) == "Apply 0 change(s)" and not app.session_state[CLEAN_PENDING.key]["choices"]
     assert app.button(key="clean.issues_accept_ticked").disabled
     assert tree(root) == before
