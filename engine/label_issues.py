@@ -42,11 +42,11 @@ from engine.training import batches_per_epoch, estimate_from_step, fit, prepare,
 DEFAULT_K = 3  # folds: each model trains on two thirds of the images
 # The out-of-fold accuracy below which the models are too weak to judge labels. cleanlab needs a model that is
 # already good; at 80% one image in five already disagrees with its model, and a weak model's own mistakes
-# (the 2-epoch folds of a 58% model flagged 376 of 982 images) would drown the real wrong labels.
+# (the 2-epoch folds of a 58% model flagged 376 of 982 images) would drown the real wrong labels. The price:
+# a data set with more than about one label in five wrong is never judged (it needs relabelling, not a review).
 MIN_OOF_ACCURACY = 0.8
 COLUMNS = ["rank", "file", "label", "suggested", "confidence", "self_confidence", "likely_error", "split"]
-HELP = ("more epochs, a pretrained model (resnet18 or larger, with pretrained weights) or a larger image size "
-        "(the Train page's settings, which the folds use)")
+HELP = "more epochs per model, a pretrained model (resnet18 or larger, with pretrained weights) or a larger image size"
 
 Progress = Callable[[int, int], None]  # (training steps done, planned) across all folds
 
