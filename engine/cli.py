@@ -10,6 +10,7 @@
     python -m engine export --model runs/digits --zip digits.zip --onnx digits.onnx
     python -m engine health --data ~/pets --json                # duplicates, leaks, label conflicts, unreadable files
     python -m engine experiment --vary lr=1e-4,1e-3,1e-2 --json  # one run per value, same data and seed; verdicts
+    python -m engine label-issues --data ~/pets --arch resnet18 --folds 3 --json   # likely wrong labels, never changed
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -222,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--json", action="store_true",
                             help="one JSON line: {runs: [{value, accuracy, valid_loss, seconds, verdict, run_id}, …], "
                                  "experiment: id}")
+    issues = sub.add_parser("label-issues", help="likely wrong labels: k models each trained (with the run's settings) "
+                                                 "on all but one fold judge the images of that fold; changes nothing")
+    add_spec_flags(issues)
+    issues.add_argument("--folds", type=int, default=None, metavar="K",
+                        help="how many folds, that is models (default 3); each trains on K − 1 of K parts")
+    issues.add_argument("--json", action="store_true",
+                        help='one JSON line: {"oof_accuracy", "needed_accuracy", "n_ranked", '
+                             '"flagged": [{"file", "label", "suggested", "confidence"}, …], "message"}')
     return parser
 
 
@@ -518,8 +527,39 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_label_issues(args: argparse.Namespace) -> dict:
+    """Likely wrong labels of the data set the spec names, by models trained as the spec says; nothing is changed."""
+    from engine.label_issues import DEFAULT_K, find_likely_label_errors, percent_sure
+
+    spec = spec_from_args(args)
+    if spec.data.kind == "fastai":
+        prepare_source(spec, progress=_print_download(spec.data.key.upper()))
+    k = DEFAULT_K if args.folds is None else args.folds
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // max(1, total)
+        if pct // 10 != shown[0]:
+            shown[0] = pct // 10
+            print(f"training {k} models: {pct}%", file=sys.stderr, flush=True)
+
+    table = find_likely_label_errors(spec, PresizeCache(max_entries=1), k=k, progress=progress)
+    flagged = table[table["likely_error"]]
+    result = {"oof_accuracy": table.attrs["oof_accuracy"], "needed_accuracy": table.attrs["needed_accuracy"],
+              "n_ranked": len(table),
+              "flagged": [{"file": r.file, "label": r.label, "suggested": r.suggested,
+                           "confidence": round(float(r.confidence), 4)} for r in flagged.itertuples()],
+              "message": table.attrs["message"]}
+    if not args.json:
+        print(result["message"])
+        for row in result["flagged"]:
+            print(f"{row['file']}: {row['label']} → {row['suggested']} ({percent_sure(row['confidence'])} sure)")
+    return result
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
-            "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment}
+            "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment,
+            "label-issues": cmd_label_issues}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,21 @@
 
 Every image's probabilities come from a model that never saw it: the readable images are dealt into k folds
 (each class spread evenly), and k short runs of the spec's model each train on k − 1 folds and predict the
-fold left out. cleanlab then flags the images whose given label the model finds unlikely compared with how
-confident it is about each class on average, ranked by self-confidence (the probability of the given label).
+fold left out. Each fold is a run of its own spec (the user's, with the fold's seed and split), built by
+`engine.training.prepare` as every run is, so its precision, threads and every other setting are the user's.
+
+cleanlab's own guide warns that confident learning needs a model that is already good: a weak model's mistakes
+look like wrong labels. So the models are judged first, by their out-of-fold accuracy (how often the model that
+never saw an image agrees with its label). Below `needed_accuracy` (0.8, or halfway from always guessing the
+biggest class to perfect, whichever is higher) nothing is flagged and the message says what would help. Otherwise
+cleanlab flags the images whose given label the models find unlikely compared with how confident they are about
+each class on average (its per-class thresholds), ranked by self-confidence (the probability of the given label),
+and each flag carries the models' probability of the class they suggest. Nothing here changes a file: the user
+accepts each suggestion.
 
     seconds = estimate_label_issue_seconds(spec, cache)          # shown before anything starts
-    table = find_likely_label_errors(spec, cache, k=3, epochs=2, stop=stop_event)
+    table = find_likely_label_errors(spec, cache, k=3, stop=stop_event)
+    table.attrs["message"]                                        # how sure, or why nothing is flagged
 """
 from __future__ import annotations
 
@@ -20,19 +30,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
+from engine.data import LabelledItems, PresizeCache, load_items
 from engine.errors import UserError
 from engine.images import PresizedImages
 from engine.jobs import Job
 from engine.learner import Callback, FunctionCallback, Learner
-from engine.models import create_model
 from engine.scoring import item_inputs, score
 from engine.spec import RunSpec, total_epochs
-from engine.training import batches_per_epoch, device_of, estimate_from_step, fit, ready_spec
+from engine.training import batches_per_epoch, estimate_from_step, fit, prepare, ready_spec
 
 DEFAULT_K = 3  # folds: each model trains on two thirds of the images
-DEFAULT_EPOCHS = 2  # epochs per fold (fine_tune adds its frozen epochs): enough to rank, far short of a full run
-COLUMNS = ["rank", "file", "label", "suggested", "self_confidence", "likely_error", "split"]
+# The out-of-fold accuracy below which the models are too weak to judge labels. cleanlab needs a model that is
+# already good; at 80% one image in five already disagrees with its model, and a weak model's own mistakes
+# (the issue's 2-epoch folds of a 58% model flagged 376 of 982 images) would drown the real wrong labels. The price:
+# a data set with more than about one label in five wrong is never judged (it needs relabelling, not a review).
+MIN_OOF_ACCURACY = 0.8
+COLUMNS = ["rank", "file", "label", "suggested", "confidence", "self_confidence", "likely_error", "split"]
+HELP = "more epochs per model, a pretrained model (resnet18 or larger, with pretrained weights) or a larger image size"
 
 Progress = Callable[[int, int], None]  # (training steps done, planned) across all folds
 
@@ -59,11 +73,49 @@ def fold_assignment(labels: Sequence[str], k: int, seed: int) -> np.ndarray:
     return folds
 
 
-def fold_spec(spec: RunSpec, epochs: int) -> RunSpec:
-    """The spec each fold trains with: `epochs` epochs, no early stopping, the last weights kept."""
+def fold_spec(spec: RunSpec, epochs: int | None = None, fold: int = 0) -> RunSpec:
+    """The spec fold `fold` trains with: the user's, `epochs` epochs (default: the spec's), the seed plus the fold, no
+    early stopping and the last weights kept (the held-out fold is predicted once, so it cannot pick an epoch)."""
+    epochs = spec.train.epochs if epochs is None else epochs
     if epochs < 1:
         raise UserError(f"Each fold needs at least one epoch (got {epochs}).")
-    return replace(spec, train=replace(spec.train, epochs=epochs, patience=0, keep_best=False))
+    seed = None if spec.train.seed is None else spec.train.seed + fold
+    return replace(spec, train=replace(spec.train, epochs=epochs, patience=0, keep_best=False, seed=seed))
+
+
+def fold_split(n_items: int, positions: np.ndarray, folds: np.ndarray, fold: int) -> np.ndarray:
+    """'train' / 'valid' / '' per item: fold `fold` validates, the other folds train, unreadable items stay out."""
+    split = np.full(n_items, "", dtype=object)
+    split[positions] = np.where(folds == fold, "valid", "train")
+    return split
+
+
+def percent_sure(p: float) -> str:
+    """A probability as a whole percent rounded down, so a model short of certain never reads 100% sure."""
+    return f"{math.floor(round(p * 100, 6))}%"
+
+
+def needed_accuracy(labels: np.ndarray, n_classes: int) -> float:
+    """The out-of-fold accuracy the models need before they judge labels: MIN_OOF_ACCURACY, or halfway from always
+    guessing the biggest class (chance, for these labels) to perfect, whichever is higher."""
+    majority = np.bincount(labels, minlength=n_classes).max() / max(1, len(labels))
+    return max(MIN_OOF_ACCURACY, (1 + float(majority)) / 2)
+
+
+def judgement(oof_accuracy: float | None, needed: float, n_flagged: int, n_ranked: int) -> str:
+    """What the search found, in words: how sure it is, or why it flags nothing and what would help."""
+    if oof_accuracy is None:
+        return "No model finished, so no image was judged."
+    if oof_accuracy < needed:
+        return (f"The models are too weak to judge labels: the model that never saw an image agreed with its label "
+                f"for only {oof_accuracy:.0%} of the {n_ranked:,} images, and they need at least {needed:.0%} before "
+                f"their disagreements mean anything. Nothing is flagged. What would help: {HELP}.")
+    if not n_flagged:
+        return (f"The model that never saw an image agreed with its label for {oof_accuracy:.0%} of the "
+                f"{n_ranked:,} images, and no label looks wrong to it.")
+    return (f"The model that never saw an image agreed with its label for {oof_accuracy:.0%} of the {n_ranked:,} "
+            f"images. {n_flagged:,} label(s) look wrong to it, the most likely first, each with how sure it is of the "
+            "class it suggests. Nothing changes until you accept a suggestion.")
 
 
 def label_issue_seconds(step_seconds: float, spec: RunSpec, fold_sizes: list[int]) -> float:
@@ -95,36 +147,52 @@ def cleanlab_find_label_issues() -> Callable:
     return find_label_issues
 
 
-def rank_label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(order, flagged): every item ordered cleanlab's flagged ones first, by self-confidence; `flagged` per item.
+def rank_label_issues(labels: np.ndarray, pred_probs: np.ndarray, judge: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(order, flagged): every item ordered flagged ones first, each group least self-confident first.
 
-    Items cleanlab does not flag follow, least self-confident first.
+    An item is flagged when cleanlab finds its label an issue and the models suggest another class; with
+    `judge` False (models too weak) nothing is.
     """
-    ranked = cleanlab_find_label_issues()(labels, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     flagged = np.zeros(len(labels), dtype=bool)
-    flagged[ranked] = True
-    confidence = pred_probs[np.arange(len(labels)), labels]
-    rest = np.flatnonzero(~flagged)
-    rest = rest[np.argsort(confidence[rest], kind="stable")]
-    return np.concatenate([np.asarray(ranked, dtype=np.int64), rest]), flagged
+    if judge:
+        ranked = cleanlab_find_label_issues()(labels, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+        flagged[ranked] = True
+        flagged &= pred_probs.argmax(axis=1) != labels
+    self_confidence = pred_probs[np.arange(len(labels)), labels]
+    return np.lexsort((self_confidence, ~flagged)), flagged
 
 
 def issues_table(items: LabelledItems, positions: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
-    """The ranked table (see COLUMNS) of the items at `positions`, given their out-of-fold probabilities."""
-    if not len(positions):
-        return pd.DataFrame({c: [] for c in COLUMNS})
+    """The ranked table (see COLUMNS) of the items at `positions`, given their out-of-fold probabilities.
+
+    `table.attrs` holds "oof_accuracy" (None without items), "needed_accuracy", "judged" (whether the models were
+    good enough to flag anything) and "message".
+    """
     labels = items.targets[positions]
-    order, flagged = rank_label_issues(labels, pred_probs)
-    pos = positions[order]
-    return pd.DataFrame({
+    needed = needed_accuracy(labels, len(items.classes))
+    if not len(positions):
+        table = pd.DataFrame({c: [] for c in COLUMNS})
+        table.attrs.update(oof_accuracy=None, needed_accuracy=needed, judged=False,
+                           message=judgement(None, needed, 0, 0))
+        return table
+    accuracy = float((pred_probs.argmax(axis=1) == labels).mean())
+    judged = accuracy >= needed
+    order, flagged = rank_label_issues(labels, pred_probs, judge=judged)
+    pos, probs = positions[order], pred_probs[order]
+    suggested = probs.argmax(axis=1)
+    table = pd.DataFrame({
         "rank": np.arange(1, len(pos) + 1),
         "file": [items.rel_paths[p] for p in pos],
         "label": [items.labels[p] for p in pos],
-        "suggested": [items.classes[c] for c in pred_probs[order].argmax(axis=1)],
-        "self_confidence": pred_probs[order, labels[order]],
+        "suggested": [items.classes[c] for c in suggested],
+        "confidence": probs[np.arange(len(pos)), suggested],  # the models' probability of the suggested class
+        "self_confidence": probs[np.arange(len(pos)), labels[order]],  # ... and of the given label
         "likely_error": flagged[order],
         "split": [str(items.split[p]) for p in pos],
     })
+    table.attrs.update(oof_accuracy=accuracy, needed_accuracy=needed, judged=judged,
+                       message=judgement(accuracy, needed, int(flagged.sum()), len(pos)))
+    return table
 
 
 # ---------------------------------------------------------------- runs
@@ -146,28 +214,21 @@ def _readable_folds(items: LabelledItems, images: PresizedImages, k: int, seed: 
     return positions, fold_assignment([items.labels[p] for p in positions], k, seed)
 
 
-def _fold_learner(spec: RunSpec, items: LabelledItems, images: PresizedImages, positions: np.ndarray,
-                  folds: np.ndarray, fold: int) -> Learner:
-    """A fresh learner that trains on every fold but `fold` and holds `fold` as its validation set."""
-    split = np.full(len(items.rel_paths), "", dtype=object)  # unreadable items stay out of both
-    split[positions] = np.where(folds == fold, "valid", "train")
-    seed = spec.train.seed + fold
-    dls = DataLoaders(replace(items, split=split), images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment,
-                      device=device_of(spec), seed=seed)
-    torch.manual_seed(seed)
-    want = spec.model.pretrained and spec.model.arch != "small"
-    model, info = create_model(spec.model.arch, len(items.classes), pretrained=want)
-    return Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
-                   cpu_threads=spec.device.threads if dls.device.type == "cpu" else None)
+def fold_learner(spec: RunSpec, cache: PresizeCache, n_items: int, positions: np.ndarray, folds: np.ndarray,
+                 fold: int, epochs: int | None = None) -> Learner:
+    """A fresh learner, built as every run's, that trains on every fold but `fold` and holds `fold` as its
+    validation set; `spec` is the ready spec the search started from."""
+    split = fold_split(n_items, positions, folds, fold)
+    return prepare(fold_spec(spec, epochs, fold), cache, split=split).learn
 
 
-def estimate_label_issue_seconds(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int = DEFAULT_EPOCHS,
+def estimate_label_issue_seconds(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
                                  steps: int = 5, default_threads: int | None = None) -> float:
     """How long `find_likely_label_errors` would take here, from a few timed training steps of the first fold's model."""
     spec, items, images = _load(spec, cache, default_threads)
     spec = fold_spec(replace(spec, model=replace(spec.model, pretrained=False)), epochs)  # no download to time a step
     positions, folds = _readable_folds(items, images, k, spec.train.seed)
-    learn = _fold_learner(spec, items, images, positions, folds, 0)
+    learn = fold_learner(spec, cache, len(items.rel_paths), positions, folds, 0)
     if learn.cpu_threads:
         torch.set_num_threads(learn.cpu_threads)
     batches = iter(learn.dls.train())
@@ -183,15 +244,16 @@ def estimate_label_issue_seconds(spec: RunSpec, cache: PresizeCache, k: int = DE
     return label_issue_seconds(per_step, spec, np.bincount(folds, minlength=k).tolist())
 
 
-def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int = DEFAULT_EPOCHS,
+def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
                              progress: Progress | None = None, stop: threading.Event | None = None,
                              pause: threading.Event | None = None, default_threads: int | None = None) -> pd.DataFrame:
     """Every readable image ranked by how likely its label is wrong: one row each, columns COLUMNS.
 
-    `rank` starts at 1; `likely_error` marks the images cleanlab flags (they come first, least
-    self-confident first); `suggested` is the class the out-of-fold model found most likely. Setting `stop`
-    ends the current fold's training at the next batch: the table then covers only the folds finished
-    (none: an empty table). While `pause` is set, training waits. `table.attrs` holds "folds_done" and "k".
+    Each fold trains `epochs` epochs (default: the spec's). `rank` starts at 1; `likely_error` marks the flagged
+    images (they come first, least self-confident first; none when the models are too weak); `suggested` is the
+    class the out-of-fold model found most likely and `confidence` its probability. Setting `stop` ends the current
+    fold's training at the next batch: the table then covers only the folds finished (none: an empty table). While
+    `pause` is set, training waits. `table.attrs` holds "folds_done", "k" and those of `issues_table`.
     """
     cleanlab_find_label_issues()  # before the runs, not after them
     spec, items, images = _load(spec, cache, default_threads)
@@ -214,12 +276,12 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
     for fold in range(k):
         if stop.is_set():
             break
-        learn = _fold_learner(spec, items, images, positions, folds, fold)
+        learn = fold_learner(spec, cache, len(items.rel_paths), positions, folds, fold)
         learn.stop_event = stop
         if pause is not None:
             learn.pause_event = pause
         learn.callbacks += [SkipValidation(), FunctionCallback(count)]
-        fit(learn, spec.train)
+        fit(learn, spec.train)  # the fold's spec differs from it only in the seed
         if stop.is_set():
             break
         held_out = learn.dls.valid_idx  # positions in items, in the order of `positions`
@@ -233,7 +295,7 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
     return table
 
 
-def label_issues_target(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int = DEFAULT_EPOCHS,
+def label_issues_target(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
                         default_threads: int | None = None) -> Callable[[Job], pd.DataFrame]:
     """A job target that ranks likely wrong labels (its result: the table), obeying the job's stop and pause."""
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
@@ -57,10 +58,12 @@ def device_of(spec: RunSpec) -> torch.device:
 
 
 def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None,
-            dist: Dist | None = None) -> Prepared:
+            dist: Dist | None = None, split: np.ndarray | None = None) -> Prepared:
     """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first.
 
     Under torchrun (`dist`), rank 0 makes the spec ready (its seed drawn) and every rank trains that one spec.
+    `split` ('train' / 'valid' / '' per item, in the items' order) replaces the spec's split rule: the label-issue
+    folds each train this way on their own part of the images.
     """
     emit = job.emit if job is not None else None
     progress = (lambda d, t: emit("download", done=d, total=t)) if emit else None
@@ -71,6 +74,10 @@ def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_
         spec = dist.from_main(lambda: ready_spec(raw, default_threads, progress=progress))
         dist.local_first(lambda: prepare_source(spec))  # each machine readies its own copy of the data
     items = load_items(spec.data)
+    if split is not None:
+        if len(split) != len(items.rel_paths):
+            raise UserError("The data set changed while Loupe was reading it: start again.")
+        items = replace(items, split=np.asarray(split, dtype=object))
     if emit:
         emit("stage", text="Decoding images (first time only)…")
     images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method,

@@ -147,6 +147,7 @@ CLEAN_PER_PAGE = SessionKey[int]("clean.per_page")
 CLEAN_PAGE = SessionKey[int]("clean.page", 1)
 CLEAN_CONFIRM_RESET = SessionKey[bool]("clean.confirm_reset", False)
 CLEAN_CHOICE_PREFIX = "clean.choice."  # one entry per image shown: clean_choice(rel)
+CLEAN_ISSUES_TICK_PREFIX = "clean.issues_tick."  # one entry per flagged image shown: issue_tick(rel)
 PREDICT_SOURCE = SessionKey[str]("predict.source")
 PREDICT_UPLOAD = SessionKey[list]("predict.upload")
 PREDICT_VALID_ITEMS = SessionKey[list]("predict.valid_items")
@@ -165,8 +166,14 @@ CLEAN_HEALTH_PAGE = SessionKey[int]("clean.health_page", 1)
 CLEAN_ISSUES_K = SessionKey[int]("clean.issues_k")  # folds of the likely-wrong-labels search
 CLEAN_ISSUES_EPOCHS = SessionKey[int]("clean.issues_epochs")  # epochs of each fold's model
 CLEAN_ISSUES_JOB = SessionKey[str]("clean.issues_job_id", "")
-CLEAN_ISSUES = SessionKey[dict]("clean.issues")  # {"job_id", "root", "fingerprint", "table", "n_images"}
+CLEAN_ISSUES = SessionKey[dict]("clean.issues")  # {"job_id", "root", "fingerprint", "table", "n_images", "ticked",
+# "accepted"}: the last search, the images ticked in its review list (none at first), how many were accepted
 CLEAN_ISSUES_PAGE = SessionKey[int]("clean.issues_page", 1)
+
+
+def issue_tick(rel: str) -> SessionKey[bool]:
+    """The tick of one image in the likely-wrong-labels review list (every tick starts empty)."""
+    return SessionKey[bool](CLEAN_ISSUES_TICK_PREFIX + rel, False)
 
 
 def clean_choice(rel: str) -> SessionKey[str]:

@@ -5,6 +5,7 @@ import hashlib
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -15,13 +16,14 @@ from engine.builtin import DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data import PresizeCache
 from engine.drafts import DraftStore, new_draft_id
 from engine.jobs import Job
-from engine.label_issues import find_likely_label_errors
+from engine.data import load_items
+from engine.label_issues import find_likely_label_errors, issues_table, percent_sure
 from engine.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
 from engine.split import SplitRule
 from engine.training import train_target
 from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
-from ui.label_issues_view import KIND, suggested_relabels
+from ui.label_issues_view import KIND, flagged_rows
 from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_K, CLEAN_LABEL, CLEAN_PAGE,
                       CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW, clean_choice, job_manager, run_store)
 from ui.text import md
@@ -239,22 +241,33 @@ def flipped_digits(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def flipped_spec(root: Path) -> RunSpec:
-    """Short runs of the small model from scratch; one thread and a fixed seed, so every machine ranks alike."""
+    """Short runs of the small model from scratch, on one thread with a fixed seed."""
     return RunSpec(data=DataSpec(source=str(root), label=LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name"),
                                  split=SplitRule(kind="random"), size=28, presize=32, bs=16),
                    model=ModelSpec(arch="small", pretrained=False),
-                   train=TrainSpec(schedule="fine_tune", freeze_epochs=2, epochs=2, lr=1e-2, seed=3),
+                   train=TrainSpec(schedule="one_cycle", epochs=8, lr=5e-3, seed=3),  # good enough to judge labels
                    device=DeviceSpec(threads=1))
 
 
-def test_suggested_relabels_only_for_likely_errors_still_labelled_so():
+def test_flagged_rows_only_for_likely_errors_still_labelled_so():
     table = pd.DataFrame({"file": ["a.png", "b.png", "c.png", "d.png"], "label": ["one", "two", "one", "two"],
                           "suggested": ["two", "two", "seven", "one"], "likely_error": [True, True, False, True]})
     labels_now = {"a.png": "one", "b.png": "two", "c.png": "one", "d.png": "one"}  # d.png was relabelled since
-    assert suggested_relabels(table, labels_now) == {"a.png": "two"}
+    assert flagged_rows(table, labels_now)["file"].tolist() == ["a.png"]
 
 
-def test_likely_wrong_labels_estimate_queue_ranking_apply(app, flipped_digits):
+def tick_boxes(at) -> dict[str, object]:
+    """The tick box of each flagged image on the page, by its relative path."""
+    return {c.key.removeprefix("clean.issues_tick."): c for c in at.checkbox
+            if c.key and c.key.startswith("clean.issues_tick.")}
+
+
+def renamed(name: str, label: str) -> str:
+    """`seven_12.png` relabelled to `two`: `two_12.png` (the regex rule's cleaner renames)."""
+    return f"{label}_{name.split('_', 1)[1]}"
+
+
+def test_likely_wrong_labels_nothing_ticked_accept_one_then_the_ticked(app, flipped_digits):
     root, flipped = flipped_digits
     with_draft(flipped_spec(root))
     before = tree(root)
@@ -265,9 +278,9 @@ def test_likely_wrong_labels_estimate_queue_ranking_apply(app, flipped_digits):
         app.switch_page("pages/clean.py").run()
         app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
         assert not app.exception, app.exception
-        # before anything starts: the settings and the time it would take here
+        # before anything starts: the settings (the draft's epochs) and the time it would take here
         assert app.number_input(key=CLEAN_ISSUES_K.key).value == 3
-        assert app.number_input(key=CLEAN_ISSUES_EPOCHS.key).value == 2
+        assert app.number_input(key=CLEAN_ISSUES_EPOCHS.key).value == flipped_spec(root).train.epochs
         assert any(c.value.startswith("About **") and "3 short runs" in c.value for c in app.caption)
         assert job_manager().latest(KIND) is None
         app.button(key="clean.issues_start").click().run()
@@ -281,22 +294,44 @@ def test_likely_wrong_labels_estimate_queue_ranking_apply(app, flipped_digits):
     app.run()
     assert not app.exception, app.exception
 
-    # the flipped images come first, each set to relabel to the digit it really is
-    first_page = [c.removeprefix("⚠ ").split(" · ")[0] for c in image_captions(app)]
-    assert len(first_page) == 12 and {md(name) for name in flipped} <= set(first_page)
-    boxes = choice_boxes(app)
-    assert sum(boxes[name].value == really for name, really in flipped.items()) >= 5
-    table = app.session_state[CLEAN_ISSUES.key]["table"]
-    n_changes = len(suggested_relabels(table, dict(zip(table["file"], table["label"]))))
-    assert apply_label(app) == f"Apply {n_changes} change(s)"
+    # a ranked review list, most likely wrong first, with nothing ticked and nothing chosen
+    table = job.result
+    assert table.attrs["judged"], table.attrs["message"]
+    assert any(md(table.attrs["message"]) == i.value for i in app.info)
+    flagged = table[table["likely_error"]]
+    boxes = tick_boxes(app)
+    assert list(boxes) == flagged["file"].head(12).tolist() and not any(b.value for b in boxes.values())
+    assert len(set(flipped) & set(flagged["file"].head(12))) >= 5
+    captions = image_captions(app)
+    first = flagged.iloc[0]
+    sure = percent_sure(first.confidence)
+    assert captions[0] == md(f"1. {first.file} · {first.label} → {first.suggested} · {sure} sure")
+    assert apply_label(app) == "Apply 0 change(s)" and not app.session_state[CLEAN_PENDING.key]["choices"]
+    assert app.button(key="clean.issues_accept_ticked").disabled
+    assert tree(root) == before
 
-    app.button(key="clean.apply").click().run()
+    # Accept relabels that one image, and only it
+    app.button(key=f"clean.issues_accept.{first.file}").click().run()
     assert not app.exception, app.exception
-    fixed = [name for name, really in flipped.items() if (root / name.replace(name.split("_")[0], really)).is_file()]
-    assert len(fixed) >= 5 and not any((root / name).exists() for name in fixed)
-    assert any("The data changed since this search" in c.value for c in app.caption)
-    assert not set(fixed) & set(choice_boxes(app))
+    after = tree(root)
+    assert set(before) - set(after) == {first.file}
+    assert set(after) - set(before) == {renamed(first.file, first.suggested)}
+    assert first.file not in tick_boxes(app) and not any(b.value for b in tick_boxes(app).values())
+    assert not any("The data changed since this search" in c.value for c in app.caption)
 
+    # tick two, accept the ticked: those two change, nothing else
+    second, third = list(tick_boxes(app))[:2]
+    tick_boxes(app)[second].check().run()
+    tick_boxes(app)[third].check().run()
+    assert app.button(key="clean.issues_accept_ticked").label == "Accept the 2 ticked"
+    app.button(key="clean.issues_accept_ticked").click().run()
+    assert not app.exception, app.exception
+    suggested = dict(zip(flagged["file"], flagged["suggested"]))
+    assert set(after) - set(tree(root)) == {second, third}
+    assert set(tree(root)) - set(after) == {renamed(second, suggested[second]), renamed(third, suggested[third])}
+    assert not any(b.value for b in tick_boxes(app).values())
+
+    app.button(key="clean.undo").click().run()
     app.button(key="clean.undo").click().run()
     assert not app.exception, app.exception
     assert tree(root) == before
@@ -332,4 +367,34 @@ def test_stopping_the_search_keeps_the_finished_models_ranking(app, flipped_digi
     ranked = len(app.session_state[CLEAN_ISSUES.key]["table"])
     assert 0 < ranked < 10 * PER_CLASS
     stopped = f"Stopped early: ranked {ranked:,} of {10 * PER_CLASS:,} images (1 of 3 models finished)."
-    assert [w.value for w in app.warning] == [stopped]
+    assert app.warning[0].value == stopped
+
+
+def test_models_too_weak_to_judge_flag_nothing_and_the_page_says_so(app, flipped_digits, monkeypatch):
+    """Out-of-fold probabilities that only ever favour the first class: 10% accuracy, far too weak to judge."""
+    root, _ = flipped_digits
+    with_draft(flipped_spec(root))
+    before = tree(root)
+
+    def weak_target(spec, cache, k, epochs, default_threads=None):
+        def target(job: Job) -> pd.DataFrame:
+            items = load_items(spec.data)
+            probs = np.full((len(items.rel_paths), len(items.classes)), 0.09)
+            probs[:, 0] = 0.19
+            table = issues_table(items, np.arange(len(items.rel_paths)), probs)
+            table.attrs.update(folds_done=k, k=k)
+            return table
+        return target
+
+    monkeypatch.setattr(ui.label_issues_view, "label_issues_target", weak_target)
+    app.switch_page("pages/clean.py").run()
+    app.segmented_control(key=CLEAN_VIEW.key).set_value(ISSUES).run()
+    app.button(key="clean.issues_start").click().run()
+    assert wait_for(job_manager().latest(KIND)).state == "done"
+    app.run()
+    assert not app.exception, app.exception
+    [warning] = app.warning
+    assert "too weak to judge labels" in warning.value and "for only 10% of the 300 images" in warning.value
+    assert "at least 80%" in warning.value and "more epochs" in warning.value and "pretrained" in warning.value
+    assert not tick_boxes(app) and not image_captions(app) and apply_label(app) == "Apply 0 change(s)"
+    assert tree(root) == before
