@@ -130,7 +130,7 @@ def load_run(run_dir: Path) -> ExportedModel:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a bad or unsafe file; all mean the same to the user
         raise UserError(f"{MODEL_FILE} in {run_dir} cannot be read safely: it is damaged or not a Loupe export "
-                        f"({type(e).__name__}).") from e
+                        "(or made by an incompatible version).") from e
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise UserError(f"{MODEL_FILE} in {run_dir} is not a Loupe export: it does not hold named tensors.")
     pool = prep.get("pool", LEGACY_POOL)
