@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.images import PRESIZE_METHODS, presize, to_rgb
 from engine.models import POOLS, AdaptiveConcatPool2d, create_model
 from engine.scoring import score
@@ -292,6 +292,6 @@ def export_onnx(model: nn.Module, preprocessing: dict, path: Path) -> Path:
                 torch.onnx.export(net, (example,), str(path), **names, **options)
             return path
         except Exception as e:  # the exporters fail in many ways; what matters is whether any of them worked
-            failures.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            failures.append(plain_reason(e))
     path.unlink(missing_ok=True)
     raise UserError(f"The model could not be exported to ONNX ({'; '.join(failures)}).")

@@ -167,7 +167,7 @@ def suggest_all(lrs: Sequence[float], losses: Sequence[float], num_it: int | Non
 
 def _times(r: float) -> str:
     """3.04 → 'about 3×', 12.6 → '13×'."""
-    return f"{r:.0f}×" if r >= 10 else f"about {r:.1f}×".replace(".0×", "×")
+    return f"{r:,.0f}×" if r >= 10 else f"about {r:.1f}×".replace(".0×", "×")
 
 
 def compare(suggestions: dict[str, Suggestion]) -> dict[str, str]:

@@ -10,9 +10,12 @@ The checks run in this order; the first that holds is the verdict.
    divergence too. Needing a few batches in a row keeps one unlucky batch from counting (the smoothing restarts
    when fine_tune unfreezes, and a restarted average is a single batch's loss).
 2. too_low: the smoothed training loss ended less than `TOO_LOW_FALL` (20 %) below its start, *and* the levels reached
-   say the model did not learn either: the last validation loss is not `TOO_LOW_FALL` below that start and the last
-   validation accuracy is under `GOOD_ACCURACY` (95 %). In a run of a few batches the smoothed loss is the mean of
-   them all and trails the model (a camera run can reach 100 % accuracy while it falls by 10 %): the levels decide.
+   say the model did not learn either: the last validation accuracy is under `GOOD_ACCURACY` (95 %) and the last
+   validation loss above `LOW_LOSS` (0.1: the right class gets about 90 % on average). In a run of a few batches the
+   smoothed loss is the mean of them all and trails the model (a camera run can reach 100 % accuracy while it falls
+   by 10 %), and a pretrained model may start low: the levels decide. (The validation loss is not compared with the
+   training loss's start: one is measured in eval mode, the other in train mode with augmentation, and they differ
+   by more than 20 % on an untrained model.)
 3. overfitting: the last validation loss is above the lowest one, of an earlier epoch N, by at least
    `OVERFIT_RISE` (10 %) of it and at least `OVERFIT_ABS` (0.02: tiny losses wobble by more than 10 %), while the
    training loss fell since epoch N. If the training loss did not fall either, the run is *unstable* instead.
@@ -20,7 +23,7 @@ The checks run in this order; the first that holds is the verdict.
    (0.01), and the training loss fell too (after a single epoch, both are compared with the start: the untrained
    model's loss).
 5. good: none of the above: the validation loss came down and has levelled off (or, when it had little room to
-   come down, the model already gets `GOOD_ACCURACY` of the validation pictures right).
+   come down, the levels above say it is already good).
 
 A run with no epoch finished can only be judged diverged; otherwise it is "too_short".
 
@@ -44,6 +47,7 @@ EXPLODE_VS_START = 1.5  # 1.5 × the start (the untrained model's loss)
 EXPLODE_RUN = 3  # batches in a row above either line
 TOO_LOW_FALL = 0.20  # the loss must fall by at least 20 % of its start
 GOOD_ACCURACY = 0.95  # a model this accurate on the validation set has learned, whatever its training curve did
+LOW_LOSS = 0.1  # likewise a validation loss this low (cross-entropy: about 0.9 on the right class)
 START_BATCHES = 5  # the start: the mean of this many first smoothed losses
 OVERFIT_RISE, OVERFIT_ABS = 0.10, 0.02  # validation loss above its lowest by 10 % and by 0.02
 UNDERFIT_FALL, UNDERFIT_ABS = 0.10, 0.01  # validation loss down by 10 % and by 0.01 in the last epoch
@@ -112,8 +116,8 @@ def verdict(smooth_losses: Sequence[float | None], train_losses: Sequence[float 
     fell = (start - end) / start if start > 0 else 0.0
     accuracy = accuracies[-1] if accuracies is not None and len(accuracies) == len(valid) else None
     accurate = _finite(accuracy) and accuracy >= GOOD_ACCURACY
-    valid_fell = start > 0 and valid[-1] <= (1 - TOO_LOW_FALL) * start
-    if fell < TOO_LOW_FALL and not accurate and not valid_fell:
+    low = valid[-1] <= LOW_LOSS
+    if fell < TOO_LOW_FALL and not accurate and not low:
         return Verdict("too_low", f"Too low: the loss barely moved ({_change(fell)} from where it started) — "
                                   "the learning rate is probably too small.")
     best = min(range(len(valid)), key=lambda e: (valid[e], e))
@@ -130,9 +134,11 @@ def verdict(smooth_losses: Sequence[float | None], train_losses: Sequence[float 
     if drop >= UNDERFIT_FALL * before_valid and drop >= UNDERFIT_ABS and train[-1] < before_train:
         return Verdict("underfitting", "Underfitting: the training and validation losses are both still falling — "
                                        "train longer.")
-    if accurate and not valid_fell:
-        return Verdict("good", f"Good: the model gets {accuracy:.0%} of the validation pictures right, and its "
-                               "validation loss has levelled off.")
+    if fell < TOO_LOW_FALL:  # judged good by the levels reached, not by the fall
+        if accurate:
+            return Verdict("good", f"Good: the model gets {accuracy:.0%} of the validation pictures right, and its "
+                                   "validation loss has levelled off.")
+        return Verdict("good", f"Good: the validation loss is low ({valid[-1]:.3f}) and has levelled off.")
     return Verdict("good", "Good: the validation loss came down and has levelled off.")
 
 

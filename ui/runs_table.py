@@ -39,22 +39,25 @@ def runs_table(runs: pd.DataFrame) -> list[int]:
     default = {"selection": {"rows": [order.index(i) for i in ticked if i in order], "columns": []}}
     picked = st.dataframe(
         view, hide_index=True, key=key, on_select="rerun", selection_mode="multi-row", selection_default=default,
-        column_config={
-            "id": st.column_config.NumberColumn("run", width="small", format="#%d"),
-            "date": st.column_config.DatetimeColumn("date (UTC)", format="YYYY-MM-DD HH:mm"),
-            "source": st.column_config.TextColumn("from", width="small"),
-            "pretrained": st.column_config.CheckboxColumn("ImageNet", width="small",
-                                                          help="Started from ImageNet weights"),
-            "epochs": st.column_config.NumberColumn("epochs", width="small"),
+        column_config={  # widths in pixels: the whole table, last column included, fits beside the sidebar at 1400 px
+            "id": st.column_config.NumberColumn("run", width=50, format="#%d"),
+            "date": st.column_config.DatetimeColumn("date (UTC)", width=105, format="D MMM HH:mm"),
+            "source": st.column_config.TextColumn("from", width=45, help="Where the run was started: the app, the "
+                                                                          "command line, torchrun"),
+            "data": st.column_config.TextColumn("data", width=130),
+            "arch": st.column_config.TextColumn("model", width=75),
+            "pretrained": st.column_config.CheckboxColumn("ImageNet", width=70, help="Started from ImageNet weights"),
+            "schedule": st.column_config.TextColumn("schedule", width=80),
+            "epochs": st.column_config.NumberColumn("epochs", width=55),
             "accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1,
-                                                        width="small",
+                                                        width=90,
                                                         help="Validation accuracy of the model the run kept"),
-            "kept_epoch": st.column_config.NumberColumn("model from epoch", width="small",
+            "kept_epoch": st.column_config.NumberColumn("kept epoch", width=75,
                                                         help="The epoch whose weights the saved model has (lowest "
                                                              "validation loss, or the last), numbered from 0 as in "
                                                              "fastai's table"),
-            "status": st.column_config.TextColumn("status", width="small"),
-            "seconds": st.column_config.TextColumn("time", width="small")},
+            "status": st.column_config.TextColumn("status", width=65),
+            "seconds": st.column_config.TextColumn("time", width=55)},
     )
     ticked = [order[i] for i in _rows_of(picked) if 0 <= i < len(order)]
     RUNS_TABLE.set((generation, order, ticked))

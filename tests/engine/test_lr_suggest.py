@@ -340,7 +340,7 @@ def test_each_suggestion_is_described_by_its_value_not_its_name():
              "steep": Suggestion("steep", 6.3e-07, 2.0, ""), "slide": Suggestion("slide", 3e-3, 0.9, "")}
     words = compare(found)
     assert words["steep"].startswith("The smallest rate suggested: the most cautious")
-    assert "1587× smaller than valley's rate: safer" in words["steep"] and "bold" not in words["steep"]
+    assert "1,587× smaller than valley's rate: safer" in words["steep"] and "bold" not in words["steep"]
     assert words["slide"] == ("About 3× valley's rate: faster learning, less margin before the loss turns up. "
                               "33× below the rate where the loss was lowest (1.0e-01).")
     assert words["valley"] == "100× below the rate where the loss was lowest (1.0e-01)."
