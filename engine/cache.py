@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from filelock import FileLock, Timeout
 
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.home import home_subdir
 from engine.images import Decoded, PresizedImages, Progress, presize_all, presize_to_file
 
@@ -320,7 +320,7 @@ def _stat_keys(paths: Sequence[Path]) -> list[tuple[int, int] | str]:
             st = os.stat(p)
             keys.append((st.st_size, st.st_mtime_ns))
         except OSError as e:
-            keys.append(f"not a readable image ({type(e).__name__})")  # as decoding it would say
+            keys.append(f"not a readable image ({plain_reason(e)})")  # as decoding it would say
     return keys
 
 
@@ -380,7 +380,7 @@ def presize_cached(paths: Sequence[Path], presize: int, method: str = "crop", pr
         with _lock(name):
             return _fill(folder, paths, rels, keys, root, presize, method, progress, in_memory, workers)
     except OSError as e:  # a disk that filled up meanwhile, a read-only home…
-        return _in_memory_only(paths, presize, method, progress, in_memory, f"writing it failed ({e})", workers)
+        return _in_memory_only(paths, presize, method, progress, in_memory, f"writing it failed ({plain_reason(e)})", workers)
 
 
 def _in_memory_only(paths, presize, method, progress, in_memory, why, workers) -> tuple[PresizedImages, CacheGet]:

@@ -38,6 +38,7 @@ from engine.errors import UserError
 from engine.home import loupe_home
 from engine.labels import parse_label_rule
 from engine.learner import Callback
+from engine.lr_suggest import compare
 from engine.models import ARCHS
 from engine.runs import RunStore
 from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
@@ -383,8 +384,9 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
         learn.freeze()  # as fastai: the finder runs on the learner as fine_tune will start it
     found = learn.lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
+    where = compare(found.suggestions)
     for s in found.suggestions.values():
-        print(f"{s.name:>8}: {s.lr:.2e}  {s.explanation}")
+        print(f"{s.name:>8}: {s.lr:.2e}  {s.explanation} {where[s.name]}")
     if not found.suggestions:
         print("The loss curve is too short to suggest a learning rate (too few batches?).", file=sys.stderr)
     return {

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.images import PRESIZE_METHODS, presize, to_rgb
 from engine.models import POOLS, AdaptiveConcatPool2d, create_model
 from engine.scoring import score
@@ -130,7 +130,7 @@ def load_run(run_dir: Path) -> ExportedModel:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a bad or unsafe file; all mean the same to the user
         raise UserError(f"{MODEL_FILE} in {run_dir} cannot be read safely: it is damaged or not a Loupe export "
-                        f"({type(e).__name__}).") from e
+                        "(or made by an incompatible version).") from e
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise UserError(f"{MODEL_FILE} in {run_dir} is not a Loupe export: it does not hold named tensors.")
     pool = prep.get("pool", LEGACY_POOL)
@@ -292,6 +292,6 @@ def export_onnx(model: nn.Module, preprocessing: dict, path: Path) -> Path:
                 torch.onnx.export(net, (example,), str(path), **names, **options)
             return path
         except Exception as e:  # the exporters fail in many ways; what matters is whether any of them worked
-            failures.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            failures.append(plain_reason(e))
     path.unlink(missing_ok=True)
     raise UserError(f"The model could not be exported to ONNX ({'; '.join(failures)}).")

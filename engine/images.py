@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NamedTuple, Sequ
 import numpy as np
 from PIL import Image, ImageOps
 
+from engine.errors import plain_reason
+
 if TYPE_CHECKING:
     import torch
 
@@ -94,7 +96,7 @@ def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: int
     except Image.DecompressionBombError:
         raise _too_large_to_open() from None
     except Exception as e:  # PIL raises many types for garbage input
-        raise ValueError(f"not a readable image ({type(e).__name__})") from None
+        raise ValueError(f"not a readable image ({_why_unopened(e)})") from None
     width, height = img.size
     if width < 1 or height < 1:
         raise ValueError("has no pixels")
@@ -113,8 +115,17 @@ def decode(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: int
             return (img if keep else to_rgb(img)), mode, (width, height)
     except Image.DecompressionBombError:  # a GIF frame or TIFF tile bigger than the image says
         raise _too_large_to_open() from None
-    except Exception as e:
-        raise ValueError(f"corrupt or truncated ({type(e).__name__}: {e})") from None
+    except Exception:
+        raise ValueError("corrupt or truncated (its picture data is damaged or ends early)") from None
+
+
+def _why_unopened(e: Exception) -> str:
+    """Why PIL could not open a file, in words (its exceptions' names mean nothing to a user)."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, MemoryError)):
+        return plain_reason(e)
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "its content is not in a picture format Loupe knows"
+    return "its content is damaged or not in a picture format Loupe knows"
 
 
 def open_image(path: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, draft: int | None = None) -> Image.Image:
@@ -170,7 +181,7 @@ def _decode_rows(out: np.ndarray, paths: Sequence[str | Path], size: int, method
             arr, (width, height), mode = _load_presized(Path(path), size, method)
         except Exception as e:  # one bad file must not stop the others
             out[k] = 0
-            found.append(Decoded(failure=str(e) if isinstance(e, ValueError) else f"unreadable ({type(e).__name__})"))
+            found.append(Decoded(failure=str(e) if isinstance(e, ValueError) else f"unreadable ({plain_reason(e)})"))
             continue
         out[k] = arr.transpose(2, 0, 1)
         found.append(Decoded(width, height, mode))

@@ -28,6 +28,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from engine.errors import plain_reason
+
 QUEUED, RUNNING, PAUSED, STOPPING = "queued", "running", "paused", "stopping"
 DONE, CANCELLED, FAILED, INTERRUPTED = "done", "cancelled", "failed", "interrupted"
 FINISHED = (DONE, CANCELLED, FAILED, INTERRUPTED)
@@ -219,7 +221,7 @@ class Job:
         try:
             result = self.target(self)
         except BaseException as e:  # the worker must never take the app down
-            self._finish(FAILED, error=str(e) or type(e).__name__, detail=traceback.format_exc())
+            self._finish(FAILED, error=plain_reason(e), detail=traceback.format_exc())
         else:
             self._finish(DONE, result=result)
 

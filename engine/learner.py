@@ -25,6 +25,7 @@ from torch import nn
 from engine import models
 from engine.data import DataLoaders
 from engine.distributed import Dist
+from engine.errors import plain_reason
 from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
 from engine.precision import AMP_DTYPES, autocast, resolve_precision, uses_loss_scaling
 from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
@@ -377,7 +378,7 @@ class Learner:
             if logs["status"] == "running":
                 logs["status"] = "done"
         except BaseException as e:
-            logs.update(status="failed", error=f"{type(e).__name__}: {e}")
+            logs.update(status="failed", error=plain_reason(e))
             event("after_fit")
             raise
         event("after_fit")

@@ -38,7 +38,7 @@ EXPLANATIONS = {
               "If the loss falls only once, right at the start, Loupe suggests the smallest learning rate where "
               "fastai would suggest the largest.",
     "minimum": "Minimum ÷ 10: one tenth of the learning rate where the loss was lowest.",
-    "steep": "Steepest descent: where the loss falls fastest.",
+    "steep": "Steep: where the loss falls fastest (the steepest part of the curve).",
     "slide": "Slide: walking back from the end, the first place where the slope of the loss stops changing.",
 }
 
@@ -162,4 +162,46 @@ def suggest_all(lrs: Sequence[float], losses: Sequence[float], num_it: int | Non
     }
     if len(trim(lrs, losses, num_it)[0]) > LR_DIFF:
         out["slide"] = slide(lrs, losses, num_it)
+    return out
+
+
+def _times(r: float) -> str:
+    """3.04 → 'about 3×', 12.6 → '13×'."""
+    return f"{r:,.0f}×" if r >= 10 else f"about {r:.1f}×".replace(".0×", "×")
+
+
+def compare(suggestions: dict[str, Suggestion]) -> dict[str, str]:
+    """For each suggestion, one sentence on where its rate sits among the others and next to the curve's lowest point.
+
+    Derived from the values, never from the name: on a curve that falls only at its start, steep can be the smallest
+    rate of all, and is then the most cautious one, not a bold one.
+    """
+    if not suggestions:
+        return {}
+    by_lr = sorted(suggestions, key=lambda n: suggestions[n].lr)
+    lowest_at = suggestions["minimum"].lr * 10 if "minimum" in suggestions else None  # where the loss was lowest
+    ref = suggestions.get("valley")
+    out = {}
+    for name, s in suggestions.items():
+        parts = []
+        if len(by_lr) > 1 and suggestions[by_lr[0]].lr < suggestions[by_lr[-1]].lr:
+            if name == by_lr[0] or s.lr == suggestions[by_lr[0]].lr:
+                parts.append("The smallest rate suggested: the most cautious, slowest to learn.")
+            elif name == by_lr[-1] or s.lr == suggestions[by_lr[-1]].lr:
+                parts.append("The largest rate suggested: the boldest.")
+        if ref is not None and name != "valley":
+            r = s.lr / ref.lr
+            if r >= 1.5:
+                parts.append(f"{_times(r)} valley's rate: faster learning, less margin before the loss turns up.")
+            elif r <= 1 / 1.5:
+                parts.append(f"{_times(1 / r)} smaller than valley's rate: safer, slower learning.")
+            else:
+                parts.append("About valley's rate.")
+        if lowest_at is not None and name != "minimum":
+            if s.lr >= lowest_at:
+                parts.append(f"At or past the lowest point of the curve ({lowest_at:.1e}): the loss rises from here, "
+                             "so this rate is likely too high.")
+            else:
+                parts.append(f"{_times(lowest_at / s.lr)} below the rate where the loss was lowest ({lowest_at:.1e}).")
+        out[name] = " ".join(p[0].upper() + p[1:] for p in parts)
     return out

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 
 ARCHS: dict[str, str] = {
     "small": "A small convnet of 4 blocks: trains from scratch in seconds on a CPU; good for small, simple images.",
@@ -203,7 +203,7 @@ def download_weights(arch: str, progress: Progress | None = None, timeout: float
             raise UserError(f"The {arch} weights could not be downloaded: this computer seems to be offline, "
                             f"or {url} is unreachable ({_reason(e)}).") from e
         except OSError as e:  # the cache folder cannot be written
-            raise UserError(f"The {arch} weights could not be saved in {dest.parent} ({e.strerror or e}).") from e
+            raise UserError(f"The {arch} weights could not be saved in {dest.parent} ({plain_reason(e)}).") from e
         if total is not None and done != total:
             raise UserError(f"The download of the {arch} weights stopped early ({done:,} of {total:,} bytes).")
         expected = HASH_IN_NAME.search(dest.name)
@@ -217,8 +217,8 @@ def download_weights(arch: str, progress: Progress | None = None, timeout: float
 
 
 def _reason(e: Exception) -> str:
-    reason = getattr(e, "reason", None) or e
-    return str(reason) or type(reason).__name__
+    """Why a connection failed, in words (never an errno code)."""
+    return plain_reason(e)
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -226,7 +226,8 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a bad file; all mean the same to the user
-        raise UserError(f"{path} is not a weights file that can be read safely ({type(e).__name__}).") from e
+        raise UserError(f"{path} is not a weights file that can be read safely: it is damaged, or not a file of "
+                        "weights.") from e
     if not (isinstance(state, dict) and state
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise UserError(f"{path} is not a weights file: it does not hold named tensors.")

@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable
 
 from filelock import FileLock, Timeout
 
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.home import home_subdir
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -519,9 +519,10 @@ def dataset_url(key: str) -> str:
     return url
 
 
-def _offline(title: str, detail: object) -> UserError:
+def _offline(title: str, why: BaseException | str) -> UserError:
+    why = why if isinstance(why, str) else plain_reason(why)  # never "[Errno -2] Name or service not known"
     return UserError(f"Could not download {title}: this computer seems to be offline or the server is "
-                     f"unreachable ({detail}). Loupe's built-in data sets work offline.")
+                     f"unreachable ({why}). Loupe's built-in data sets work offline.")
 
 
 def _fetch(url: str, part: Path, title: str, progress: Callable[[int, int | None], None] | None,
@@ -574,7 +575,7 @@ def _extract_tar(archive: Path, dest_dir: Path, title: str) -> None:
                 _check_tar_member(member, title)
                 tar.extract(member, dest_dir, **kwargs)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise UserError(f"The download of {title} is damaged ({e}). Try again.") from None
+        raise UserError(f"The download of {title} is damaged (the archive cannot be unpacked). Try again.") from None
 
 
 def _lock_for(path: Path) -> threading.Lock:

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.augment import AugSettings
 from engine.builtin import BUILTINS, builtin_path, ensure_builtin
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
 from engine.labels import LabelRule
 from engine.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
@@ -167,6 +167,32 @@ class RunSpec:
         return _flatten(self.to_dict())
 
 
+SETTING_NAMES: dict[str, str] = {  # what people call each setting (the Runs page's settings table)
+    "data.source": "Data set", "data.label": "Label rule", "data.split": "Validation split",
+    "data.size": "Image size (px)", "data.presize": "Presize (px)", "data.presize_method": "Presize method",
+    "data.bs": "Batch size", "augment": "Augmentation",
+    "augment.do_flip": "Augmentation: flip left-right", "augment.flip_vert": "Augmentation: all 8 flips and turns",
+    "augment.max_rotate": "Augmentation: rotation (±degrees)", "augment.min_zoom": "Augmentation: smallest zoom",
+    "augment.max_zoom": "Augmentation: largest zoom", "augment.max_lighting": "Augmentation: lighting change",
+    "augment.max_warp": "Augmentation: warp", "augment.p_affine": "Augmentation: chance of rotate, zoom, warp",
+    "augment.p_lighting": "Augmentation: chance of lighting change",
+    "augment.min_scale": "Augmentation: smallest crop (area)",
+    "model.arch": "Model", "model.pretrained": "Start from ImageNet weights", "train.schedule": "Schedule",
+    "train.epochs": "Epochs", "train.lr": "Learning rate", "train.lr_slice": "Learning rates (earliest : head)",
+    "train.freeze_epochs": "Head-only epochs first", "train.lr_mult": "Layer LR spread (lr_mult)",
+    "train.wd": "Weight decay", "train.patience": "Early stopping patience", "train.keep_best":
+    "Keep the epoch with the lowest validation loss", "train.seed": "Seed", "device.device": "Device",
+    "device.threads": "CPU threads", "device.precision": "Precision", "version": "Spec version",
+}
+
+
+def setting_name(dotted: str) -> str:
+    """A setting's human name ("data.size" → "Image size (px)"); an unlisted one is spelled out from its own name."""
+    if dotted in SETTING_NAMES:
+        return SETTING_NAMES[dotted]
+    return dotted.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+
 # ---------------------------------------------------------------- reading and writing
 
 def load_spec(path: str | Path) -> RunSpec:
@@ -179,7 +205,7 @@ def load_spec(path: str | Path) -> RunSpec:
     except FileNotFoundError:
         raise UserError(f"There is no spec file {path}.") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"The spec file {path} cannot be read ({e}).") from None
+        raise UserError(f"The spec file {path} cannot be read ({plain_reason(e)}).") from None
     try:
         return RunSpec.from_json(text)
     except UserError as e:

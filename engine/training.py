@@ -7,6 +7,7 @@ runs database, trains with the spec's schedule, and writes the model and `spec.j
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -21,7 +22,7 @@ import torch
 from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
 from engine.device import default_device
 from engine.distributed import Dist
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.export import export_run
 from engine.jobs import Job
 from engine.learner import Callback, EarlyStopping, Learner, SaveBest
@@ -251,7 +252,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
             if isinstance(e, KeyboardInterrupt):
                 store.finish(run_id, "interrupted")
             else:
-                store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
+                store.finish(run_id, "failed", error=plain_reason(e))
         raise
     seconds = time.perf_counter() - start
     status = "interrupted" if interrupted() else "cancelled" if learn.stop_event.is_set() else "done"
@@ -311,6 +312,16 @@ def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, defaul
         return learn.lr_find(num_it=num_it, on_step=on_step)
 
     return target
+
+
+def lr_finder_key(spec: RunSpec) -> str:
+    """What an LR finder result belongs to: the data (and its preparation), the model and the schedule's start.
+
+    A rate found for one data set or model is not another's: pages offer a found rate only where this matches.
+    """
+    d = spec.to_dict()
+    return json.dumps({"data": d["data"], "augment": d["augment"], "model": d["model"],
+                       "frozen": spec.train.schedule == "fine_tune"}, sort_keys=True)
 
 
 def format_duration(seconds: float) -> str:

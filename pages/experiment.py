@@ -15,7 +15,7 @@ from ui.job_controls import live_job, progress_and_controls
 from ui.state import (data_problem, data_summary, job_manager, keep_widget_values, presize_cache, run_spec, run_store,
                       window_id)
 from ui.text import md
-from ui.train_view import ask_for_data, format_seconds
+from ui.train_view import ask_for_data, forget_foreign_lr, format_seconds
 
 require_app_frame("pages/experiment.py")
 keep_widget_values("experiment.setting", "experiment.count.", "experiment.value.")  # hidden while an experiment runs
@@ -24,7 +24,7 @@ st.title("Compare")
 explain("compare")
 st.caption("Pick one setting and 2 to 4 values. Loupe trains one run per value, one after another, on the same "
            "images, split and seed, and draws their curves on one chart: the only difference is the one you chose.")
-spec, summary = run_spec(), data_summary()
+spec, summary = forget_foreign_lr(run_spec()), data_summary()
 manager, store = job_manager(), run_store()
 owner = window_id()  # jobs belong to the window that started them
 job = manager.get(EXPERIMENT_JOB.get(), owner=owner) or manager.latest("experiment", owner=owner)
@@ -33,7 +33,7 @@ job = manager.get(EXPERIMENT_JOB.get(), owner=owner) or manager.latest("experime
 def launch_panel() -> None:
     """The setting, its values, the time estimate and the Start button."""
     setting = setting_picker()
-    values = value_inputs(setting, spec, lr_valley(owner))
+    values = value_inputs(setting, spec, lr_valley(owner, spec))
     try:
         plan = plan_experiment(spec, setting, values)
         seconds = estimate(plan, background_threads())

@@ -1,30 +1,24 @@
 """LR finder: fastai's learning-rate finder in the background; pick a rate from its curve for the Train page."""
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from engine.device import background_threads
 from engine.jobs import DONE, FAILED, Job
-from engine.training import lr_find_target
+from engine.lr_suggest import compare
+from engine.training import lr_find_target, lr_finder_key
 from ui.charts_train import lr_finder_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.text import md
 from ui.train_view import ask_for_data
-from ui.state import (LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
+from ui.state import (LR_FOUND_FOR, LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
                       update_draft, window_id)
 
 require_app_frame("pages/lr_find.py")
 
 NUM_IT = 100  # fastai's lr_find default
-
-
-def data_key(spec) -> str:
-    """Which data set (and preparation) an LR finder result belongs to: a rate found for one is not another's."""
-    return json.dumps(spec.to_dict()["data"], sort_keys=True)
 
 
 def chart_clicked() -> None:
@@ -38,7 +32,8 @@ def chart_clicked() -> None:
 st.title("Learning rate finder")
 explain("lr_find")
 st.caption("Trains for a moment while raising the learning rate from tiny to huge, and plots the loss. "
-           "Good rates sit where the loss falls fastest, well before it shoots up. The model is put back as it was afterwards.")
+           "Good rates sit on the falling part of the curve, well before it shoots up. The model is put back as it was "
+           "afterwards.")
 
 spec, summary = run_spec(), data_summary()
 manager = job_manager()
@@ -52,7 +47,7 @@ arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
                              lr_find_target(spec, presize_cache(), num_it=NUM_IT, default_threads=background_threads()),
-                             meta={"data": data_key(spec)}, owner=owner))
+                             meta={"data": lr_finder_key(spec)}, owner=owner))
     LRF_JOB.set(job.id)
     LRF_CHOSEN.clear()
 
@@ -90,8 +85,9 @@ if job.state != DONE or not job.result.lrs:
     st.warning("The LR finder was stopped before it had a curve to show. Run it again.")
     st.stop()
 
-if spec is not None and job.meta.get("data") != data_key(spec):
-    st.info("The last LR finder ran on another data set (or other data settings). Run it again for this one.")
+if spec is not None and job.meta.get("data") != lr_finder_key(spec):
+    st.info("The last LR finder ran on another data set (or other data settings, model or schedule). Its rates are "
+            "not this one's: run it again for this one.")
     st.stop()
 result = job.result
 if not result.suggestions:
@@ -104,8 +100,9 @@ st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, 
                 key=LRF_CHART.key, on_select=chart_clicked, selection_mode="points", config={"displayModeBar": False})
 
 st.subheader("Suggestions")
-st.caption("Valley is fastai's default and a safe first choice. Steep is a bolder hint: faster learning, closer "
-           "to where the loss blows up.")
+st.caption("Valley is fastai's default and a safe first choice. Under each suggestion: what it means, and where "
+           "its rate sits next to the others on this curve.")
+where = compare(result.suggestions)
 cols = st.columns(max(1, len(result.suggestions)))
 for col, (name, s) in zip(cols, result.suggestions.items()):
     with col:
@@ -114,13 +111,14 @@ for col, (name, s) in zip(cols, result.suggestions.items()):
             LRF_CHOSEN.set(s.lr)
             chosen = s.lr
             st.rerun()
-        st.caption(s.explanation)
+        st.caption(f"{s.explanation} {where[name]}")
 
 if chosen:
     st.success(f"Chosen learning rate: **{chosen:.2e}** (click another point or suggestion to change it).")
     if st.button("Use this LR", type="primary", key="lrf.use"):
         update_draft({"train.lr": float(f"{chosen:.2e}")})
-        LR_SOURCE.set(f"from the LR finder ({chosen:.1e})")
+        LR_SOURCE.set(f"from the LR finder ({chosen:.1e}) on this data set")
+        LR_FOUND_FOR.set((lr_finder_key(spec), float(f"{chosen:.2e}")))
         st.switch_page("pages/train.py")
 else:
     st.info("Click a point on the curve, or a suggestion, to choose a learning rate.")

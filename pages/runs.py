@@ -10,7 +10,8 @@ from ui.frame import require_app_frame
 from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
 from ui.text import md
-from ui.train_view import epoch_table, format_seconds, kept_model_caption
+from ui.runs_table import runs_table
+from ui.train_view import epoch_table, kept_model_caption
 from ui.watch import watch_runs_elsewhere
 
 require_app_frame("pages/runs.py")
@@ -30,17 +31,7 @@ if runs.empty:
 latest = runs.iloc[0]
 st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {md(latest['data'])} · {latest['arch']} · "
            f"{latest['status']}")
-view = runs[["id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
-             "status", "seconds"]].copy()
-view["seconds"] = view["seconds"].map(lambda s: format_seconds(s) if s == s and s is not None else "")
-picked = st.dataframe(
-    view, hide_index=True, key="runs.table", on_select="rerun", selection_mode="multi-row",
-    column_config={"accuracy": st.column_config.ProgressColumn("accuracy", format="percent", min_value=0, max_value=1,
-                                                               help="Validation accuracy of the model the run kept"),
-                   "kept_epoch": st.column_config.NumberColumn("model from epoch", help="The epoch whose weights the "
-                                                               "saved model has (lowest validation loss, or the last)"),
-                   "seconds": st.column_config.TextColumn("time"), "date": st.column_config.DatetimeColumn("date (UTC)")},
-)
+selected = runs_table(runs)  # run ids: the ticks stay on the runs ticked when runs come or go
 experiments = store.experiments()
 if len(experiments):
     names = {r.experiment: experiment_name(r.experiment, r.runs, r.date) for r in experiments.itertuples()}
@@ -49,8 +40,6 @@ if len(experiments):
     if chosen is not None:
         experiment_results(store, chosen, key="runs.experiment_chart")
 
-rows = picked.selection.rows if picked and picked.selection else []
-selected = [int(runs.iloc[i]["id"]) for i in rows]
 if not selected:
     st.caption("Tick one or more runs in the table to compare them.")
     st.stop()

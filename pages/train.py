@@ -15,10 +15,11 @@ from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.job_controls import live_job, progress_and_controls
 from ui.model_choice import model_choice
-from ui.state import (LR_SLICE_ON, LR_SOURCE, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
+from ui.state import (LR_SLICE_ON, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
 from ui.text import md
-from ui.train_view import ask_for_data, epoch_table, final_metrics, format_seconds, kept_model_caption
+from ui.train_view import (ask_for_data, epoch_table, final_metrics, forget_foreign_lr, format_seconds,
+                           kept_model_caption, lr_help)
 from ui.watch import watch_runs_elsewhere
 
 require_app_frame("pages/train.py")
@@ -27,7 +28,7 @@ SCHEDULES = {"fine_tune": "fine_tune (head first, then all layers)", "one_cycle"
 
 st.title("Train")
 explain("train")
-spec, summary = run_spec(), data_summary()
+spec, summary = forget_foreign_lr(run_spec()), data_summary()
 manager, store = job_manager(), run_store()
 owner = window_id()  # jobs belong to the window that started them
 job = manager.get(TRAIN_JOB.get()) or manager.latest("train", owner=owner)  # re-attach after a reload
@@ -40,17 +41,19 @@ def lr_slice_toggled() -> None:
 
 def settings_form() -> None:
     """The training settings of the draft spec, with fastai's defaults and a word on each."""
-    arch, pretrained = model_choice()
+    arch, pretrained = model_choice()  # pretrained: the weights will really be loaded
     st.segmented_control("Schedule", list(SCHEDULES), format_func=SCHEDULES.get, required=True,
                          **bind("train.schedule"))
     train = view_spec().train
     c1, c2, c3 = st.columns(3)
     c1.number_input("Epochs", 1, 500, help="Passes over the training images.", **bind("train.epochs"))
     c2.number_input("Learning rate", 1e-7, 10.0, format="%.1e", step=1e-4,
-                    help=LR_SOURCE.get() or "fastai's default; the LR finder can suggest one.", **bind("train.lr"))
+                    help=lr_help(), **bind("train.lr"))
     lr = train.lr
     if train.schedule == "fine_tune":
-        c3.number_input("Head-only epochs first", 0, 50, help="With pretrained weights, the new head trains alone first.",
+        c3.number_input("Head-only epochs first", 0, 50,
+                        help="With pretrained weights, the new head trains alone first. From scratch there is no "
+                             "head-only phase: these epochs are added to the one cycle of every layer.",
                         **bind("train.freeze_epochs"))
         c3.number_input("Layer LR spread (lr_mult)", 1.0, 1000.0, **bind("train.lr_mult"))
         if pretrained:

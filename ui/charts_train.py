@@ -54,7 +54,8 @@ def training_figure(batches: pd.DataFrame, epochs: pd.DataFrame, n_batches: int 
                     line=dict(color="#d2691e"), row=1, col=1)
     if len(epochs):
         fig.add_scatter(x=epochs["last_iter"], y=epochs["valid_loss"], name="valid loss", mode="lines+markers",
-                        line=dict(color="#4c78a8"), marker=dict(size=8), row=1, col=1)
+                        line=dict(color="#4c78a8"), marker=dict(size=8), row=1, col=1, customdata=epochs["epoch"],
+                        hovertemplate="epoch %{customdata}: valid loss %{y:.4f}<extra></extra>")  # the table's numbers
         for x in epochs["last_iter"]:
             fig.add_vline(x=x + 0.5, line_width=1, line_dash="dot", line_color="#bbb")
         if kept_epoch is not None and kept_epoch in set(epochs["epoch"]):

@@ -11,7 +11,7 @@ from engine.jobs import DONE
 from engine.models import ARCHS
 from engine.runs import RunStore
 from engine.spec import RunSpec, total_epochs
-from engine.training import batches_per_epoch, estimate_seconds
+from engine.training import batches_per_epoch, estimate_seconds, lr_finder_key
 from ui.charts_train import experiment_figure
 from ui.state import SessionKey, job_manager, presize_cache
 from ui.text import md
@@ -33,10 +33,12 @@ def value_key(setting: str, basis: str, i: int) -> SessionKey:
     return SessionKey(f"experiment.value.{setting}.{basis}.{i}")
 
 
-def lr_valley(owner: str) -> float | None:
-    """The valley the LR finder suggested in this window, if it has run to the end."""
+def lr_valley(owner: str, spec: RunSpec) -> float | None:
+    """The valley the LR finder suggested in this window, if it has run to the end on these data and this model."""
     job = job_manager().latest("lr_find", owner=owner)
     if job is None or job.state != DONE or "valley" not in job.result.suggestions:
+        return None
+    if job.meta.get("data") != lr_finder_key(spec):  # found on another data set or model: not this one's rate
         return None
     return job.result.suggestions["valley"].lr
 

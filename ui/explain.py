@@ -2,7 +2,8 @@
 to, and the ten-minute demo script. All of Loupe's explanatory text lives here, nowhere else.
 
 A note is Markdown written by us (never user text); a term in [[double brackets]] becomes a link to its
-glossary entry, which opens in a new tab with the same window's settings.
+glossary entry, which opens in a new tab with the same window's settings. `{thing}` in a note is what the data set
+holds: "digit" on the built-in digits, "picture" on any other, so a note never speaks of digits on the user's photos.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 
 import streamlit as st
 
-from ui.state import EXPLAIN, window_id
+from ui.state import EXPLAIN, draft, window_id
 
 GLOSSARY: dict[str, str] = {
     "image classifier": "A program that looks at a picture and says which of a few classes it belongs to (a "
@@ -46,17 +47,19 @@ def slug(term: str) -> str:
 
 NOTES: dict[str, str] = {
     "data": "We start with pictures and their [[label]]s. Loupe reads each label from the file name (or its "
-            "folder), then keeps a fifth of the pictures aside as the [[validation set]]: the model never trains "
-            "on them, so they tell us honestly how well it does.",
+            "folder), then keeps some of the pictures aside — a fifth, unless the folders already say which — as the "
+            "[[validation set]]: the model never trains on them, so they tell us honestly how well it does.",
     "show_batch": "This is a [[batch]]: what the model sees in one step of learning. Each picture is changed a "
-                  "little at random — tilted, zoomed, lit differently. That is [[augmentation]]: the same digit "
-                  "never looks quite the same twice, so the model has to learn the shape, not the exact pixels.",
+                  "little at random — tilted, zoomed, lit differently. That is [[augmentation]]: the same {thing} "
+                  "never looks quite the same twice, so the model has to learn what it shows, not the exact pixels.",
     "camera": "Here we make our own data set: a few shots of each thing we want the model to tell apart. Each "
               "folder of shots becomes a class — its [[label]].",
     "lr_find": "How fast should the model learn? The finder trains for a moment while raising the "
                "[[learning rate]] from tiny to huge and plots the [[loss]]. On the left the loss barely moves "
-               "(too slow); on the right it shoots up (too fast). A good rate sits where the curve falls "
-               "steepest — Loupe marks it as *valley*.",
+               "(too slow); on the right it shoots up (too fast). A good rate sits on the falling part, well before "
+               "the bottom. fastai's default, *valley*, is a point along the longest stretch where the loss keeps "
+               "falling; *steep* marks where it falls fastest, *minimum* is a tenth of the rate at the bottom of "
+               "the curve.",
     "train": "Two curves to watch. The orange one is the [[loss]] on the training pictures, batch by batch; the "
              "blue dots are the loss on the [[validation set]] after each [[epoch]]. Both going down: the model "
              "is learning. Training falling while validation rises: [[overfitting]].",
@@ -89,6 +92,16 @@ DEMO_STEPS: list[tuple[str, str, str]] = [  # (button, page, what to say)
 ]
 
 
+def _thing() -> str:
+    """What one item of the draft's data set is called in the notes."""
+    return "digit" if draft().data.source.startswith("builtin:digits") else "picture"
+
+
+def note(key: str) -> str:
+    """A page's note as Markdown, its glossary terms linked and its words fitted to the data set."""
+    return _linked(NOTES[key].replace("{thing}", _thing()))
+
+
 def explaining() -> bool:
     return bool(EXPLAIN.get())
 
@@ -107,7 +120,7 @@ def explain(key: str) -> None:
     """The page's plain-language note, when "Explain as I go" is on (nothing otherwise)."""
     if explaining():
         with st.container(key=f"explain-{key}"):
-            st.info(_linked(NOTES[key]), icon=":material/school:")
+            st.info(note(key), icon=":material/school:")
 
 
 def explain_toggle() -> None:

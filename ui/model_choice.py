@@ -8,7 +8,8 @@ from ui.state import bind, draft
 
 
 def model_choice() -> tuple[str, bool]:
-    """Architecture and whether to start from ImageNet weights, with a plain note on what will happen."""
+    """Architecture and whether the run will start from ImageNet weights (False when they cannot be had here, whatever
+    the toggle says: the run then trains from scratch), with a plain note on what will happen."""
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     arch = c1.selectbox("Model", list(ARCHS), format_func=lambda a: f"{a} — {ARCHS[a]}", **bind("model.arch"))
     has_weights = arch != "small"
@@ -34,6 +35,7 @@ def model_choice() -> tuple[str, bool]:
         st.warning(f"The {arch} ImageNet weights cannot be had here: {status.reason}. This run will train {arch} "
                    "from scratch — every layer from random weights — so expect much lower accuracy on small data "
                    "sets and many more epochs than with pretrained weights.")
+        return arch, False
     return arch, pretrained
 
 

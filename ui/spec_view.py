@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import UserError
-from engine.spec import SPEC_FILE, RunSpec, override, resolve
+from engine.spec import SPEC_FILE, RunSpec, override, resolve, setting_name
 
 GREY = "color: #9a9a9a"
 
@@ -38,9 +38,9 @@ def defaults_for(spec: RunSpec) -> RunSpec:
 
 
 def settings_table(spec: RunSpec):
-    """A styled table: setting, value; rows still at Loupe's default are grey."""
+    """A styled table: setting (by its human name), value; rows still at Loupe's default are grey."""
     values, defaults = _rows(spec), _rows(defaults_for(spec))
-    table = pd.DataFrame({"setting": list(values), "value": [str(v) for v in values.values()]})
+    table = pd.DataFrame({"setting": [setting_name(k) for k in values], "value": [str(v) for v in values.values()]})
     is_default = [str(defaults.get(k)) == str(v) and k != "train.seed" for k, v in values.items()]
     return table.style.apply(lambda _: [GREY if d else "" for d in is_default], axis=0)
 

@@ -17,7 +17,7 @@ import streamlit as st
 from engine.builtin import ensure_builtin
 from engine.data import LabelledItems, PresizeCache, load_items
 from engine.drafts import DraftStore, new_draft_id, valid_draft_id
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 from engine.export import ExportedModel, load_run
 from engine.jobs import JobManager
 from engine.review import RunReview, data_fingerprint, loss_table, review_run
@@ -126,11 +126,13 @@ TRAIN_ESTIMATE = SessionKey[tuple]("train.estimate")  # (spec JSON, seconds) of 
 TRAIN_LINKED_RUN = SessionKey[int]("train.linked_run")
 LR_SLICE_ON = SessionKey[bool]("train.lr_slice_on")  # the Train page's discriminative-LR toggle
 LR_SOURCE = SessionKey[str]("train.lr_source")  # where the learning rate came from (the LR finder)
+LR_FOUND_FOR = SessionKey[tuple]("train.lr_found_for")  # (LR finder key, LR) of the LR taken from the finder
 LRF_JOB = SessionKey[str]("lrf.job_id", "")
 LRF_CHOSEN = SessionKey[float]("lrf.chosen")
 LRF_CHART = SessionKey[object]("lrf.chart")  # the LR finder chart's selection (a click on a point)
 REVIEW_RUN = SessionKey[int]("review.run_id")
 RUNS_CONFIRM = SessionKey[list]("runs.confirm")
+RUNS_TABLE = SessionKey[tuple]("runs.table_state")  # (generation of the table's key, run ids as drawn, ids ticked)
 INTERPRET_CAM = SessionKey[bool]("interpret.gradcam", False)
 INTERPRET_K = SessionKey[int]("interpret.k", 9)
 INTERPRET_NORMALISE = SessionKey[bool]("interpret.normalise", False)
@@ -382,7 +384,7 @@ def _data_status() -> DataSummary | str | None:
             ensure_builtin(spec.data.key)  # written on first use, as the Data page would
         items = load_items(spec.data)
     except (UserError, OSError, ValueError) as e:
-        status: DataSummary | str = str(e)
+        status: DataSummary | str = plain_reason(e)
     else:
         status = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
                              n_train=int((items.split == "train").sum()), n_valid=int((items.split == "valid").sum()))

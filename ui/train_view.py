@@ -4,9 +4,42 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.training import format_duration
-
+from engine.spec import RunSpec
+from engine.training import format_duration, lr_finder_key
+from ui.state import LR_FOUND_FOR, LR_SOURCE, draft, run_spec, update_draft
 from ui.text import md
+
+DEFAULT_LR_HELP = "fastai's default; the LR finder can suggest one."
+
+
+def forget_foreign_lr(spec: RunSpec | None) -> RunSpec | None:
+    """The spec to use, after dropping a learning rate the LR finder found for other data or another model.
+
+    "Use this LR" fills the draft's LR and remembers what it was found for; when the data set or the model has
+    changed since (the demo script switching to the digits, another folder), that rate is not this data's: the LR goes
+    back to fastai's default, and the page says so once.
+    """
+    found = LR_FOUND_FOR.get()
+    if found is None or spec is None:
+        return spec
+    key, lr = found
+    if draft().train.lr != lr:  # the user typed another rate since: it is theirs
+        LR_FOUND_FOR.clear()
+        LR_SOURCE.clear()
+        return spec
+    if key == lr_finder_key(spec):
+        return spec
+    update_draft({"train.lr": None})
+    LR_FOUND_FOR.clear()
+    LR_SOURCE.clear()
+    st.info(f"The learning rate {lr:.1e} came from the LR finder on other data or another model, so it is not used "
+            "here: back to fastai's default. Run the LR finder again for these settings.")
+    return run_spec()
+
+
+def lr_help() -> str:
+    """Where the learning rate shown comes from."""
+    return LR_SOURCE.get() or DEFAULT_LR_HELP
 
 
 def ask_for_data(problem: str | None) -> None:
@@ -33,12 +66,14 @@ def epoch_table(epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def kept_model_caption(run: dict) -> str:
-    """'Model from epoch N (lowest validation loss).' — the one meaning of the epoch a run keeps."""
+    """'Model from epoch N (lowest validation loss).' — the one meaning of the epoch a run keeps, numbered as the epoch
+    table, the chart and the verdict number it: from 0, as fastai's table does."""
     kept = run.get("kept_epoch")
     if kept is None:
         return "No model was kept (the run ended before its first epoch)."
     keep_best = run["spec"].train.keep_best
-    return f"Model from epoch {kept} ({'lowest validation loss' if keep_best else 'the last epoch'})."
+    return (f"Model from epoch {kept} ({'lowest validation loss' if keep_best else 'the last epoch'}). Epochs are "
+            "numbered from 0, as in fastai's table.")
 
 
 def final_metrics(run: dict | None, epochs: pd.DataFrame) -> None:
@@ -53,4 +88,4 @@ def final_metrics(run: dict | None, epochs: pd.DataFrame) -> None:
     c2.metric("Error rate", f"{row['error_rate']:.1%}")
     c3.metric("Validation loss", f"{row['valid_loss']:.4f}")
     c4.metric("Epochs", len(epochs))
-    st.caption(kept_model_caption(run) + (" (★ on the chart)" if kept is not None else ""))
+    st.caption(kept_model_caption(run) + (" It is the ★ on the chart." if kept is not None else ""))

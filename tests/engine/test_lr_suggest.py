@@ -329,3 +329,29 @@ def test_diverged_is_more_than_four_times_the_best():
     assert diverged(4.000001, 1.0)
     assert not diverged(1e9, math.inf)  # before any best loss
     assert not diverged(math.nan, 1.0)  # as in fastai: NaN never compares greater
+
+
+# ---------------------------------------------------------------- what each suggestion is said to be
+
+def test_each_suggestion_is_described_by_its_value_not_its_name():
+    from engine.lr_suggest import compare
+    # the real case: steep was the smallest rate found (6.3e-07), below valley and far below the loss's low point
+    found = {"valley": Suggestion("valley", 1e-3, 1.0, ""), "minimum": Suggestion("minimum", 1e-2, 0.5, ""),
+             "steep": Suggestion("steep", 6.3e-07, 2.0, ""), "slide": Suggestion("slide", 3e-3, 0.9, "")}
+    words = compare(found)
+    assert words["steep"].startswith("The smallest rate suggested: the most cautious")
+    assert "1,587× smaller than valley's rate: safer" in words["steep"] and "bold" not in words["steep"]
+    assert words["slide"] == ("About 3× valley's rate: faster learning, less margin before the loss turns up. "
+                              "33× below the rate where the loss was lowest (1.0e-01).")
+    assert words["valley"] == "100× below the rate where the loss was lowest (1.0e-01)."
+    assert words["minimum"].startswith("The largest rate suggested: the boldest. 10× valley's rate")
+    # a steep past the lowest point is said to be too high
+    late = {**found, "steep": Suggestion("steep", 0.2, 3.0, "")}
+    assert "At or past the lowest point of the curve (1.0e-01)" in compare(late)["steep"]
+    assert compare(late)["steep"].startswith("The largest rate suggested")
+    assert compare({}) == {}
+
+
+def test_the_meanings_are_fastais():
+    assert "longest stretch where the loss keeps falling" in EXPLANATIONS["valley"]
+    assert "falls fastest" in EXPLANATIONS["steep"] and "lowest" in EXPLANATIONS["minimum"]

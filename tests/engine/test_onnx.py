@@ -98,7 +98,7 @@ def test_when_no_exporter_works_the_user_is_told(tmp_path, model, monkeypatch):
         raise RuntimeError(f"no luck with dynamo={dynamo}\nlong details")
 
     monkeypatch.setattr(torch.onnx, "export", always_fails)
-    with pytest.raises(UserError, match=r"could not be exported to ONNX \(RuntimeError: no luck with dynamo=True; "
-                                        r"RuntimeError: no luck with dynamo=False\)"):
+    with pytest.raises(UserError, match=r"could not be exported to ONNX \(no luck with dynamo=True; "
+                                        r"no luck with dynamo=False\)\.$"):  # no exception class names
         export_onnx(model, PREPROCESSING, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()

@@ -14,9 +14,10 @@ from engine.experiment import setting_of
 from engine.jobs import DONE, Job
 from engine.learner import LRFinderResult
 from engine.lr_suggest import Suggestion
-from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV
+from engine.spec import resolve
+from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
-from ui.state import DRAFT_ID, job_manager, run_store, widget_key
+from ui.state import DRAFT, DRAFT_ID, job_manager, run_store, widget_key
 
 # a real run's verdict: another CPU's floating point can move a short run from one to another
 VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good): ")
@@ -107,8 +108,9 @@ def test_an_experiment_of_two_learning_rates(app):
 
 def test_the_lrs_start_from_the_lr_finders_valley_when_this_window_ran_it(app):
     valley = Suggestion("valley", 1.2e-3, 1.0, "")
+    here = lr_finder_key(resolve(app.session_state[DRAFT.key], guess_rules=False))  # found on these data and model
     finder = Job("lr_find", "LR finder", lambda job: LRFinderResult([1e-3], [1.0], {"valley": valley}),
-                 owner=app.session_state[DRAFT_ID.key])
+                 meta={"data": here}, owner=app.session_state[DRAFT_ID.key])
     manager = job_manager()
     assert manager.wait(manager.submit(finder), timeout=60)
     app.switch_page("pages/experiment.py").run()

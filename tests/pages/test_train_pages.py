@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.data import PresizeCache
 from engine.drafts import DraftStore
+from engine.lr_suggest import compare
 from engine.spec import RunSpec, override
 from engine.training import train_run
 from ui.state import DRAFT, DRAFT_ID, LRF_CHOSEN, job_manager, run_store, widget_key
@@ -67,6 +68,8 @@ def test_lr_finder_then_use_the_lr_on_the_train_page(app):
     assert {b.key for b in suggestion_buttons} >= {"lrf.pick.valley", "lrf.pick.minimum", "lrf.pick.steep"}
     valley = job.result.suggestions["valley"].lr
     assert app.session_state[LRF_CHOSEN.key] == valley  # fastai's default suggestion is chosen to start with
+    where = compare(job.result.suggestions)  # each suggestion is described by its value on this curve
+    assert all(any(where[name] in c.value for c in app.caption) for name in job.result.suggestions)
     app.button(key="lrf.pick.steep").click().run()
     assert app.session_state[LRF_CHOSEN.key] == job.result.suggestions["steep"].lr
     app.button(key="lrf.pick.valley").click().run()
@@ -194,8 +197,10 @@ def test_the_runs_page_shows_a_cli_run_with_its_settings_and_replay_line(app, ho
     assert not app.exception
     settings = next(df.value for df in app.dataframe if "setting" in df.value.columns)
     shown = dict(zip(settings["setting"], settings["value"]))
-    assert shown["train.schedule"] == "one_cycle" and shown["train.seed"] == "3" and shown["train.keep_best"] == "False"
-    assert shown["data.label"].startswith("regex on file name")
+    assert shown["Schedule"] == "one_cycle" and shown["Seed"] == "3"
+    assert shown["Keep the epoch with the lowest validation loss"] == "False"
+    assert shown["Label rule"].startswith("regex on file name")
+    assert not any("." in name for name in shown)  # human names, never "data.size"
     assert any(f"--spec {home / 'runs' / str(result['run_id']) / 'spec.json'}" in c.value for c in app.code)
 
 
