@@ -17,7 +17,7 @@ from typing import Sequence
 import pandas as pd
 import regex  # like `re`, but matching can be given a timeout (a pathological pattern must not hang the app)
 
-from engine.errors import UserError
+from engine.errors import UserError, plain_reason
 
 REGEX_TIME_BUDGET_S = 1.5  # for labelling a whole data set; the page must answer within ~2 s
 LABEL_KINDS = ("regex", "folder", "grandparent", "top-folder", "csv")
@@ -228,7 +228,7 @@ def read_label_csv(csv_path: str | Path, needed: Sequence[str] = ()) -> pd.DataF
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as e:
-        raise UserError(f"Could not read {path.name} as a CSV file: {e}") from None
+        raise UserError(f"Could not read {path.name} as a CSV file: {plain_reason(e)}.") from None
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise UserError(f"{path.name} has no column {', '.join(map(repr, missing))}. Its columns are: {', '.join(df.columns)}.")
