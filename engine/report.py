@@ -31,12 +31,15 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 from PIL import Image
 
+from engine.data import PresizeCache
 from engine.errors import UserError
 from engine.export import RUN_FILE, load_run
 from engine.home import loupe_home
 from engine.images import fit_to_box, open_image
-from engine.interpret import Predictions, confusion_matrix, most_confused, per_class_metrics, top_losses
-from engine.spec import SPEC_FILE, RunSpec, load_spec
+from engine.interpret import confusion_matrix, most_confused, per_class_metrics, top_losses
+from engine.review import RunReview, review_run
+from engine.runs import RunStore
+from engine.spec import SPEC_FILE, RunSpec, load_spec, prepare_source
 from engine.training import format_duration
 from engine.verdict import verdict_of_run
 
@@ -119,7 +122,7 @@ def _same_folder(a: str | None, b: Path) -> bool:
         return False
 
 
-def read_record(folder: Path, store=None) -> RunRecord:
+def read_record(folder: Path, store: RunStore | None = None) -> RunRecord:
     """The run in `folder` (spec.json, run.json) and its curves from `store` (else LOUPE_HOME's database, if any)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -134,9 +137,7 @@ def read_record(folder: Path, store=None) -> RunRecord:
     result = result if isinstance(result, dict) else {}
     run_id = result.get("run_id") if isinstance(result.get("run_id"), int) else None
     own = None
-    if store is None and (loupe_home() / "runs.sqlite").is_file():
-        from engine.runs import RunStore
-
+    if store is None and (loupe_home() / "runs.sqlite").is_file():  # never made just to find nothing in it
         store = own = RunStore()
     try:
         row = _find_row(store, run_id, folder) if store is not None else None
@@ -153,7 +154,7 @@ def read_record(folder: Path, store=None) -> RunRecord:
                      batches=batches, row={k: v for k, v in (row or {}).items() if k != "spec"})
 
 
-def _find_row(store, run_id: int | None, folder: Path) -> dict | None:
+def _find_row(store: RunStore, run_id: int | None, folder: Path) -> dict | None:
     """The database's row of the run whose folder this is (by run.json's id, else by folder), or None."""
     if run_id is not None:
         row = store.run(run_id)
@@ -362,20 +363,18 @@ font-size:.8em;display:flex;align-items:center;justify-content:center}
 """
 
 
-def build_report(folder: Path, store=None, cache=None) -> str:
-    """The report of the run in `folder` as one self-contained HTML page; UserError if it is not a run folder."""
-    from engine.data import PresizeCache
-    from engine.review import review_run
+def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None) -> str:
+    """The report of the run in `folder` as one self-contained HTML page; UserError if it is not a run folder.
 
+    `store` is the runs database to find its curves in (default: LOUPE_HOME's), `cache` the presized pixels."""
     record = read_record(folder, store)
-    exported = load_run(record.folder)  # the model is needed for everything below; UserError if it is incomplete
+    load_run(record.folder)  # the model is needed for everything below: UserError now if the folder lacks it
     spec, result = record.spec, record.result
     name = spec.data.name
     title = f"Run #{record.run_id}" if record.run_id is not None else f"Run {record.folder.name}"
     review, data_problem = None, None
     try:
         if spec.data.kind == "builtin":  # made again if it is missing; a folder or a download is never fetched
-            from engine.spec import prepare_source
             prepare_source(spec)
         review = review_run({"id": record.run_id, "weights_path": str(record.folder), "spec": spec},
                             cache or PresizeCache(max_entries=1))
@@ -403,7 +402,7 @@ def build_report(folder: Path, store=None, cache=None) -> str:
           "</main></body></html>\n")
 
 
-def write_report(folder: Path, out: Path, store=None, cache=None) -> Path:
+def write_report(folder: Path, out: Path, store: RunStore | None = None, cache: PresizeCache | None = None) -> Path:
     """Write the report of the run in `folder` to the file `out`; returns `out`."""
     text = build_report(folder, store, cache)
     out = Path(out)
@@ -415,7 +414,7 @@ def write_report(folder: Path, out: Path, store=None, cache=None) -> Path:
     return out
 
 
-def report_or_message(folder: Path, store=None, cache=None) -> bytes:
+def report_or_message(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None) -> bytes:
     """The report as UTF-8 bytes, or (if it cannot be made) a small HTML page saying why: for a download button."""
     try:
         return build_report(folder, store, cache).encode("utf-8")
@@ -424,7 +423,7 @@ def report_or_message(folder: Path, store=None, cache=None) -> bytes:
                 f"<p>The report could not be made: {esc(e)}</p></body></html>").encode("utf-8")
 
 
-def _data_section(spec: RunSpec, review, problem: str | None) -> str:
+def _data_section(spec: RunSpec, review: RunReview | None, problem: str | None) -> str:
     parts = [f"<h2>The data set</h2><p><b>{esc(spec.data.name)}</b> · {esc(spec.data.source)}</p>"]
     if review is None:
         parts.append(f"<p class=\"note\">The data cannot be read now, so its pictures, the confusion matrix and the "
@@ -478,7 +477,7 @@ def _training_section(record: RunRecord) -> str:
     return "".join(parts)
 
 
-def _kept_section(record: RunRecord, review) -> str:
+def _kept_section(record: RunRecord, review: RunReview | None) -> str:
     r = record.result
     kept = r.get("kept_epoch")
     if kept is None:
@@ -494,8 +493,8 @@ def _kept_section(record: RunRecord, review) -> str:
     return text
 
 
-def _review_sections(review) -> list[str]:
-    p: Predictions = review.preds
+def _review_sections(review: RunReview) -> list[str]:
+    p = review.preds
     classes = p.classes
     cm = confusion_matrix(p)
     out = ["<h2>Confusion matrix</h2><p class=\"note\">Rows: the actual class; columns: the predicted one. The "
