@@ -380,7 +380,7 @@ def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCach
                             cache or PresizeCache(max_entries=1))
     except (UserError, OSError) as e:
         data_problem = str(e)
-    sections = [_data_section(spec, review, data_problem), _settings_section(spec),
+    sections = [_data_section(spec, review, data_problem), _settings_section(spec, result),
                 _training_section(record), _kept_section(record, review)]
     if review is not None and len(review.preds):
         sections += _review_sections(review)
@@ -451,8 +451,11 @@ def _data_section(spec: RunSpec, review: RunReview | None, problem: str | None) 
     return "".join(parts)
 
 
-def _settings_section(spec: RunSpec) -> str:
+def _settings_section(spec: RunSpec, result: dict) -> str:
     rows = [[human, value, dotted] for human, value, dotted in setting_rows(spec)]
+    if spec.model.pretrained and result.get("pretrained") is False:  # asked for, but none could be had
+        rows = [[h, "yes, but none could be had: trained from scratch" if d == "model.pretrained" else v, d]
+                for h, v, d in rows]
     return "<h2>Settings</h2>" + _table(["setting", "value", "name in spec.json"], rows)
 
 
