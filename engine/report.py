@@ -122,14 +122,16 @@ def _same_folder(a: str | None, b: Path) -> bool:
         return False
 
 
-def read_record(folder: Path, store: RunStore | None = None) -> RunRecord:
-    """The run in `folder` (spec.json, run.json) and its curves from `store` (else LOUPE_HOME's database, if any)."""
+def read_record(folder: Path, store: RunStore | None = None, spec: RunSpec | None = None) -> RunRecord:
+    """The run in `folder` (spec.json, run.json) and its curves from `store` (else LOUPE_HOME's database, if any);
+    `spec` stands in for the spec.json of a run recorded before runs kept one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"There is no run folder {folder}.")
-    if not (folder / SPEC_FILE).is_file():
+    if (folder / SPEC_FILE).is_file():
+        spec = load_spec(folder / SPEC_FILE)
+    elif spec is None:
         raise UserError(f"{folder} is not a run folder: it has no {SPEC_FILE}.")
-    spec = load_spec(folder / SPEC_FILE)
     try:
         result = json.loads((folder / RUN_FILE).read_text()) if (folder / RUN_FILE).is_file() else {}
     except (ValueError, OSError):
@@ -359,15 +361,17 @@ font-size:.8em;display:flex;align-items:center;justify-content:center}
 .losses figure{width:150px}pre{background:#f4f4f4;padding:10px;border-radius:6px;overflow-x:auto;white-space:pre-wrap}
 .classrow{display:flex;align-items:center;gap:12px;margin:4px 0}
 .classrow h4{width:140px;flex:none;margin:0;word-break:break-all}.examples figure{width:76px}
-.examples figure img{width:72px;height:72px}
+.examples figure img{width:72px;height:72px}summary{cursor:pointer;color:#4c78a8}
 """
 
 
-def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None) -> str:
+def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None,
+                 spec: RunSpec | None = None) -> str:
     """The report of the run in `folder` as one self-contained HTML page; UserError if it is not a run folder.
 
-    `store` is the runs database to find its curves in (default: LOUPE_HOME's), `cache` the presized pixels."""
-    record = read_record(folder, store)
+    `store` is the runs database to find its curves in (default: LOUPE_HOME's), `cache` the presized pixels, `spec`
+    the run's spec if its folder has no spec.json (a run recorded before runs kept one)."""
+    record = read_record(folder, store, spec)
     load_run(record.folder)  # the model is needed for everything below: UserError now if the folder lacks it
     spec, result = record.spec, record.result
     name = spec.data.name
@@ -384,7 +388,7 @@ def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCach
                 _training_section(record), _kept_section(record, review)]
     if review is not None and len(review.preds):
         sections += _review_sections(review)
-    sections += [_machine_section(record), _replay_section(record.folder)]
+    sections += [_machine_section(record), _replay_section(record.folder, spec)]
     kept = result.get("kept_epoch")
     headline = (f"{esc(name)} · {esc(spec.model.arch)} · {esc(record.row.get('status') or result.get('status') or '')}"
                 + (f" · accuracy {_pct(result.get('accuracy'))} (model from epoch {kept})" if kept is not None else ""))
@@ -414,10 +418,11 @@ def write_report(folder: Path, out: Path, store: RunStore | None = None, cache: 
     return out
 
 
-def report_or_message(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None) -> bytes:
+def report_or_message(folder: Path, store: RunStore | None = None, cache: PresizeCache | None = None,
+                      spec: RunSpec | None = None) -> bytes:
     """The report as UTF-8 bytes, or (if it cannot be made) a small HTML page saying why: for a download button."""
     try:
-        return build_report(folder, store, cache).encode("utf-8")
+        return build_report(folder, store, cache, spec).encode("utf-8")
     except UserError as e:
         return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Loupe report</title></head><body>"
                 f"<p>The report could not be made: {esc(e)}</p></body></html>").encode("utf-8")
@@ -539,7 +544,12 @@ def _machine_section(record: RunRecord) -> str:
     return "<h2>Machine and time</h2>" + _table(["what", "value"], rows)
 
 
-def _replay_section(folder: Path) -> str:
+def _replay_section(folder: Path, spec: RunSpec) -> str:
+    kept = (Path(folder) / SPEC_FILE).is_file()
+    command = replay_command(folder) if kept else f"python -m engine train --spec {SPEC_FILE}"
     return ("<h2>Replay this run</h2><p>From a Loupe checkout, this trains the same run again from its settings "
             "(the same numbers on the same kind of computer; the data folder must be where it was):</p>"
-            f"<pre><code>{esc(replay_command(folder))}</code></pre>")
+            f"<pre><code>{esc(command)}</code></pre>"
+            f"<details{'' if kept else ' open'}><summary>{SPEC_FILE}: the run's complete settings (save them as "
+            f"{SPEC_FILE} to replay the run on another computer)</summary><pre><code>{esc(spec.to_json())}</code></pre>"
+            "</details>")

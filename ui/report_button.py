@@ -14,7 +14,7 @@ def report_button(run: dict, key: str) -> None:
     if not run.get("weights_path"):
         return
     folder, store, cache = Path(run["weights_path"]), run_store(), presize_cache()
-    st.download_button("Download report", data=lambda: report_or_message(folder, store, cache),
+    st.download_button("Download report", data=lambda: report_or_message(folder, store, cache, run["spec"]),
                        file_name=f"loupe-run-{run['id']}-report.html", mime="text/html", key=key,
                        icon=":material/summarize:", on_click="ignore",
                        help="One HTML file to share: the data, settings, curves and verdict, confusion matrix, top "

@@ -94,6 +94,7 @@ def test_the_report_has_every_section_with_the_runs_own_numbers(run, page):
     assert f"<b>{result['accuracy']:.1%}</b><span>accuracy</span>" in page
     assert html.escape(replay_command(folder)) in page
     assert f"python -m engine train --spec {folder.resolve() / 'spec.json'}" in page
+    assert f"<pre><code>{html.escape(load_spec(folder).to_json())}</code></pre>" in page  # to replay it elsewhere
     assert "<td>Learning rate</td><td>0.005</td><td>train.lr</td>" in page
     assert f"<td>machine</td><td>{html.escape(row['host'])}</td>" in page
     for chart in ("counts", "curves", "confusion", "per-class"):
@@ -150,6 +151,19 @@ def test_a_run_whose_data_is_gone_still_gets_a_report_that_says_so(run, tmp_path
     # not the database's run (its folder is elsewhere): the curves per epoch from run.json, and no verdict
     assert "No verdict" in page and 'id="chart-curves"' in page
     assert "<h2>Replay this run</h2>" in page
+
+
+def test_a_run_from_before_spec_json_gets_its_spec_from_the_runs_database(run, tmp_path):
+    folder = tmp_path / "old"
+    shutil.copytree(run[0], folder)
+    spec = load_spec(folder / "spec.json")
+    (folder / "spec.json").unlink()
+    with pytest.raises(UserError, match="no spec.json"):
+        build_report(folder)
+    page = build_report(folder, spec=spec)  # what the Runs page has: the database's spec of the run
+    assert "<h2>Top losses</h2>" in page
+    assert "<pre><code>python -m engine train --spec spec.json</code></pre>" in page
+    assert f"<pre><code>{html.escape(spec.to_json())}</code></pre>" in page
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
