@@ -76,6 +76,29 @@ def shoot(page, path: Path, height: int = 900) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+def shoot_report(browser, home: Path, run_id: int, path: Path) -> None:
+    """The top of a run's report (engine/report.py), opened from its file with every network request refused."""
+    from engine.report import write_report
+    from engine.runs import RunStore
+
+    store = RunStore(home / "runs.sqlite")
+    try:
+        report = write_report(home / "runs" / str(run_id), home / "report.html", store=store)
+    finally:
+        store.close()
+    context = browser.new_context(viewport={"width": 1100, "height": 1500})
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                  else route.abort())
+    page = context.new_page()
+    page.goto(report.as_uri())
+    page.locator("#chart-curves svg.main-svg").first.wait_for()
+    page.evaluate("() => [...document.querySelectorAll('h2')].find(h => h.textContent === 'Training').scrollIntoView()")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+    context.close()
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -118,6 +141,7 @@ def main() -> None:
                 page.get_by_role("button", name="Start 3 runs").click()
                 expect(page.get_by_text("Last experiment:")).to_be_visible()
                 shoot(page, args.out / "compare-page.png", height=1900)
+                shoot_report(browser, home, 2, args.out / "run-report.png")  # its middle learning rate
 
                 # the health check of a folder with a planted leak and a near copy
                 folder = planted_digits(Path(tmp) / "planted")

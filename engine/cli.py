@@ -11,6 +11,7 @@
     python -m engine health --data ~/pets --json                # duplicates, leaks, label conflicts, unreadable files
     python -m engine experiment --vary lr=1e-4,1e-3,1e-2 --json  # one run per value, same data and seed; verdicts
     python -m engine label-issues --data ~/pets --arch resnet18 --folds 3 --json   # likely wrong labels, never changed
+    python -m engine report runs/digits --out report.html        # one self-contained HTML page to share
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -232,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     issues.add_argument("--json", action="store_true",
                         help='one JSON line: {"oof_accuracy", "needed_accuracy", "n_ranked", '
                              '"flagged": [{"file", "label", "suggested", "confidence"}, …], "message"}')
+    report = sub.add_parser("report", help="write a run's report: one self-contained HTML file (data, settings, curves, "
+                                           "verdict, confusion, top losses, replay command) that needs no network")
+    report.add_argument("folder", type=Path, help="the run folder (spec.json, model.pt, …)")
+    report.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: FOLDER/report.html)")
+    report.add_argument("--json", action="store_true", help="end with one JSON line: {out, bytes}")
     return parser
 
 
@@ -559,9 +565,18 @@ def cmd_label_issues(args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_report(args: argparse.Namespace) -> dict:
+    """Write the run's report (engine/report.py)."""
+    from engine.report import write_report
+
+    out = write_report(args.folder, args.out or args.folder / "report.html")
+    print(f"wrote report: {out}", file=sys.stderr)
+    return {"out": str(out), "bytes": out.stat().st_size}
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
             "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment,
-            "label-issues": cmd_label_issues}
+            "label-issues": cmd_label_issues, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

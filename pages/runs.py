@@ -7,6 +7,7 @@ from ui.charts_train import compare_figure
 from ui.experiment_view import RUNS_EXPERIMENT, experiment_name, experiment_results
 from ui.explain import explain
 from ui.frame import require_app_frame
+from ui.report_button import report_button
 from ui.spec_view import replay_command, settings_table, spec_path
 from ui.state import RUNS_CONFIRM, run_store
 from ui.text import md
@@ -62,6 +63,7 @@ for run_id in selected:
         epochs = store.epochs(run_id)
         if len(epochs):
             st.dataframe(epoch_table(epochs), hide_index=True)
+        report_button(run, key=f"runs.report.{run_id}")
 
 if RUNS_CONFIRM.get() != selected:
     if st.button(f"Delete {len(selected)} selected run(s)…", key="runs.delete", icon=":material/delete:"):

@@ -15,6 +15,7 @@ from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.job_controls import live_job, progress_and_controls
 from ui.model_choice import model_choice
+from ui.report_button import report_button
 from ui.state import (LR_SLICE_ON, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
                       job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
 from ui.text import md
@@ -191,4 +192,5 @@ if run and run.get("weights_path"):
     c1.page_link("pages/interpret.py", label="Interpret this model: top losses, confusion", icon=":material/troubleshoot:")
     c2.page_link("pages/clean.py", label="Clean the data with it", icon=":material/cleaning_services:")
     c3.page_link("pages/predict.py", label="Predict on your images, export", icon=":material/online_prediction:")
+    report_button(run, key="train.report")
 st.page_link("pages/runs.py", label="Compare with other runs", icon=":material/stacked_line_chart:")
