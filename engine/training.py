@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from engine.cache import CacheGet
-from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
+from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items, usable_counts
 from engine.device import default_device
 from engine.distributed import Dist
 from engine.errors import UserError
@@ -223,7 +223,10 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         job.emit("note", text=info.message)
     classes = learn.dls.classes
     world_size = dist.world_size if dist is not None else 1
-    run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
+    counts = usable_counts(prepared.items, learn.dls.images)  # the numbers the Data page and the sidebar show
+    built = {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes, "n_train": counts.n_train,
+             "n_valid": counts.n_valid}
+    run_id = store.create_run(spec, built,
                               source=source, world_size=world_size, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)

@@ -30,7 +30,7 @@ if runs.empty:
 latest = runs.iloc[0]
 st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {md(latest['data'])} · {latest['arch']} · "
            f"{latest['status']}")
-view = runs[["id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
+view = runs[["id", "date", "source", "data", "images", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
              "status", "seconds"]].copy()
 view["seconds"] = view["seconds"].map(lambda s: format_seconds(s) if s == s and s is not None else "")
 picked = st.dataframe(
@@ -39,6 +39,8 @@ picked = st.dataframe(
                                                                help="Validation accuracy of the model the run kept"),
                    "kept_epoch": st.column_config.NumberColumn("model from epoch", help="The epoch whose weights the "
                                                                "saved model has (lowest validation loss, or the last)"),
+                   "images": st.column_config.TextColumn("images", help="Training / validation images the run used "
+                                                         "(readable ones, as the Data page counts them)"),
                    "seconds": st.column_config.TextColumn("time"), "date": st.column_config.DatetimeColumn("date (UTC)")},
 )
 experiments = store.experiments()
