@@ -12,7 +12,7 @@ PAGE_WAIT_ENV = "LOUPE_PAGE_WAIT_S"
 
 def page_wait_s() -> float:
     """How long a page waits for background work before it draws a progress bar instead (LOUPE_PAGE_WAIT_S)."""
-    return float(os.environ.get(PAGE_WAIT_ENV, "0.3"))
+    return float(os.environ.get(PAGE_WAIT_ENV, "0.1"))
 
 
 def _read_text(read: FolderRead) -> str:
