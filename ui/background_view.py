@@ -6,6 +6,7 @@ import os
 import streamlit as st
 
 from engine.data_prep import FolderRead, HealthRun
+from engine.jobs import QUEUED
 
 PAGE_WAIT_ENV = "LOUPE_PAGE_WAIT_S"
 
@@ -43,5 +44,9 @@ def health_progress(run: HealthRun) -> None:
     """A running health check: its time so far; the page is drawn again when it ends."""
     if not run.job.active:
         st.rerun()
+    if run.job.state == QUEUED:  # the check of an earlier rule is finishing first
+        st.progress(0.0, text=f"The check of {len(run.items.rel_paths):,} images for copies and leaks starts when the "
+                              "previous one ends (the rest of the page is ready to use)…")
+        return
     st.progress(0.0, text=f"Checking {len(run.items.rel_paths):,} images for copies and leaks… "
                           f"({run.job.running_seconds:,.0f} s; the rest of the page is ready to use)")
