@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
@@ -199,6 +199,52 @@ def _next_id(root: Path, events: list[dict]) -> int:
     return max(used, default=0) + 1
 
 
+# ---------------------------------------------------------------- links between the data set's files
+
+MAX_LINK_HOPS = 40  # as the OS allows before it calls a chain of links a loop
+
+
+def _hops(link: str) -> set[str]:
+    """Every path a chain of links passes through on its way to a file (each with its folders resolved)."""
+    seen: set[str] = set()
+    current = link
+    for _ in range(MAX_LINK_HOPS):
+        try:
+            target = os.readlink(current)
+        except OSError:
+            break  # not a link (the file at the end), or gone
+        current = os.path.join(os.path.realpath(os.path.dirname(current)), target)
+        current = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
+        if current in seen:
+            break
+        seen.add(current)
+    return seen
+
+
+def links_to(root: str | Path, rels: list[str]) -> dict[str, list[str]]:
+    """For each of these files, the links elsewhere in the data set that lead to it (directly or through other
+    links), as relative paths: what would lead nowhere once the file is moved. Files nothing links to are left out."""
+    root = Path(root).expanduser().resolve()
+    wanted = {os.path.join(os.path.realpath(os.path.dirname(root / rel)), PurePosixPath(rel).name): rel for rel in rels}
+    found: dict[str, list[str]] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(folder, d)))
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if name.startswith(".") or not os.path.islink(path):
+                continue
+            rel = Path(path).relative_to(root).as_posix()
+            for hop in _hops(path):
+                if hop in wanted and wanted[hop] != rel:
+                    found.setdefault(wanted[hop], []).append(rel)
+    return found
+
+
+def _said(links: list[str], limit: int = 3) -> str:
+    shown = ", ".join(f"'{link}'" for link in links[:limit])
+    return shown + (f" and {len(links) - limit} more" if len(links) > limit else "")
+
+
 # ---------------------------------------------------------------- planning
 
 @dataclass
@@ -211,6 +257,7 @@ class _Plan:
     csv_path: Path | None = None
     csv_bytes: bytes = b""
     csv_rows: int = 0
+    links: list[str] = field(default_factory=list)  # links to deleted files, moved to the trash with them
 
 
 def _missing_dirs(root: Path, real_root: str, rel_dir: str, planned: list[str]) -> list[str]:
@@ -387,11 +434,12 @@ def _plan_csv_relabel(rule: LabelRule, relabels: list[tuple[str, str]], plan: _P
     plan.csv_path, plan.csv_bytes, plan.csv_rows = csv_path.resolve(), new_bytes, len(changed)
 
 
-def _summary(n_deleted: int, relabels: list[tuple[str | None, str]]) -> str:
+def _summary(n_deleted: int, relabels: list[tuple[str | None, str]], n_links: int = 0) -> str:
     """'Moved 1 image to the trash, relabelled 2 (seven → one)'."""
     parts = []
     if n_deleted:
-        parts.append(f"moved {n_deleted} image{'s' if n_deleted != 1 else ''} to the trash")
+        links = f" (and {n_links} link{'s' if n_links != 1 else ''} to {'it' if n_deleted == 1 else 'them'})" if n_links else ""
+        parts.append(f"moved {n_deleted} image{'s' if n_deleted != 1 else ''}{links} to the trash")
     if relabels:
         pairs = Counter((old or "no label", new) for old, new in relabels)
         said = ", ".join(f"{old} → {new}" + (f" ×{n}" if n > 1 and len(pairs) > 1 else "") for (old, new), n in pairs.items())
@@ -519,9 +567,32 @@ def _plan_batch(root: Path, real_root: str, rule: LabelRule, todo: list[Change],
         taken: set[str] = set()
         for rel, new_label in relabels:
             _plan_move_relabel(root, real_root, rule, rel, new_label, taken, plan)
-    for rel in deletes:
+        _check_moved_links(root, plan)
+    # a link to a deleted file would lead nowhere: it goes to the trash with the file (and comes back with an undo)
+    linked = links_to(root, deletes) if deletes else {}
+    moving = {src for src, _ in plan.moves} | set(deletes)
+    plan.links = sorted({link for links in linked.values() for link in links if link not in moving})
+    for rel in [*deletes, *plan.links]:
         plan.moves.append((rel, f"{plan.batch_dir}/{rel}"))
     return plan, deletes, relabels, old_labels
+
+
+def _check_moved_links(root: Path, plan: _Plan) -> None:
+    """Refuse a relabel that would leave a link leading nowhere: one to a moved file, or a moved link itself."""
+    moved = [src for src, _ in plan.moves]
+    for rel, links in links_to(root, moved).items():
+        others = [link for link in links if link not in moved]
+        if others:
+            raise UserError(f"'{rel}' cannot be moved to relabel it: {len(others)} other file(s) in the data set are "
+                            f"links to it ({_said(others)}) and would lead nowhere. Relabel those links as well, "
+                            "or delete them first. Nothing was changed.")
+    for src, dst in plan.moves:
+        path = root / src
+        if os.path.islink(path) and not os.path.isabs(os.readlink(path)):
+            there = os.path.normpath(os.path.join(os.path.dirname(root / dst), os.readlink(path)))
+            if os.path.realpath(there) != os.path.realpath(path):
+                raise UserError(f"'{src}' is a link to '{os.readlink(path)}'; moved to '{dst}' to relabel it, it would "
+                                "lead nowhere. Relabel the file it links to instead. Nothing was changed.")
 
 
 # ---------------------------------------------------------------- the public functions
@@ -564,7 +635,7 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
                 _move(root, src, dst)
                 done.append({"op": "move", "src": src, "dst": dst})
             batch = ChangeBatch(id=batch_id, time=time.time(), steps=done,
-                                summary=_summary(len(deletes), list(zip(old_labels, [n for _, n in relabels]))))
+                                summary=_summary(len(deletes), list(zip(old_labels, [n for _, n in relabels])), len(plan.links)))
             _append_log(root, {"event": "apply", "id": batch.id, "time": batch.time, "steps": batch.steps,
                                "summary": batch.summary})
         except OSError as e:

@@ -339,9 +339,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if spec.data.kind == "fastai" and main_rank:  # the other ranks fetch it once rank 0 has
         prepare_source(spec, progress=_print_download(spec.data.key.upper()))
     cache = PresizeCache(max_entries=1)
-    estimated = None
+    estimated, prepared_by = None, None
     if ddp is None:  # a few timed steps: what this run should take here (under torchrun, each rank's part differs)
         estimated = estimate_seconds(spec, cache)
+        prepared_by = cache.last_get  # the estimate decoded the pixels the run then finds cached: the run's cost
         print(f"Estimated time: about {format_duration(estimated)} (from a few timed steps on this computer)",
               file=sys.stderr, flush=True)
     store = RunStore() if main_rank else None
@@ -355,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
                                stop_event=signals.stop,
                                # under torchrun a stop always comes from a signal, to this rank or another one
                                interrupt_event=signals.interrupt if ddp is None else signals.stop, dist=ddp,
-                               estimated_s=estimated)
+                               estimated_s=estimated, prepared_by=prepared_by)
     finally:
         if store is not None:
             store.close()

@@ -87,6 +87,28 @@ class LabelledItems:
         return out
 
 
+@dataclass(frozen=True)
+class DataCounts:
+    """The images a run uses, per split: labelled, inside the split and readable. The one count every page shows."""
+
+    n_train: int
+    n_valid: int
+    n_unreadable: int  # labelled images in a split that cannot be decoded (left out)
+    classes: tuple[str, ...]
+
+
+def usable(items: LabelledItems, images: PresizedImages) -> np.ndarray:
+    """Per item: whether its image could be decoded (the others are left out of every run)."""
+    return images.ok[items.image_index]
+
+
+def usable_counts(items: LabelledItems, images: PresizedImages) -> DataCounts:
+    """Training and validation images after unreadable files are dropped (what the batches hold)."""
+    ok = usable(items, images)
+    return DataCounts(n_train=int(((items.split == "train") & ok).sum()), n_valid=int(((items.split == "valid") & ok).sum()),
+                      n_unreadable=int((~ok).sum()), classes=tuple(items.classes))
+
+
 def label_items(scan: FolderScan, label: LabelRule, split: SplitRule) -> LabelledItems:
     """Label and split the images of a scanned folder; refuses a data set with fewer than two classes."""
     root = scan.root
@@ -225,7 +247,7 @@ def health_report(items: LabelledItems, images: PresizedImages) -> Health:
     for mode, good in zip(images.modes, ok):
         if good:
             modes[mode] = modes.get(mode, 0) + 1
-    counts = items.counts(mask=ok[items.image_index])
+    counts = items.counts(mask=usable(items, images))
     warnings = items.warnings()
     if len(failures):
         warnings.append(f"{len(failures):,} file(s) could not be read and are left out (listed below).")
@@ -246,9 +268,9 @@ class DataLoaders:
         self.classes = items.classes
         self.y = torch.from_numpy(items.targets)
         self.image_index = torch.from_numpy(items.image_index)
-        usable = images.ok[items.image_index]
-        self.train_idx = torch.from_numpy(np.flatnonzero((items.split == "train") & usable))
-        self.valid_idx = torch.from_numpy(np.flatnonzero((items.split == "valid") & usable))
+        usable_items = usable(items, images)
+        self.train_idx = torch.from_numpy(np.flatnonzero((items.split == "train") & usable_items))
+        self.valid_idx = torch.from_numpy(np.flatnonzero((items.split == "valid") & usable_items))
         if len(self.train_idx) == 0 or len(self.valid_idx) == 0:
             raise UserError("After leaving out unreadable files, a split is empty: there is nothing to train or validate on.")
         self.generator = torch.Generator()

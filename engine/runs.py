@@ -71,9 +71,14 @@ STALE_SECONDS = 120.0  # a run of another machine without a heartbeat this long 
 NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "gpfs", "ceph",
                         "fuse.ceph", "glusterfs", "fuse.glusterfs", "beegfs", "afs", "fuse.s3fs", "fuse.gcsfuse")
 ACTIVE = ("running", "paused", "stopping")
-RUN_COLUMNS = ("id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
-               "status", "seconds", "weights_path", "error")
+RUN_COLUMNS = ("id", "date", "source", "data", "images", "arch", "pretrained", "schedule", "epochs", "accuracy",
+               "kept_epoch", "status", "seconds", "weights_path", "error")
 SOURCES = ("app", "cli", "torchrun")
+
+
+def _images(model: dict) -> str:
+    """'787 / 195': the training and validation images a run used (as the Data page counts them); '' for older runs."""
+    return f"{model['n_train']:,} / {model['n_valid']:,}" if "n_train" in model and "n_valid" in model else ""
 
 
 def _owner() -> str:
@@ -265,7 +270,7 @@ class RunStore:
             kept = r["kept_epoch"]
             records.append({
                 "id": r["id"], "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s"),
-                "source": r["source"] or "app", "data": r["name"], "arch": model.get("arch"),
+                "source": r["source"] or "app", "data": r["name"], "images": _images(model), "arch": model.get("arch"),
                 "pretrained": model.get("pretrained"), "schedule": train.get("schedule", train.get("method")),
                 "epochs": r["epochs"], "accuracy": accuracy, "kept_epoch": kept, "status": r["status"],
                 "seconds": r["seconds"], "weights_path": r["weights_path"], "error": r["error"],

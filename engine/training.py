@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items
+from engine.cache import CacheGet
+from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items, usable_counts
 from engine.device import default_device
 from engine.distributed import Dist
 from engine.errors import UserError, plain_reason
@@ -200,7 +201,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
               default_threads: int | None = None, stop_event: threading.Event | None = None,
               interrupt_event: threading.Event | None = None, dist: Dist | None = None,
-              estimated_s: float | None = None, experiment: str | None = None) -> dict:
+              estimated_s: float | None = None, experiment: str | None = None,
+              prepared_by: CacheGet | None = None) -> dict:
     """Train the run a spec describes, recorded in `store` (if given; tagged with `experiment`'s id, if one), the
     model exported to the run folder.
 
@@ -210,11 +212,15 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     by default) is set too (the process is shutting down); either way its rows, and its model if an epoch
     finished, are kept. A KeyboardInterrupt (a second Ctrl-C) also ends it 'interrupted', without a model.
     Under torchrun (`dist`) every rank trains, and rank 0 alone records the run and writes its folder.
+    `prepared_by` is what an earlier step of this same run (the time estimate) did to the pixel cache: the
+    reported "cache" and "decode_s" count it as the run's own preparation.
     """
     if dist is not None and not dist.is_main:
         store, out_dir = None, None
     prepared = prepare(spec, cache, job, default_threads, dist)
     got = cache.last_get  # what preparing the pixels cost: a cache hit, or seconds of decoding
+    if prepared_by is not None:
+        got = together(prepared_by, got)
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
     if stop_event is not None:
         learn.stop_event = stop_event
@@ -225,7 +231,10 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
         job.emit("note", text=info.message)
     classes = learn.dls.classes
     world_size = dist.world_size if dist is not None else 1
-    run_id = store.create_run(spec, {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes},
+    counts = usable_counts(prepared.items, learn.dls.images)  # the numbers the Data page and the sidebar show
+    built = {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes, "n_train": counts.n_train,
+             "n_valid": counts.n_valid}
+    run_id = store.create_run(spec, built,
                               source=source, world_size=world_size, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)
@@ -264,7 +273,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
               "images_per_s": round(learn.recorder.images_per_s * world_size, 1),  # every rank trains as fast
               "kept_epoch": None, "accuracy": None, "valid_loss": None, "error_rate": None, "out": None,
               "estimated_s": None if estimated_s is None else round(estimated_s, 2),
-              "decode_s": round(got.decode_s, 2), "cache": got.status}
+              "decode_s": round(got.decode_s, 3), "cache": got.status}
     if epochs:  # something worth keeping
         kept = best.best_epoch if best is not None and best.best_epoch is not None else epochs[-1]["epoch"]
         final = learn.validate()  # the weights the run ends with: the kept epoch's
@@ -279,6 +288,13 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
                      accuracy=result["accuracy"], valid_loss=result["valid_loss"])
     result["fit_status"] = logs.get("status")
     return result
+
+
+def together(first: CacheGet, then: CacheGet) -> CacheGet:
+    """What two gets of one run's pixels did between them (e.g. the time estimate's, then the run's own)."""
+    status = first.status if then.status == "hit" else then.status if first.status == "hit" else "partial"
+    return CacheGet(status=status, decoded=first.decoded + then.decoded, decode_s=first.decode_s + then.decode_s,
+                    on_disk=first.on_disk and then.on_disk)
 
 
 def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_threads: int | None = None,

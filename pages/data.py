@@ -1,29 +1,31 @@
 """Data: choose images, a label rule and a split; check the data's health; look at augmented batches."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from engine.data import DataLoaders, health_report, label_items, memory_budget_bytes, presize_bytes
+from engine.data import DataLoaders, PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
 from engine.device import default_device
 from engine.errors import UserError
 from engine.labels import LabelRule, read_label_csv
-from engine.sources import scan_folder
 from engine.spec import NAME_PATTERN, resolve
 from ui.aug_controls import aug_controls
+from ui.background_view import health_progress, page_wait_s, read_progress
 from ui.cache_view import cache_panel
 from ui.charts import class_counts_figure, size_spread_figure
 from ui.frame import require_app_frame
 from ui.demo_script import demo_script
 from ui.explain import explain
 from ui.gallery import image_grid
-from ui.health_view import check_for, health_panel
+from ui.health_view import health_panel
 from ui.label_levels import label_level_chooser
 from ui.source_picker import pick_source
 from ui.text import md, md_list
-from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, draft, presize_cache, remember_data, update_draft, view_spec
+from ui.state import (SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, data_prep, draft, remember_data,
+                      update_draft, view_spec, window_id)
 
 require_app_frame("pages/data.py")
 
@@ -106,24 +108,23 @@ if SCAN_STOPPED.get() == source.source:
     st.warning(f"You stopped reading {md(source.root)}. Choose another folder, or read it again.")
     st.button("Read it again", key="data.rescan", on_click=SCAN_STOPPED.clear)
     st.stop()
-scan_bar, stop_place = st.empty(), st.empty()
-# a click on Stop (or any widget) interrupts this script at its next progress update
-stop_place.button("Stop reading this folder", key="data.stop_scan", on_click=SCAN_STOPPED.set, args=(source.source,))
 
 
-def scan_progress(looked_at: int, found: int) -> None:
-    scan_bar.progress(0.0, text=f"Reading the folder: {looked_at:,} files and folders looked at, {found:,} images so far…")
+def stop_reading(source: str, job) -> None:
+    SCAN_STOPPED.set(source)
+    job.stop()
 
 
-try:
-    scan = scan_folder(source.root, progress=scan_progress)
-except UserError as e:
-    scan_bar.empty()
-    stop_place.empty()
-    st.error(md(e))
+# the folder is scanned and its images decoded in the background; the page waits for the scan only a moment
+spec = view_spec()
+read = data_prep().read(source.root, spec.data.presize, spec.data.presize_method, owner=window_id())
+if not read.wait_scanned(page_wait_s()):
+    read_progress(read, on_stop=stop_reading, args=(source.source, read.job))
     st.stop()
-scan_bar.empty()
-stop_place.empty()
+if read.scan is None:
+    st.error(md(read.failed or f"Reading {source.root} was stopped; nothing was loaded."))
+    st.stop()
+scan = read.scan
 if draft().data.label is None or draft().data.split is None:  # a new source: its rules, as guessed, into the draft
     guessed = resolve(draft(), scan).data
     update_draft({"data.label": draft().data.label or guessed.label, "data.split": draft().data.split or guessed.split})
@@ -207,26 +208,24 @@ st.caption(f"Presized images take {needed / 1024**2:,.0f} MB, cached on disk and
               f"over the {memory_budget_bytes() / 1024**2:,.0f} MB memory budget, training reads them from the cache "
               "files a batch at a time."))
 cache_panel()
-bar = st.empty()
-
-
-def show_progress(done: int, total: int) -> None:
-    bar.progress(done / total, text=f"Decoding and presizing images: {done:,} of {total:,}")
-
-
-try:
-    images = presize_cache().get(items.scanned_paths, spec.data.presize, spec.data.presize_method, progress=show_progress)
-except UserError as e:
-    st.error(md(e))
+if (spec.data.presize, spec.data.presize_method) != (read.presize, read.method):
+    st.rerun()  # the presize changed during this run (the next one reads at the new size)
+if not read.wait(page_wait_s()):  # decoding (the first time only): the counts and the rest follow when it ends
+    with split_counts.container():
+        read_progress(read)
     st.stop()
-bar.empty()
-usable = images.ok[items.image_index]
+if read.images is None:
+    st.error(md(read.failed or "Decoding the images was stopped."))
+    st.stop()
+images = read.images
+counts = usable_counts(items, images)
+remember_data(spec, counts)  # the sidebar and the other pages show these same numbers
 with split_counts.container():
     m3, m4 = st.columns(2)
-    m3.metric("Training images", f"{int(((items.split == 'train') & usable).sum()):,}",
-              help="Labelled training images that can be read")
-    m4.metric("Validation images", f"{int(((items.split == 'valid') & usable).sum()):,}",
-              help="Labelled validation images that can be read")
+    m3.metric("Training images", f"{counts.n_train:,}", help="Labelled training images that can be read")
+    m4.metric("Validation images", f"{counts.n_valid:,}", help="Labelled validation images that can be read")
+    if counts.n_unreadable:
+        st.caption(f"{counts.n_unreadable:,} labelled image(s) cannot be read and are left out (see Data health).")
 
 # ---- health
 st.header("5 · Data health", divider="orange")
@@ -253,7 +252,14 @@ with tab_sizes:
                    + ", ".join(f"{mode} × {n:,}" for mode, n in sorted(health.modes.items())))
         st.plotly_chart(size_spread_figure(health.sizes), key="data.size_chart")
 st.subheader("Copies, leaks and balance", anchor=False)
-health_panel(check_for(spec, scan, items, images), items, images)
+checking = data_prep().check(PresizeCache.key(items.scanned_paths, spec.data.presize, spec.data.presize_method),
+                              json.dumps([spec.to_dict()["data"][k] for k in ("label", "split")]), items, images, scan, owner=window_id())
+if checking.wait(page_wait_s()) and checking.check is not None:
+    health_panel(checking.check, items, images)
+elif checking.job.active:
+    health_progress(checking)
+else:
+    st.error(md(checking.job.error or "The health check was stopped."))
 
 # ---- show_batch
 
@@ -279,7 +285,6 @@ def show_batch_section(items, images) -> None:
     x, titles = dls.show_batch(max_n=rows * cols, split="valid" if view == "valid" else "train", unique=view == "unique")
     image_grid(x, titles, cols, key="show_batch")
     explain("show_batch")
-    remember_data(spec, items, dls.n_train, dls.n_valid)
 
 
 st.header("6 · show_batch", divider="orange")

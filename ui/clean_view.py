@@ -18,7 +18,7 @@ import torch
 
 from engine.builtin import BUILTINS, builtin_path
 from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
-from engine.data import LabelledItems, load_items
+from engine.data import LabelledItems, load_items, usable_counts
 from engine.errors import UserError
 from engine.images import PresizedImages
 from engine.labels import LabelRule
@@ -152,7 +152,9 @@ def presized(spec: RunSpec, items: LabelledItems) -> PresizedImages:
 
 
 def readable_count(spec: RunSpec, items: LabelledItems) -> int:
-    return int(presized(spec, items).ok[items.image_index].sum())
+    """Labelled images that can be read, as every page counts them."""
+    counts = usable_counts(items, presized(spec, items))
+    return counts.n_train + counts.n_valid
 
 
 def thumbnails(spec: RunSpec, items: LabelledItems, rels: list[str]) -> tuple[torch.Tensor, np.ndarray]:

@@ -7,7 +7,7 @@ import streamlit as st
 from ui.state import RUNS_TABLE
 from ui.train_view import format_seconds
 
-COLUMNS = ["id", "date", "source", "data", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
+COLUMNS = ["id", "date", "source", "data", "images", "arch", "pretrained", "schedule", "epochs", "accuracy", "kept_epoch",
            "status", "seconds"]
 
 
@@ -41,10 +41,13 @@ def runs_table(runs: pd.DataFrame) -> list[int]:
         view, hide_index=True, key=key, on_select="rerun", selection_mode="multi-row", selection_default=default,
         column_config={  # widths in pixels: the whole table, last column included, fits beside the sidebar at 1400 px
             "id": st.column_config.NumberColumn("run", width=50, format="#%d"),
-            "date": st.column_config.DatetimeColumn("date (UTC)", width=105, format="D MMM HH:mm"),
+            "date": st.column_config.DatetimeColumn("date (UTC)", width=95, format="D MMM HH:mm"),
             "source": st.column_config.TextColumn("from", width=45, help="Where the run was started: the app, the "
                                                                           "command line, torchrun"),
-            "data": st.column_config.TextColumn("data", width=130),
+            "data": st.column_config.TextColumn("data", width=110),
+            "images": st.column_config.TextColumn("images", width=75, help="Training / validation images the run "
+                                                                          "used (readable ones, as the Data page "
+                                                                          "counts them)"),
             "arch": st.column_config.TextColumn("model", width=75),
             "pretrained": st.column_config.CheckboxColumn("ImageNet", width=70, help="Started from ImageNet weights"),
             "schedule": st.column_config.TextColumn("schedule", width=80),

@@ -3,7 +3,7 @@ import streamlit as st
 
 from engine.device import background_threads, describe_device
 from engine.jobs import PAUSED
-from ui.state import data_summary, job_manager, view_spec, window_id
+from ui.state import PENDING, DataSummary, data_status, job_manager, view_spec, window_id
 from ui.text import md, md_list
 
 
@@ -17,8 +17,11 @@ def sidebar_content() -> None:
     """The running job and the chosen data set, refreshed every two seconds."""
     job_status()
     st.subheader("Data set")
-    summary = data_summary()
-    if summary is None:
+    summary = data_status(wait=0)  # never holds the page: a data set still being read says so
+    if summary == PENDING:
+        st.caption(f"{md(view_spec().data.name)}: counting the images…")
+        return
+    if not isinstance(summary, DataSummary):
         st.caption("None chosen yet: start on the Data page.")
         return
     data = view_spec().data

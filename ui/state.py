@@ -15,7 +15,8 @@ from typing import Any, Callable, Generic, TypeVar
 import streamlit as st
 
 from engine.builtin import ensure_builtin
-from engine.data import LabelledItems, PresizeCache, load_items
+from engine.data import DataCounts, LabelledItems, PresizeCache, label_items, usable_counts
+from engine.data_prep import DataPrep, clean_stamp
 from engine.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.errors import UserError, plain_reason
 from engine.export import ExportedModel, load_run
@@ -35,6 +36,12 @@ _LOG = logging.getLogger("loupe.widgets")
 def presize_cache() -> PresizeCache:
     """Presized pixels, shared by every page and session of this server."""
     return PresizeCache(max_entries=2)
+
+
+@st.cache_resource
+def data_prep() -> DataPrep:
+    """Folder scans, decoding and health checks in the background, kept for every page and session of this server."""
+    return DataPrep(presize_cache())
 
 
 @st.cache_resource
@@ -109,7 +116,7 @@ MOVED_BY_USER = SessionKey[set]("loupe.moved_by_user", factory=set)  # bound wid
 SOURCE_KIND = SessionKey[str]("data.kind")  # the source picker's choice (a draft with no source yet has none)
 FRAMED = SessionKey[bool]("loupe.framed", False)
 INTENDED_PAGE = SessionKey[str]("loupe.intended_page")
-DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # (data spec JSON, DataSummary or the error message)
+DATA_SUMMARY = SessionKey[tuple]("loupe.data_summary")  # ((data spec JSON, clean stamp), DataSummary or the error message)
 SCAN_STOPPED = SessionKey[str]("data.scan_stopped")  # the source whose folder scan the user stopped
 FOLDER_TEXT = SessionKey[str]("data.folder_text", "")  # the last folder typed, kept while another source is shown
 UPLOAD_TO_DELETE = SessionKey[str]("data.upload_to_delete")  # the upload awaiting the user's confirmation
@@ -354,54 +361,71 @@ def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> N
 
 @dataclass(frozen=True)
 class DataSummary:
-    """What the sidebar and later pages show of the chosen data set."""
+    """What the sidebar and later pages show of the chosen data set: the usable images (engine.data.usable_counts)."""
 
     name: str
     root: str
     classes: tuple[str, ...]
     n_train: int
     n_valid: int
+    n_unreadable: int = 0
 
 
-def remember_data(spec: RunSpec, items: LabelledItems, n_train: int, n_valid: int) -> None:
-    """The Data page tells the others what it found (usable images per split, after unreadable files)."""
-    summary = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
-                          n_train=n_train, n_valid=n_valid)
-    DATA_SUMMARY.set((json.dumps(spec.to_dict()["data"]), summary))
+PENDING = "pending"  # the data set is still being read in the background
 
 
-def _data_status() -> DataSummary | str | None:
-    """The draft's data set: its summary, the message of what is wrong with it, or None while none is chosen."""
+def _summary_key(spec: RunSpec) -> tuple[str, str]:
+    """What the counts depend on: the data settings and the cleaner's last change to the folder."""
+    return json.dumps(spec.to_dict()["data"]), clean_stamp(spec.data.root)
+
+
+def remember_data(spec: RunSpec, counts: DataCounts) -> None:
+    """The Data page tells the others the counts it shows (usable images per split, after unreadable files)."""
+    DATA_SUMMARY.set((_summary_key(spec), _summary(spec, counts)))
+
+
+def _summary(spec: RunSpec, counts: DataCounts) -> DataSummary:
+    return DataSummary(name=spec.data.name, root=str(spec.data.root), classes=counts.classes, n_train=counts.n_train,
+                       n_valid=counts.n_valid, n_unreadable=counts.n_unreadable)
+
+
+def data_status(wait: float | None = None) -> DataSummary | str | None:
+    """The draft's data set: its summary, the message of what is wrong with it, PENDING while it is read in the
+    background for longer than `wait` seconds (None: wait for it), or None while none is chosen."""
     spec = view_spec()
     if not source_ready(spec) or spec.data.label is None:
         return None
-    key = json.dumps(spec.to_dict()["data"])
+    key = _summary_key(spec)
     known = DATA_SUMMARY.get()
     if known and known[0] == key:
         return known[1]
     try:
         if spec.data.kind == "builtin":
             ensure_builtin(spec.data.key)  # written on first use, as the Data page would
-        items = load_items(spec.data)
+        read = data_prep().read(spec.data.root, spec.data.presize, spec.data.presize_method, owner=window_id())
+        if not read.wait(wait):
+            return PENDING
+        if read.failed or read.images is None:
+            raise UserError(read.failed or f"Reading {spec.data.root} was stopped; open the Data page to read it again.")
+        items = label_items(read.scan, spec.data.label, spec.data.split)
     except (UserError, OSError, ValueError) as e:
         status: DataSummary | str = plain_reason(e)
     else:
-        status = DataSummary(name=spec.data.name, root=str(items.root), classes=tuple(items.classes),
-                             n_train=int((items.split == "train").sum()), n_valid=int((items.split == "valid").sum()))
+        status = _summary(spec, usable_counts(items, read.images))
     DATA_SUMMARY.set((key, status))
     return status
 
 
 def data_summary() -> DataSummary | None:
     """The summary of the draft's data set: the Data page's, or computed now (after a reload or a restart)."""
-    status = _data_status()
+    status = data_status()
     return status if isinstance(status, DataSummary) else None
 
 
 def data_problem() -> str | None:
     """What is wrong with the draft's data settings (a bad label rule, a missing folder…), if anything."""
-    status = _data_status()
-    return status if isinstance(status, str) else None
+    status = data_status()
+    return status if isinstance(status, str) and status != PENDING else None
 
 
 def run_spec() -> RunSpec | None:

@@ -416,3 +416,78 @@ def test_relabel_with_grandparent_and_top_folder_rules(tmp_path):
     undo_last(root)
     undo_last(root)
     assert (root / "animals/cats/indoor/a.png").is_file() and (root / "plants/trees/c.png").is_file()
+
+
+# ---------------------------------------------------------------- links inside the data set
+
+@pytest.fixture
+def linked_root(folders_root) -> Path:
+    """The digits in class folders, with links to one of them as Tango has them: one in another class folder
+    (relative), one beside it, and a link to that link."""
+    target = first(folders_root, "train/3/*.png")
+    os.symlink(f"../3/{Path(target).name}", folders_root / "train/8/copy-of-three.png")
+    os.symlink(Path(target).name, folders_root / "train/3/alias.png")
+    os.symlink("alias.png", folders_root / "train/3/alias-of-alias.png")
+    return folders_root
+
+
+def links(root: Path) -> dict[str, str]:
+    """Every link under root but the trash, as {relative path: its target}."""
+    return {p.relative_to(root).as_posix(): os.readlink(p) for p in sorted(root.rglob("*"))
+            if p.is_symlink() and TRASH_DIR not in p.relative_to(root).parts}
+
+
+def dangling(root: Path) -> list[str]:
+    return [rel for rel in links(root) if not (root / rel).exists()]
+
+
+def test_links_to_finds_direct_and_chained_links(linked_root):
+    target = first(linked_root, "train/3/[0-9]*.png")
+    assert clean.links_to(linked_root, [target]) == {
+        target: ["train/3/alias-of-alias.png", "train/3/alias.png", "train/8/copy-of-three.png"]}
+    assert clean.links_to(linked_root, ["train/3/alias.png"]) == {"train/3/alias.png": ["train/3/alias-of-alias.png"]}
+    assert clean.links_to(linked_root, [first(linked_root, "train/4/*.png")]) == {}
+
+
+def test_deleting_a_linked_file_moves_its_links_along_and_undo_brings_them_back(linked_root):
+    before, before_links = tree(linked_root), links(linked_root)
+    target = first(linked_root, "train/3/[0-9]*.png")
+    batch = apply_changes(linked_root, FOLDER, [Change(target, DELETE)])
+
+    assert batch.summary == "Moved 1 image (and 3 links to it) to the trash"
+    assert dangling(linked_root) == []  # no link leads nowhere
+    gone = {target, "train/3/alias.png", "train/3/alias-of-alias.png", "train/8/copy-of-three.png"}
+    assert set(before) - set(tree(linked_root)) == gone
+    assert {os.path.relpath(os.path.join(linked_root, s["dst"]), trash_dir(linked_root) / str(batch.id))
+            for s in batch.steps if s["op"] == "move"} == gone  # in the trash, at their own paths
+    assert labels_of(linked_root, FOLDER)  # the data set still reads
+
+    undo_last(linked_root)
+    assert tree(linked_root) == before and links(linked_root) == before_links
+    assert dangling(linked_root) == []
+
+
+def test_deleting_only_a_link_leaves_the_file_and_other_links(linked_root):
+    before_links = links(linked_root)
+    apply_changes(linked_root, FOLDER, [Change("train/8/copy-of-three.png", DELETE)])
+    assert links(linked_root) == {k: v for k, v in before_links.items() if k != "train/8/copy-of-three.png"}
+    assert dangling(linked_root) == []
+
+
+def test_relabelling_a_linked_file_by_moving_it_is_refused_and_says_why(linked_root):
+    before, before_links = tree(linked_root), links(linked_root)
+    target = first(linked_root, "train/3/[0-9]*.png")
+    with pytest.raises(UserError, match=r"3 other file\(s\) in the data set are links to it .*'train/3/alias.png'"):
+        apply_changes(linked_root, FOLDER, [Change(target, RELABEL, "5")])
+    assert tree(linked_root) == before and links(linked_root) == before_links
+    assert not trash_dir(linked_root).exists()  # refused before anything was written
+
+
+def test_relabelling_a_relative_link_that_would_break_is_refused(linked_root):
+    before_links = links(linked_root)
+    with pytest.raises(UserError, match="would lead nowhere"):  # 'alias.png' -> a name beside it, not in train/5
+        apply_changes(linked_root, FOLDER, [Change("train/3/alias-of-alias.png", RELABEL, "5")])
+    # a link whose target still resolves from the new folder moves as it is
+    apply_changes(linked_root, FOLDER, [Change("train/8/copy-of-three.png", RELABEL, "5")])
+    assert links(linked_root)["train/5/copy-of-three.png"] == before_links["train/8/copy-of-three.png"]
+    assert dangling(linked_root) == []

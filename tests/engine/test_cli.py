@@ -222,3 +222,18 @@ def test_a_spec_with_an_unknown_setting_is_refused(tmp_path, monkeypatch, capsys
     assert main(["train", "--spec", str(path)]) == 2
     err = capsys.readouterr().err
     assert "Unknown setting “train.epoch”" in err and "epochs" in err and "Traceback" not in err
+
+
+def test_train_json_reports_the_runs_own_decoding(digits_dir, tmp_path, monkeypatch):
+    """On a fresh LOUPE_HOME the first run decodes (the estimate before it counts as its preparation); the second
+    finds every image in the disk cache."""
+    home = tmp_path / "fresh-home"
+    argv = ["--data", str(digits_dir), "--label", r"regex:^(.+)_\d+\.png$", "--size", "28", "--presize", "30",
+            "--bs", "32", "--epochs", "1", "--schedule", "one_cycle", "--seed", "1"]
+    first = _train_json(argv, home)
+    assert first["cache"] == "miss" and first["decode_s"] > 0
+    second = _train_json(argv, home)
+    assert second["cache"] == "hit" and second["decode_s"] == 0.0
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    from engine.runs import RunStore
+    assert RunStore().runs()["images"].tolist() == ["240 / 60"] * 2  # the Runs page: what each run trained on

@@ -8,6 +8,11 @@ import pytest
 import streamlit as st
 
 
+# the pages wait for their background work (folder reads, health checks) instead of drawing a progress bar, so a
+# single AppTest run shows the finished page; tests of the progress bar itself set it back to 0
+os.environ.setdefault("LOUPE_PAGE_WAIT_S", "300")
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     return tmp_path_factory.mktemp("loupe-home")

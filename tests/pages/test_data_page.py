@@ -338,3 +338,76 @@ def test_the_presize_cache_can_be_limited_and_cleared(app, home):
     app.button(key="data.clear_cache").click().run()
     no_exceptions(app)
     assert any("Cache cleared" in s.value for s in app.success)
+
+
+def sidebar_counts() -> str:
+    """The sidebar's line '<n> classes · <n> train · <n> valid', as a new window (same server, same draft) shows it."""
+    window = AppTest.from_file(APP, default_timeout=300)
+    window.run()
+    return next(c.value for c in window.sidebar.caption if " train · " in c.value)
+
+
+def test_sidebar_and_page_show_one_count_that_follows_the_cleaner(app, tmp_path):
+    """Unreadable files are left out of the counts everywhere; a clean (from any window) changes them everywhere."""
+    from engine.clean import DELETE, Change, apply_changes
+
+    rng = np.random.default_rng(1)
+    files = [(f"{animal}/{animal}_{i}.png", Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)))
+             for animal in ("cats", "dogs") for i in range(12)]
+    files += [(f"cats/broken_{i}.png", b"\x89PNG\r\n\x1a\n not a picture") for i in range(3)]
+    root = make_folder(tmp_path / "pets", files)
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    no_exceptions(app)
+    train, valid = int(metric(app, "Training images")), int(metric(app, "Validation images"))
+    assert train + valid == 24  # 27 labelled, 3 cannot be read
+    classes = metric(app, "Classes")
+    assert sidebar_counts() == f"{classes} classes · {train} train · {valid} valid"
+
+    rule = app.session_state[DRAFT.key].data.label
+    apply_changes(root, rule, [Change("dogs/dogs_0.png", DELETE), Change("dogs/dogs_1.png", DELETE)])
+    app.run()
+    no_exceptions(app)
+    after = int(metric(app, "Training images")), int(metric(app, "Validation images"))
+    assert sum(after) == 22
+    _, summary = app.session_state[DATA_SUMMARY.key]
+    assert (summary.n_train, summary.n_valid, summary.n_unreadable) == (*after, 3)  # what this window's sidebar shows
+    assert sidebar_counts() == f"{classes} classes · {after[0]} train · {after[1]} valid"
+
+
+def test_the_health_check_runs_in_the_background_with_a_progress_bar(app, tmp_path, monkeypatch):
+    """With no time to wait, the page draws at once: the counts and batches are there, the health check shows its
+    progress until it ends, then the panel."""
+    import threading
+
+    import engine.data_prep as data_prep
+
+    held, original = threading.Event(), data_prep.health_check
+
+    def held_check(*args, **kwargs):
+        held.wait(120)  # the check holds here until the test lets it go
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data_prep, "health_check", held_check)
+    rng = np.random.default_rng(2)
+    root = make_folder(tmp_path / "shapes", [(f"{kind}/{kind}_{i}.png",
+                                              Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)))
+                                             for kind in ("round", "square") for i in range(8)])
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    monkeypatch.setenv("LOUPE_PAGE_WAIT_S", "0")
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    for _ in range(100):  # the read is quick but not instant: a rerun, as the progress bar's own timer does
+        if any(m.label == "Training images" for m in app.metric):
+            break
+        held.wait(0.05)
+        app.run()
+    no_exceptions(app)
+    assert int(metric(app, "Training images")) + int(metric(app, "Validation images")) == 16
+    assert any("for copies and leaks" in p.proto.text for p in app.get("progress"))
+    assert not any(m.label == "Extra copies" for m in app.metric)
+    assert len(grid_captions(app)) == 9  # show_batch below is not held
+    held.set()
+    monkeypatch.setenv("LOUPE_PAGE_WAIT_S", "300")
+    app.run()
+    assert any(m.label == "Extra copies" for m in app.metric)
+    assert not any("for copies and leaks" in p.proto.text for p in app.get("progress"))
