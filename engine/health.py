@@ -416,7 +416,8 @@ def report_text(check: HealthCheck, max_clusters: int = 5) -> str:
             for c in clusters[:max_clusters]:
                 shown = [f"{f} ({lab}, {s})" for f, lab, s in zip(c.files, c.labels, c.splits)][:max_clusters]
                 more = f", … {len(c.files) - len(shown):,} more" if len(c.files) > len(shown) else ""
-                lines.append("  " + ", ".join(shown) + more)
+                sure = "" if c.exact else f" ({c.similarity:.0%} of their content matches)"
+                lines.append("  " + ", ".join(shown) + more + sure)
             if len(clusters) > max_clusters:
                 lines.append(f"  … and {len(clusters) - max_clusters:,} more")
     for title, entries in (("Unreadable", [f"{u['file']}: {u['reason']}" for u in check.unreadable]),
