@@ -284,7 +284,7 @@ def test_the_real_digits_give_only_their_own_near_identical_pairs(tmp_path):
     items = label_items(scan_folder(root), builtin.label_rule, builtin.split_rule)
     check = health_check(items, presize_all(items.scanned_paths, PRESIZE))
     assert (check.duplicates, check.label_conflicts) == ([], [])
-    assert 0 < sum(len(c.files) for c in check.near_duplicates) <= 30  # of 1,797
+    assert 0 < sum(len(c.files) for c in check.near_duplicates) <= 50  # of 1,797
     originals = load_digits().images
     index = {p: int(p.rsplit("_", 1)[1].split(".")[0]) for p in items.rel_paths}  # six_1045.png: digit 1045
     for cluster in check.near_duplicates:
