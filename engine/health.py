@@ -215,17 +215,17 @@ def candidate_pairs(hashes: np.ndarray, max_distance: int = NEAR_DISTANCE) -> np
 
 def content_thumbnails(pixels: torch.Tensor, rows: np.ndarray | None = None, side: int = CONTENT_SIDE,
                        keep: float = CROP_KEEP, block: int = PIXEL_BLOCK) -> torch.Tensor:
-    """Rows `rows` (all if None) of [N, 3, P, P] uint8 pixels → [n, 2, 3, side, side] float32 colour thumbnails:
+    """Rows `rows` (all if None) of [N, 3, P, P] uint8 pixels → [n, 2, 3, side, side] uint8 colour thumbnails:
     the whole picture and its centre `keep` (read a block of rows at a time)."""
     rows = np.arange(len(pixels)) if rows is None else np.asarray(rows, dtype=np.int64)
     p = pixels.shape[-1]
     side, margin = min(side, p), round(p * (1 - keep) / 2)
-    out = torch.empty(len(rows), 2, 3, side, side)
+    out = torch.empty(len(rows), 2, 3, side, side, dtype=torch.uint8)
     for start in range(0, len(rows), block):
         x = pixels[rows[start:start + block]]
         for k, part in enumerate((x, x[..., margin:p - margin, margin:p - margin])):
             out[start:start + block, k] = F.interpolate(part, size=(side, side), mode="bilinear", antialias=True,
-                                                        align_corners=False).float()
+                                                        align_corners=False)
     return out
 
 
@@ -263,7 +263,7 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     `PART_WEIGHT` times more: a part of the picture that differs (another pictogram on the same sign), not the
     thin line a resampled edge leaves. Two flat pictures of one colour are alike (1).
     """
-    a, b = _smooth(a), _smooth(b)
+    a, b = _smooth(a.float()), _smooth(b.float())
     s, r = a.shape[-1], MAX_SHIFT
     content_a, content_b = _content(a), F.pad(_content(b), (r, r, r, r))
     padded, edges_b = F.pad(b, (r, r, r, r), mode="replicate"), F.pad(_edges(b), (r, r, r, r), mode="replicate")
