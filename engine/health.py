@@ -13,13 +13,13 @@ Everything is computed from the presized pixels the training already holds (no f
 - near duplicates are the same picture re-encoded, resized or slightly cropped: a perceptual hash (imagehash's
   phash, computed for all images at once) within `max_distance` bits finds candidates, and a stricter comparison
   of the pictures' content confirms them, because pictures that share a template or a plain background (icons,
-  clip art, digits) share hashes without being copies. It compares 32×32 colour thumbnails: a pixel matches when
-  a pixel within one pixel of it in the other picture has the same colour (± `COLOUR_TOLERANCE` in each of R, G,
-  B), and the *similarity* is the share of the pixels that hold content in either picture (pixels away from the
-  picture's border colour, or that do not match) which match. The background counts for nothing, so a small red
-  car and a small black car on white are 0 % alike where a mean over all pixels would call them 97 % alike.
-  The thumbnails of the centre 96 % are compared too, so a copy cropped by 2–5 % is found. Calibrated on real
-  icons: bench/near_copy_calibration.py.
+  clip art, digits) share hashes without being copies. It compares 32×32 colour thumbnails lined up by the
+  best shift of up to one pixel (and each picture's centre 96 % against the other, so a copy cropped by 2–5 %
+  lines up): the *similarity* is the share of the pixels that hold content in either picture (away from the
+  picture's border colour, or unmatched) whose colours match, an unmatched solid part counting more than the
+  thin line a moved edge leaves (`similarity`). The background counts for nothing, so a small red car and a
+  small black car on white are not alike where a mean over all pixels would call them 97 % alike. Calibrated
+  on real icons: bench/near_copy_calibration.py.
 - pairs are grouped into clusters (connected components: what union-find gives), so a picture copied five
   times is one cluster, not ten pairs. Label conflicts and leaks are clusters of exact or near copies, confirmed
   the same way. A cluster's `similarity` is the lowest similarity of the confirmed pairs that joined it (1 for
@@ -43,7 +43,7 @@ from engine.data import LabelledItems
 from engine.images import PresizedImages
 
 HASH_SIDE = 32  # phash's grey image: 32×32, of which the 8×8 lowest frequencies make the 64-bit hash
-NEAR_DISTANCE = 10  # phash bits two near copies may differ in (a 5 % crop of an icon: up to 10; JPEG q30 and a resize: 6)
+NEAR_DISTANCE = 10  # phash bits two near copies may differ in (a 2–5 % crop of an icon: up to 10; JPEG and resize: 6)
 CONTENT_SIDE = 32  # side of the colour thumbnails that confirm a near copy
 MAX_SHIFT = 1  # thumbnail pixels two copies are shifted by at most, to line them up (crops move the content)
 CROP_KEEP = 0.96  # the centre share of a picture compared too, so a copy cropped by 2–5 % lines up
@@ -147,7 +147,8 @@ class HealthCheck:
         if self.duplicates:
             lines.append(f"{len(self.duplicates):,} group(s) of exact duplicates ({self.extra_copies():,} extra copies).")
         if self.near_duplicates:
-            lines.append(f"{len(self.near_duplicates):,} group(s) of near duplicates (re-encoded or resized copies).")
+            lines.append(f"{len(self.near_duplicates):,} group(s) of near duplicates (re-encoded, resized or cropped "
+                         "copies, confirmed by their content).")
         if self.unreadable:
             lines.append(f"{len(self.unreadable):,} file(s) cannot be read and are left out.")
         if self.broken_links:
@@ -296,7 +297,8 @@ def pair_similarity(thumbs: torch.Tensor, pairs: np.ndarray, block: int = 4096) 
 
 
 def near_pairs(hashes: np.ndarray, pixels: torch.Tensor, rows: np.ndarray | None = None,
-               max_distance: int = NEAR_DISTANCE, min_similarity: float = MIN_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
+               max_distance: int = NEAR_DISTANCE,
+               min_similarity: float = MIN_SIMILARITY) -> tuple[np.ndarray, np.ndarray]:
     """Near copies among images with these [n] phashes, at `rows` (all if None) of [N, 3, P, P] uint8 pixels:
     pairs (i < j) [M, 2] of positions in `hashes` and their similarity [M]. Candidates by the hash, confirmed by
     the content (thumbnails are made of the candidates only)."""
