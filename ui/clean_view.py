@@ -236,13 +236,15 @@ def health_view() -> Target | None:
     choices = pending_choices(target)
     rels = [rel for rel in listed["choices"] if rel in target.labels]
     gone = len(listed["choices"]) - len(rels)
-    st.caption(f"{len(rels):,} image(s) from the health check, each with the action it suggests; change any of them."
+    marked = sum(listed["choices"][rel] == DELETE for rel in rels)
+    st.caption(f"{len(rels):,} image(s) from the health check: {marked:,} marked for deletion (exact extra copies), "
+               "the others unmarked for you to decide; change any of them."
                + (f" {gone:,} listed image(s) are no longer in the data set." if gone else ""))
     if not rels:
         return target
     shown = rels[pager(len(rels), CLEAN_HEALTH_PAGE)]
     images, ok = thumbnails(spec, items, shown)
-    captions = [f"{rel.rsplit('/', 1)[-1]} · {target.labels[rel]}" + ("" if good else " · unreadable")
+    captions = [f"{rel} · {target.labels[rel]}" + ("" if good else " · unreadable")  # the path: two a.png differ
                 for rel, good in zip(shown, ok)]
     choice_grid(target, choices, images, shown, captions, "gallery-clean-health")
     return target

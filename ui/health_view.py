@@ -9,11 +9,11 @@ import streamlit as st
 
 from engine.clean import DELETE, KEEP
 from engine.data import LabelledItems, PresizeCache
-from engine.health import Cluster, HealthCheck, health_check
+from engine.health import KEEP_RULE, MIN_SIMILARITY, Cluster, HealthCheck, health_check
 from engine.images import PresizedImages
 from engine.sources import FolderScan
 from engine.spec import RunSpec
-from ui.gallery import image_grid
+from ui.gallery import DISPLAY_PX, display_image
 from ui.state import CLEAN_PENDING
 from ui.text import md
 
@@ -25,7 +25,9 @@ KINDS = {  # tab title, what it means
     "label_conflicts": ("Two labels", "The same picture (or a near copy) carries two different labels: at least one "
                                       "is wrong."),
     "duplicates": ("Duplicates", "Exact copies: the same pixels under several names."),
-    "near_duplicates": ("Near copies", "Pictures that are the same after re-saving or resizing."),
+    "near_duplicates": ("Near copies", "The same picture re-saved, re-encoded, resized or slightly cropped: found by a "
+                                       "perceptual hash, then confirmed by comparing the pictures' content (a plain or "
+                                       "transparent background counts for nothing)."),
 }
 
 
@@ -42,20 +44,48 @@ def check_for(spec: RunSpec, scan: FolderScan, items: LabelledItems, images: Pre
     return _check(key, rules, items, images, tuple(scan.broken_links), tuple(scan.unreadable))
 
 
+def group_caption(cluster: Cluster) -> str:
+    """How sure the check is about one group, in words."""
+    if cluster.exact:
+        return f"{len(cluster.files)} exact copies: the same pixels."
+    return (f"{len(cluster.files)} pictures; near copies: at least {cluster.similarity:.0%} of their content matches "
+            f"({MIN_SIMILARITY:.0%} needed; 100% is the same picture).")
+
+
 def _thumbnails(cluster: Cluster, items: LabelledItems, images: PresizedImages, key: str) -> None:
+    """One group side by side, every picture at the same size, captioned with its path in the data set."""
     pixels = images.pixels[items.image_index[cluster.positions]].float() / 255
-    titles = [f"{f.rsplit('/', 1)[-1]} · {label} · {split}" for f, label, split in
-              zip(cluster.files, cluster.labels, cluster.splits)]
-    image_grid(pixels, titles, cols=min(6, max(2, len(titles))), key=key)
+    extra = set(cluster.extra_copies())
+    st.caption(group_caption(cluster))
+    with st.container(key=key, horizontal=True, gap="small"):
+        for x, f, label, split in zip(pixels, cluster.files, cluster.labels, cluster.splits):
+            title = f"{f} · {label} · {split}" + (" · extra copy" if f in extra else "")
+            with st.container(width=DISPLAY_PX + 8, gap=None):
+                st.image(display_image(x), caption=md(title), width=DISPLAY_PX)  # captions read Markdown
 
 
-def send_to_cleaner(root: str, clusters: list[Cluster], keep_all: bool = False) -> None:
-    """Mark the extra copies for deletion (or keep them, for the user to relabel) on the Clean page."""
+def handoff(clusters: list[Cluster], relabel: bool = False) -> dict[str, str]:
+    """The choices sent to the cleaner: every file of the clusters, the exact extra copies marked for deletion
+    (none when the user is to relabel), the rest (kept copies, near copies) unmarked."""
     choices = {}
     for cluster in clusters:
-        extra = set(cluster.to_delete())
+        extra = set() if relabel else set(cluster.extra_copies())
         for f in cluster.files:
-            choices[f] = KEEP if keep_all or f not in extra else DELETE
+            choices[f] = DELETE if f in extra else choices.get(f, KEEP)
+    return choices
+
+
+def send_label(choices: dict[str, str], relabel: bool) -> str:
+    """The button's words: how many pictures go to the cleaner, and how many of them arrive marked."""
+    sent, marked = len(choices), sum(v == DELETE for v in choices.values())
+    if relabel:
+        return f"Open these {sent:,} pictures in the cleaner (to relabel)"
+    return (f"Send {sent:,} pictures to the cleaner: {marked:,} extra exact cop{'y' if marked == 1 else 'ies'} "
+            f"marked for deletion, {sent - marked:,} unmarked")
+
+
+def send_to_cleaner(root: str, choices: dict[str, str]) -> None:
+    """Open the Clean page with these choices."""
     CLEAN_PENDING.set({"root": root, "choices": choices, "source": "health"})
     st.switch_page("pages/clean.py")
 
@@ -84,10 +114,12 @@ def health_panel(check: HealthCheck, items: LabelledItems, images: PresizedImage
             if len(clusters) > MAX_CLUSTERS:
                 st.caption(f"… and {len(clusters) - MAX_CLUSTERS:,} more groups.")
             relabel = kind == "label_conflicts"
-            label = ("Open these in the cleaner (to relabel)" if relabel else
-                     "Send the extra copies to the cleaner (marked for deletion)")
-            if st.button(label, key=f"health.send.{kind}", icon=":material/cleaning_services:"):
-                send_to_cleaner(root, clusters, keep_all=relabel)
+            choices = handoff(clusters, relabel)
+            st.caption("Nothing is marked but exact copies: " + KEEP_RULE + ". Near copies and the kept pictures "
+                       "arrive unmarked, for you to decide." if not relabel else
+                       "Every picture arrives unmarked: choose its label (or delete it) on the Clean page.")
+            if st.button(send_label(choices, relabel), key=f"health.send.{kind}", icon=":material/cleaning_services:"):
+                send_to_cleaner(root, choices)
     with tabs[-1]:
         if check.broken_links:
             st.warning("These links lead nowhere (or in a loop): they are left out.")

@@ -63,6 +63,8 @@ def test_the_health_check_finds_planted_copies_and_a_leak(page, loupe_server, tm
     page.get_by_role("tab", name="Train/valid leaks (1)").click()
     expect(page.locator(".st-key-health-leaks-0 img")).to_have_count(2)
     expect(page.locator(".st-key-health-leaks-0").get_by_text("leaked.png · cats · valid")).to_be_visible()
-    page.get_by_role("button", name="Send the extra copies to the cleaner (marked for deletion)").first.click()
+    expect(page.locator(".st-key-health-leaks-0").get_by_text("valid/cats/leaked.png")).to_be_visible()  # its path
+    page.get_by_role("button", name="Send 2 pictures to the cleaner: 1 extra exact copy marked for deletion, "
+                                    "1 unmarked").click()
     expect(page.get_by_role("heading", name="Clean")).to_be_visible()
     expect(page.get_by_text("leaked.png").first).to_be_visible()

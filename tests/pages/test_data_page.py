@@ -41,7 +41,7 @@ def keyed_block(node, key: str):
 
 
 def grid_captions(at: AppTest) -> list[str]:
-    """Captions of the show_batch grid's images (not the label-level chooser's thumbnails)."""
+    """Captions of the show_batch grid's images (not the label-level chooser's or the health check's thumbnails)."""
     return [i.caption for image in keyed_block(at._tree, "show_batch").get("image") for i in image.proto.imgs if i.caption]
 
 
@@ -269,8 +269,73 @@ def test_copies_and_leaks_are_shown_and_sent_to_the_cleaner(app, tmp_path):
     no_exceptions(app)
     handed = app.session_state[CLEAN_HEALTH.key]
     assert handed["root"] == str(root.resolve())
-    assert handed["choices"] == {"train/cats/cats0.png": "keep", "valid/cats/copy_of_cat0.png": "delete"}
+    assert handed["choices"] == {"train/cats/cats0.png": "keep", "valid/cats/copy_of_cat0.png": "delete"}  # exact copies
     assert app.session_state[CLEAN_PENDING.key]["choices"] == {"valid/cats/copy_of_cat0.png": "delete"}
+
+
+def smooth_pictures(n: int, seed: int) -> list[Image.Image]:
+    """Different pictures that stay the same when re-saved or resized: 6×6 random colours blown up to 48×48."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8), "RGB").resize((48, 48), Image.BICUBIC)
+            for _ in range(n)]
+
+
+def marked(at: AppTest) -> dict[str, str]:
+    """The Clean page's choice of each image it shows, by relative path."""
+    return {s.key.removeprefix("clean.choice."): s.value for s in at.selectbox
+            if s.key and s.key.startswith("clean.choice.")}
+
+
+def test_send_to_the_cleaner_sends_what_its_label_says(app, tmp_path):
+    """Each tab's button counts what it sends and marks; only exact extra copies arrive marked, near copies do not."""
+    from io import BytesIO
+
+    from ui.text import md
+
+    pictures = smooth_pictures(12, 5)
+    files = [(f"train/cats/c{i}.png", pictures[i]) for i in range(5)] + [("valid/cats/v.png", pictures[5])]
+    files += [(f"train/dogs/d{i}.png", pictures[6 + i]) for i in range(5)] + [("valid/dogs/v.png", pictures[11])]
+    files += [("train/cats/end_daul.png", pictures[1]), ("valid/cats/end_daul.png", pictures[1])]  # exact, one a leak
+    files += [("train/dogs/d2_copy.png", pictures[8])]  # an exact copy of d2
+    resaved = BytesIO()
+    pictures[8].resize((40, 40)).save(resaved, "JPEG", quality=85)
+    files += [("train/dogs/d2_resaved.jpg", resaved.getvalue())]  # a near copy of d2
+    root = make_folder(tmp_path / "pets", files)
+    app.button_group(key=SOURCE_KIND.key).set_value("folder").run()
+    app.text_input(key=FOLDER_TEXT.key).set_value(str(root)).run()
+    no_exceptions(app)
+    captions = [i.caption for image in app.get("image") for i in image.proto.imgs if i.caption]
+    # two end_daul.png told apart by their paths, escaped as every file name is
+    assert md("train/cats/end_daul.png · cats · train · extra copy") in captions
+    assert md("valid/cats/end_daul.png · cats · valid · extra copy") in captions
+    assert md("train/dogs/d2_resaved.jpg · dogs · train") in captions
+    assert any("near copies: at least" in c.value and "of their content matches" in c.value for c in app.caption)
+    assert any("the first by path among the training images is kept" in c.value for c in app.caption)
+    expected = {  # tab: (label, the choices sent)
+        "duplicates": ("Send 5 pictures to the cleaner: 3 extra exact copies marked for deletion, 2 unmarked",
+                       {"train/cats/c1.png": "keep", "train/cats/end_daul.png": "delete",
+                        "valid/cats/end_daul.png": "delete", "train/dogs/d2.png": "keep",
+                        "train/dogs/d2_copy.png": "delete"}),
+        "near_duplicates": ("Send 3 pictures to the cleaner: 1 extra exact copy marked for deletion, 2 unmarked",
+                            {"train/dogs/d2.png": "keep", "train/dogs/d2_copy.png": "delete",
+                             "train/dogs/d2_resaved.jpg": "keep"}),
+        "leaks": ("Send 3 pictures to the cleaner: 2 extra exact copies marked for deletion, 1 unmarked",
+                  {"train/cats/c1.png": "keep", "train/cats/end_daul.png": "delete",
+                   "valid/cats/end_daul.png": "delete"}),
+    }
+    for kind, (label, choices) in expected.items():
+        assert app.button(key=f"health.send.{kind}").label == label
+        app.button(key=f"health.send.{kind}").click().run()  # the Clean page opens on the list
+        no_exceptions(app)
+        assert app.session_state[CLEAN_HEALTH.key]["choices"] == choices
+        shown = marked(app)
+        assert shown == choices  # every picture sent is on the page, with the choice the label promised
+        n_marked = sum(v == "delete" for v in shown.values())
+        assert f"{n_marked} extra exact cop" in label and f"Send {len(shown)} pictures" in label
+        assert app.button(key="clean.apply").label == f"Apply {n_marked} change(s)"
+        assert any(f"{n_marked:,} marked for deletion (exact extra copies)" in c.value for c in app.caption)
+        app.switch_page("pages/data.py").run()
+        no_exceptions(app)
 
 
 def test_an_upload_can_be_deleted_to_the_trash_after_a_confirmation(app, home):
