@@ -574,7 +574,7 @@ def _extract_tar(archive: Path, dest_dir: Path, title: str) -> None:
             for member in tar:
                 _check_tar_member(member, title)
                 tar.extract(member, dest_dir, **kwargs)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error):
         raise UserError(f"The download of {title} is damaged (the archive cannot be unpacked). Try again.") from None
 
 

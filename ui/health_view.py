@@ -2,17 +2,13 @@
 imbalance and files that cannot be used, each with thumbnails and a way to send them to the cleaner."""
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 from engine.clean import DELETE, KEEP
-from engine.data import LabelledItems, PresizeCache
-from engine.health import KEEP_RULE, MIN_SIMILARITY, Cluster, HealthCheck, health_check
+from engine.data import LabelledItems
+from engine.health import KEEP_RULE, MIN_SIMILARITY, Cluster, HealthCheck
 from engine.images import PresizedImages
-from engine.sources import FolderScan
-from engine.spec import RunSpec
 from ui.gallery import DISPLAY_PX, display_image
 from ui.state import CLEAN_PENDING
 from ui.text import md
@@ -29,19 +25,6 @@ KINDS = {  # tab title, what it means
                                        "perceptual hash, then confirmed by comparing the pictures' content (a plain or "
                                        "transparent background counts for nothing)."),
 }
-
-
-@st.cache_resource(max_entries=4, show_spinner="Checking the images for copies and leaks…")
-def _check(cache_key: str, rules: str, _items: LabelledItems, _images: PresizedImages, broken: tuple[str, ...],
-           unreadable: tuple[str, ...]) -> HealthCheck:
-    return health_check(_items, _images, broken_links=broken, unreadable_folders=unreadable)
-
-
-def check_for(spec: RunSpec, scan: FolderScan, items: LabelledItems, images: PresizedImages) -> HealthCheck:
-    """The health check of the chosen data, computed once per data set contents, presize and rules."""
-    key = PresizeCache.key(items.scanned_paths, spec.data.presize, spec.data.presize_method)
-    rules = json.dumps(spec.to_dict()["data"])
-    return _check(key, rules, items, images, tuple(scan.broken_links), tuple(scan.unreadable))
 
 
 def group_caption(cluster: Cluster) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generic, TypeVar
 import streamlit as st
 
 from engine.builtin import ensure_builtin
-from engine.data import DataCounts, LabelledItems, PresizeCache, label_items, usable_counts
+from engine.data import DataCounts, PresizeCache, label_items, usable_counts
 from engine.data_prep import DataPrep, clean_stamp
 from engine.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.errors import UserError, plain_reason
