@@ -19,8 +19,8 @@ from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
 from ui.state import DRAFT, DRAFT_ID, job_manager, run_store, widget_key
 
-# a real run's verdict: another CPU's floating point can move a short run from one to another
-VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good): ")
+# a real run's verdict (shown escaped for Markdown): another CPU's floating point can move a short run from one to another
+VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good)\\?: ")
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
