@@ -41,14 +41,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.augment import AugSettings  # noqa: E402
-from engine.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin  # noqa: E402
-from engine.data import DataLoaders, PresizeCache, label_items  # noqa: E402
-from engine.images import _load_presized, default_workers, open_image, presize, presize_to_file  # noqa: E402
-from engine.labels import LabelRule  # noqa: E402
-from engine.learner import Learner  # noqa: E402
-from engine.models import create_model  # noqa: E402
-from engine.sources import scan_folder  # noqa: E402
+from engine.data.augment import AugSettings  # noqa: E402
+from engine.data.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin  # noqa: E402
+from engine.data.loaders import DataLoaders, PresizeCache, label_items  # noqa: E402
+from engine.data.images import _load_presized, default_workers, open_image, presize, presize_to_file  # noqa: E402
+from engine.data.labels import LabelRule  # noqa: E402
+from engine.train.learner import Learner  # noqa: E402
+from engine.train.models import create_model  # noqa: E402
+from engine.data.sources import scan_folder  # noqa: E402
 
 JPEG_WIDTH, JPEG_HEIGHT = 500, 375
 PHOTO_LABEL = LabelRule(kind="regex", pattern=r"^(.+)_\d+\.jpg$", on="name")
@@ -240,11 +240,11 @@ RESTART = """
 import json, os, sys, time
 t0 = time.perf_counter()
 import torch
-from engine.builtin import BUILTINS
-from engine.data import DataLoaders, PresizeCache, health_report, label_items
-from engine.labels import LabelRule
-from engine.sources import scan_folder
-from engine.augment import AugSettings
+from engine.data.builtin import BUILTINS
+from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items
+from engine.data.labels import LabelRule
+from engine.data.sources import scan_folder
+from engine.data.augment import AugSettings
 times = {"imports": time.perf_counter() - t0}
 def step(name, fn):
     start = time.perf_counter(); out = fn(); times[name] = time.perf_counter() - start; return out

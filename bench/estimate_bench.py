@@ -11,10 +11,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LOUPE_HOME", tempfile.mkdtemp(prefix="loupe-bench-"))
 
-from engine.data import PresizeCache  # noqa: E402
-from engine.device import background_threads  # noqa: E402
+from engine.data.loaders import PresizeCache  # noqa: E402
+from engine.train.device import background_threads  # noqa: E402
 from engine.spec import RunSpec, override  # noqa: E402
-from engine.training import estimate_seconds, train_run  # noqa: E402
+from engine.train.run import estimate_seconds, train_run  # noqa: E402
 
 JOBS = {
     "small, fine_tune 3 epochs (the default)": override(RunSpec(), {"train.seed": 1}),

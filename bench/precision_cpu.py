@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from engine.data import PresizeCache  # noqa: E402
-from engine.precision import cpu_has_bf16  # noqa: E402
+from engine.data.loaders import PresizeCache  # noqa: E402
+from engine.train.precision import cpu_has_bf16  # noqa: E402
 from engine.spec import RunSpec, override  # noqa: E402
-from engine.training import prepare, train_run  # noqa: E402
+from engine.train.run import prepare, train_run  # noqa: E402
 
 JOBS = {
     "small 28 px, fine_tune 3": {},

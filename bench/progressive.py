@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import torch  # noqa: E402
 
-from engine.augment import AugSettings  # noqa: E402
-from engine.builtin import BUILTINS, ensure_builtin  # noqa: E402
-from engine.data import DataLoaders, PresizeCache, label_items  # noqa: E402
-from engine.learner import Callback, Learner  # noqa: E402
-from engine.models import create_model  # noqa: E402
-from engine.sources import scan_folder  # noqa: E402
+from engine.data.augment import AugSettings  # noqa: E402
+from engine.data.builtin import BUILTINS, ensure_builtin  # noqa: E402
+from engine.data.loaders import DataLoaders, PresizeCache, label_items  # noqa: E402
+from engine.train.learner import Callback, Learner  # noqa: E402
+from engine.train.models import create_model  # noqa: E402
+from engine.data.sources import scan_folder  # noqa: E402
 
 PRESIZE, BS, EPOCHS, LR = 72, 64, 3, 1e-3
 

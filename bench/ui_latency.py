@@ -71,7 +71,7 @@ def nested_folder(root: Path, n: int = 1000) -> Path:
         from PIL import Image
 
         sys.path.insert(0, str(ROOT))
-        from engine.builtin import DIGIT_WORDS, digit_images
+        from engine.data.builtin import DIGIT_WORDS, digit_images
         images, targets = digit_images()
         tmp = root.with_name(root.name + "-digits")
         tmp.mkdir(parents=True, exist_ok=True)

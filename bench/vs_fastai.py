@@ -44,15 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.augment import AugSettings  # noqa: E402
-from engine.builtin import ensure_builtin  # noqa: E402
-from engine.data import DataLoaders, PresizeCache, load_items  # noqa: E402
-from engine.device import default_device  # noqa: E402
-from engine.labels import LabelRule  # noqa: E402
-from engine.learner import FunctionCallback, Learner  # noqa: E402
-from engine.models import count_params, create_model  # noqa: E402
+from engine.data.augment import AugSettings  # noqa: E402
+from engine.data.builtin import ensure_builtin  # noqa: E402
+from engine.data.loaders import DataLoaders, PresizeCache, load_items  # noqa: E402
+from engine.train.device import default_device  # noqa: E402
+from engine.data.labels import LabelRule  # noqa: E402
+from engine.train.learner import FunctionCallback, Learner  # noqa: E402
+from engine.train.models import count_params, create_model  # noqa: E402
 from engine.spec import DataSpec  # noqa: E402
-from engine.split import SplitRule  # noqa: E402
+from engine.data.split import SplitRule  # noqa: E402
 
 LABEL_PATTERN = r"^(.+)_\d+\.png$"
 VALID_PCT, SPLIT_SEED = 0.2, 42

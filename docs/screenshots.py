@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ui_latency import start_server  # noqa: E402  (the same server start as the latency benchmark)
-from engine.builtin import digit_images  # noqa: E402
+from engine.data.builtin import digit_images  # noqa: E402
 
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 IDLE_JS = """() => {
@@ -77,9 +77,9 @@ def shoot(page, path: Path, height: int = 900) -> None:
 
 
 def shoot_report(browser, home: Path, run_id: int, path: Path) -> None:
-    """The top of a run's report (engine/report.py), opened from its file with every network request refused."""
-    from engine.report import write_report
-    from engine.runs import RunStore
+    """The top of a run's report (engine/results/report.py), opened from its file with every network request refused."""
+    from engine.results.report import write_report
+    from engine.store.runs import RunStore
 
     store = RunStore(home / "runs.sqlite")
     try:

@@ -1,6 +1,13 @@
-"""Loupe's engine: data, augmentation and (later) training in plain PyTorch, PIL and pandas.
+"""Loupe's engine: everything the app does, in plain PyTorch, PIL and pandas. Never imports streamlit: a script can
+do all of it by importing `engine`, and every step has a command (`python -m engine --help`).
 
-Never imports streamlit: everything the app does, a script can do by importing `engine`.
+Four packages, imported one way (each imports only the ones listed above it), plus the schema and the CLI:
+  engine.spec     the run spec: dataclasses, defaults, help texts, validation, JSON
+  engine.store    where things are kept: LOUPE_HOME, the runs database, drafts, background jobs
+  engine.data     data in: sources, labels, split, images and the pixel cache, augmentation, loaders, health, cleaner
+  engine.train    models, the fit loop and its callbacks, prepare/train_run, experiments, verdicts, scoring, export
+  engine.results  interpretation, re-scoring, Grad-CAM, likely wrong labels, the report
+  engine.cli      `python -m engine ...`
 """
 from engine.errors import UserError
 

@@ -3,7 +3,7 @@
     python -m engine lr-find --data builtin:digits-names --json
     python -m engine train --data builtin:digits-names --schedule one_cycle --epochs 5 --out runs/digits --json
     python -m engine train --spec runs/digits/spec.json          # the same run again, the same numbers
-    torchrun --nproc_per_node 2 -m engine train --spec runs/digits/spec.json   # data-parallel (engine/distributed.py)
+    torchrun --nproc_per_node 2 -m engine train --spec runs/digits/spec.json   # data-parallel (engine/train/distributed.py)
     python -m engine spec --data ~/pets --arch resnet34         # the spec that flags make, as JSON
     python -m engine runs --json                                 # every run: app, command line, torchrun
     python -m engine predict --model runs/digits photo.png another.jpg
@@ -32,20 +32,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine import distributed
-from engine.augment import AugSettings
-from engine.data import PresizeCache
+from engine.train import distributed
+from engine.data.augment import AugSettings
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.home import loupe_home
-from engine.labels import parse_label_rule
-from engine.learner import Callback
-from engine.lr_suggest import compare
-from engine.models import ARCHS
-from engine.runs import RunStore
+from engine.store.home import loupe_home
+from engine.data.labels import parse_label_rule
+from engine.train.learner import Callback
+from engine.train.lr_suggest import compare
+from engine.train.models import ARCHS
+from engine.store.runs import RunStore
 from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
                          load_spec, override, prepare_source, resolve, validate)
-from engine.split import SplitRule
-from engine.training import device_of, estimate_seconds, format_duration, prepare, train_run
+from engine.data.split import SplitRule
+from engine.train.run import device_of, estimate_seconds, format_duration, prepare, train_run
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
@@ -429,8 +429,8 @@ def cmd_runs(args: argparse.Namespace) -> list[dict]:
 
 def cmd_predict(args: argparse.Namespace) -> dict:
     """Top classes of each image; unreadable files are reported and skipped (exit code 1 if any)."""
-    from engine.export import load_run, predict
-    from engine.images import open_image
+    from engine.train.export import load_run, predict
+    from engine.data.images import open_image
 
     if args.top < 1:
         raise UserError(f"--top must be a positive number (got {args.top}).")
@@ -454,7 +454,7 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 
 def cmd_export(args: argparse.Namespace) -> dict:
     """Package an exported run folder as a zip and/or ONNX."""
-    from engine.export import export_onnx, export_zip, load_run
+    from engine.train.export import export_onnx, export_zip, load_run
 
     if args.zip is None and args.onnx is None:
         raise UserError("Say what to write: --zip FILE, --onnx FILE, or both.")
@@ -472,10 +472,10 @@ def cmd_export(args: argparse.Namespace) -> dict:
 
 
 def cmd_health(args: argparse.Namespace) -> dict:
-    """The data health check of the data set the spec names; the JSON's keys: engine.health.HealthCheck.to_dict."""
-    from engine.data import load_items
-    from engine.health import health_check, report_text
-    from engine.sources import scan_folder
+    """The data health check of the data set the spec names; the JSON's keys: engine.data.health.HealthCheck.to_dict."""
+    from engine.data.loaders import load_items
+    from engine.data.health import health_check, report_text
+    from engine.data.sources import scan_folder
 
     spec = spec_from_args(args)
     root = prepare_source(spec, progress=_print_download(spec.data.key.upper()) if spec.data.kind == "fastai" else None)
@@ -499,7 +499,7 @@ class EpochLines(Callback):
 
 def cmd_experiment(args: argparse.Namespace) -> dict:
     """One run per value of the setting --vary names; the results (and verdicts) of every run that started."""
-    from engine.experiment import plan_experiment, parse_vary, run_experiment
+    from engine.train.experiment import plan_experiment, parse_vary, run_experiment
 
     setting, values = parse_vary(args.vary)
     spec = spec_from_args(args)
@@ -538,7 +538,7 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
 
 def cmd_label_issues(args: argparse.Namespace) -> dict:
     """Likely wrong labels of the data set the spec names, by models trained as the spec says; nothing is changed."""
-    from engine.label_issues import DEFAULT_K, find_likely_label_errors, percent_sure
+    from engine.results.label_issues import DEFAULT_K, find_likely_label_errors, percent_sure
 
     spec = spec_from_args(args)
     if spec.data.kind == "fastai":
@@ -567,8 +567,8 @@ def cmd_label_issues(args: argparse.Namespace) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> dict:
-    """Write the run's report (engine/report.py)."""
-    from engine.report import write_report
+    """Write the run's report (engine/results/report.py)."""
+    from engine.results.report import write_report
 
     out = write_report(args.folder, args.out or args.folder / "report.html")
     print(f"wrote report: {out}", file=sys.stderr)

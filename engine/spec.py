@@ -26,13 +26,13 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.augment import AugSettings
-from engine.builtin import BUILTINS, builtin_path, ensure_builtin
+from engine.data.augment import AugSettings
+from engine.data.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError, plain_reason
-from engine.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
-from engine.labels import LabelRule
-from engine.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
-from engine.split import SplitRule
+from engine.data.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
+from engine.data.labels import LabelRule
+from engine.data.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
+from engine.data.split import SplitRule
 
 SPEC_VERSION = 1
 SPEC_FILE = "spec.json"
@@ -43,7 +43,7 @@ DEFAULT_LR = {"fine_tune": 2e-3, "one_cycle": 1e-3}  # fastai: fine_tune's base_
 SCHEDULES = ("fine_tune", "one_cycle")
 PRESIZE_METHODS = ("crop", "squish")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/precision.py
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/train/precision.py
 SOURCES = ("builtin", "fastai", "folder")
 NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
 
@@ -357,7 +357,7 @@ def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
 
     train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
     names like `beagle_12.jpg` → regex on the name, random split; otherwise the folder level that
-    engine.label_levels.guess_level picks (never classes inside other classes: a nested category/subcategory
+    engine.data.label_levels.guess_level picks (never classes inside other classes: a nested category/subcategory
     collection is read by its top-level folders, Tango's <size>/<category>/ by the parent), random split;
     the parent folder (or the top-level one, if the parent's classes nest) when no level fits.
     """
@@ -435,7 +435,7 @@ def with_seed(spec: RunSpec) -> RunSpec:
 
 def validate(spec: RunSpec) -> None:
     """UserError with a plain message for a setting no run can use."""
-    from engine.models import ARCHS  # torchvision is slow to import: only when checking
+    from engine.train.models import ARCHS  # torchvision is slow to import: only when checking
 
     d, t = spec.data, spec.train
     check_source(d.source)

@@ -7,9 +7,9 @@ from typing import Callable
 import streamlit as st
 from PIL import Image
 
-from engine.camera import add_class, add_shot, camera_root, class_shots, create_set, delete_shot, list_sets
+from engine.data.camera import add_class, add_shot, camera_root, class_shots, create_set, delete_shot, list_sets
 from engine.errors import UserError
-from engine.images import fit_to_box, open_image
+from engine.data.images import fit_to_box, open_image
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.text import md

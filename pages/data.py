@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.data import DataLoaders, PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
-from engine.device import default_device
+from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
+from engine.train.device import default_device
 from engine.errors import UserError
-from engine.labels import LabelRule, read_label_csv
+from engine.data.labels import LabelRule, read_label_csv
 from engine.spec import NAME_PATTERN, resolve
 from ui.aug_controls import aug_controls
 from ui.background_view import health_progress, page_wait_s, read_progress

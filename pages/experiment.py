@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.device import background_threads
+from engine.train.device import background_threads
 from engine.errors import UserError
-from engine.experiment import SETTINGS, experiment_target, plan_experiment
-from engine.jobs import CANCELLED, FAILED, INTERRUPTED, Job
+from engine.train.experiment import SETTINGS, experiment_target, plan_experiment
+from engine.store.jobs import CANCELLED, FAILED, INTERRUPTED, Job
 from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr_valley, planned_batches,
                                 setting_picker, value_inputs)
 from ui.explain import explain

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.interpret import cell_items, confusion_matrix, most_confused, most_unsure, per_class_metrics, top_losses
+from engine.results.interpret import cell_items, confusion_matrix, most_confused, most_unsure, per_class_metrics, top_losses
 from ui.charts_interpret import class_metrics_figure, clicked_cell, confusion_figure
 from ui.explain import explain
 from ui.frame import require_app_frame

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.device import background_threads
-from engine.jobs import DONE, FAILED, Job
-from engine.lr_suggest import compare
-from engine.training import lr_find_target, lr_finder_key
+from engine.train.device import background_threads
+from engine.store.jobs import DONE, FAILED, Job
+from engine.train.lr_suggest import compare
+from engine.train.run import lr_find_target, lr_finder_key
 from ui.charts_train import lr_finder_figure
 from ui.explain import explain
 from ui.frame import require_app_frame

@@ -6,8 +6,8 @@ import io
 import streamlit as st
 
 from engine.errors import UserError
-from engine.export import predict
-from engine.images import decode, fit_to_box, open_image
+from engine.train.export import predict
+from engine.data.images import decode, fit_to_box, open_image
 from ui.charts_interpret import top_k_figure
 from ui.export_buttons import export_buttons
 from ui.explain import explain

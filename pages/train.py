@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.device import background_threads, describe_device
+from engine.train.device import background_threads, describe_device
 from engine.errors import UserError
-from engine.jobs import CANCELLED, FAILED, Job
-from engine.precision import resolve_precision
+from engine.store.jobs import CANCELLED, FAILED, Job
+from engine.train.precision import resolve_precision
 from engine.spec import PRECISIONS, total_epochs
-from engine.training import batches_per_epoch, device_of, estimate_seconds, train_target
-from engine.verdict import verdict_of_run
+from engine.train.run import batches_per_epoch, device_of, estimate_seconds, train_target
+from engine.train.verdict import verdict_of_run
 from ui.charts_train import training_figure
 from ui.explain import explain
 from ui.frame import require_app_frame

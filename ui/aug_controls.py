@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from engine.augment import AugSettings
+from engine.data.augment import AugSettings
 from ui.state import bind, update_draft, view_spec
 
 

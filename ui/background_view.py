@@ -5,8 +5,8 @@ import os
 
 import streamlit as st
 
-from engine.data_prep import FolderRead, HealthRun
-from engine.jobs import QUEUED
+from engine.data.data_prep import FolderRead, HealthRun
+from engine.store.jobs import QUEUED
 
 PAGE_WAIT_ENV = "LOUPE_PAGE_WAIT_S"
 

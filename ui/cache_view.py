@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.cache import cache_dir, cache_entries, cache_size, clear_cache, disk_limit_bytes, set_disk_limit
+from engine.data.cache import cache_dir, cache_entries, cache_size, clear_cache, disk_limit_bytes, set_disk_limit
 from engine.errors import UserError
 from ui.state import CACHE_LIMIT_GB, CACHE_MESSAGE
 from ui.text import md

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from engine.lr_suggest import Suggestion
+from engine.train.lr_suggest import Suggestion
 from ui.text import plain
 
 COLOURS = ["#d2691e", "#4c78a8", "#54a24b", "#e45756", "#b279a2", "#9d755d", "#72b7b2", "#eeca3b"]

@@ -16,12 +16,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from engine.builtin import BUILTINS, builtin_path
-from engine.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
-from engine.data import LabelledItems, load_items, usable_counts
+from engine.data.builtin import BUILTINS, builtin_path
+from engine.data.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
+from engine.data.loaders import LabelledItems, load_items, usable_counts
 from engine.errors import UserError
-from engine.images import PresizedImages
-from engine.labels import LabelRule
+from engine.data.images import PresizedImages
+from engine.data.labels import LabelRule
 from engine.spec import RunSpec
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_review

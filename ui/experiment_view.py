@@ -4,14 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.experiment import (AUG_MAX, MAX_VALUES, MIN_SIZE, MIN_VALUES, SETTINGS, ExperimentPlan, Value,
+from engine.train.experiment import (AUG_MAX, MAX_VALUES, MIN_SIZE, MIN_VALUES, SETTINGS, ExperimentPlan, Value,
                                default_values, estimate_experiment, experiment_rows, setting_of, short_number,
                                value_label)
-from engine.jobs import DONE
-from engine.models import ARCHS
-from engine.runs import RunStore
+from engine.store.jobs import DONE
+from engine.train.models import ARCHS
+from engine.store.runs import RunStore
 from engine.spec import RunSpec, total_epochs
-from engine.training import batches_per_epoch, estimate_seconds, lr_finder_key
+from engine.train.run import batches_per_epoch, estimate_seconds, lr_finder_key
 from ui.charts_train import experiment_figure
 from ui.state import SessionKey, job_manager, presize_cache
 from ui.text import md

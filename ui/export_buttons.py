@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.errors import UserError
-from engine.export import ExportedModel, export_onnx, export_zip
+from engine.train.export import ExportedModel, export_onnx, export_zip
 from ui.text import md
 
 

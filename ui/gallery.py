@@ -5,7 +5,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from engine.images import to_pil
+from engine.data.images import to_pil
 from ui.text import md
 
 DISPLAY_PX = 160  # shown this wide; small images are enlarged by the browser with crisp pixels (assets/loupe.css)
@@ -30,7 +30,7 @@ def review_gallery(review, pos, titles: list[str], key: str, cols: int = 5, cam:
     """Items of a run review (at dls positions `pos`) as the model sees them, optionally with a Grad-CAM overlay."""
     images = review.images(pos)
     if cam and len(images):
-        from engine.gradcam import overlay
+        from engine.results.gradcam import overlay
 
         maps = review.grad_cam(pos, None if targets is None else torch.as_tensor(targets, dtype=torch.long))
         images = torch.stack([overlay(img, m) for img, m in zip(images, maps)])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.clean import DELETE, KEEP
-from engine.data import LabelledItems
-from engine.health import KEEP_RULE, MIN_SIMILARITY, Cluster, HealthCheck
-from engine.images import PresizedImages
+from engine.data.clean import DELETE, KEEP
+from engine.data.loaders import LabelledItems
+from engine.data.health import KEEP_RULE, MIN_SIMILARITY, Cluster, HealthCheck
+from engine.data.images import PresizedImages
 from ui.gallery import DISPLAY_PX, display_image
 from ui.state import CLEAN_PENDING
 from ui.text import md

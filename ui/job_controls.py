@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.jobs import PAUSED, QUEUED, Job, JobManager
-from engine.training import format_duration
+from engine.store.jobs import PAUSED, QUEUED, Job, JobManager
+from engine.train.run import format_duration
 
 
 def queued_notice(manager: JobManager, job: Job, owner: str, what: str, key: str) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.clean import RELABEL, Change, apply_changes
-from engine.device import background_threads
+from engine.data.clean import RELABEL, Change, apply_changes
+from engine.train.device import background_threads
 from engine.errors import UserError
-from engine.jobs import FAILED, QUEUED, Job
-from engine.label_issues import DEFAULT_K, estimate_label_issue_seconds, fold_spec, label_issues_target, percent_sure
-from engine.review import data_fingerprint
+from engine.store.jobs import FAILED, QUEUED, Job
+from engine.results.label_issues import DEFAULT_K, estimate_label_issue_seconds, fold_spec, label_issues_target, percent_sure
+from engine.results.review import data_fingerprint
 from engine.spec import RunSpec, total_epochs
 from ui.clean_view import TILE_PX, Target, draft_data, pager, readable_count, same_folder, thumbnails
 from ui.gallery import DISPLAY_PX, display_image

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import streamlit as st
 
-from engine.images import fit_to_box, open_image
-from engine.label_levels import LevelOption, guess_level, label_options
-from engine.labels import LabelRule
-from engine.sources import FolderScan
+from engine.data.images import fit_to_box, open_image
+from engine.data.label_levels import LevelOption, guess_level, label_options
+from engine.data.labels import LabelRule
+from engine.data.sources import FolderScan
 from engine.spec import NAME_PATTERN
 from ui.state import update_draft
 from ui.text import md, md_list

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.models import ARCHS, WeightsStatus, weights_file, weights_status
+from engine.train.models import ARCHS, WeightsStatus, weights_file, weights_status
 from ui.state import bind, draft
 
 

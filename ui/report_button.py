@@ -5,12 +5,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.report import report_or_message
+from engine.results.report import report_or_message
 from ui.state import presize_cache, run_store
 
 
 def report_button(run: dict, key: str) -> None:
-    """Download a finished run's report (engine/report.py); nothing for a run that kept no model."""
+    """Download a finished run's report (engine/results/report.py); nothing for a run that kept no model."""
     if not run.get("weights_path"):
         return
     folder, store, cache = Path(run["weights_path"]), run_store(), presize_cache()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import UserError
-from engine.review import RunReview
-from engine.runs import ACTIVE
+from engine.results.review import RunReview
+from engine.store.runs import ACTIVE
 from ui.state import REVIEW_RUN, run_review, run_store
 from ui.text import md
 

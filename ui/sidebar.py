@@ -1,8 +1,8 @@
 """The sidebar every page shares: the running job and the chosen data set."""
 import streamlit as st
 
-from engine.device import background_threads, describe_device
-from engine.jobs import PAUSED
+from engine.train.device import background_threads, describe_device
+from engine.store.jobs import PAUSED
 from ui.state import PENDING, DataSummary, data_status, job_manager, view_spec, window_id
 from ui.text import md, md_list
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.camera import camera_root, list_sets
+from engine.data.builtin import BUILTINS, ensure_builtin
+from engine.data.camera import camera_root, list_sets
 from engine.errors import UserError
-from engine.home import home_subdir
-from engine.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
+from engine.store.home import home_subdir
+from engine.data.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
 from engine.spec import DataSpec
 from ui.text import md
 from ui.state import (FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS, bind, draft, shown,

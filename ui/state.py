@@ -14,16 +14,16 @@ from typing import Any, Callable, Generic, TypeVar
 
 import streamlit as st
 
-from engine.builtin import ensure_builtin
-from engine.data import DataCounts, PresizeCache, label_items, usable_counts
-from engine.data_prep import DataPrep, clean_stamp
-from engine.drafts import DraftStore, new_draft_id, valid_draft_id
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import DataCounts, PresizeCache, label_items, usable_counts
+from engine.data.data_prep import DataPrep, clean_stamp
+from engine.store.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.errors import UserError, plain_reason
-from engine.export import ExportedModel, load_run
-from engine.jobs import JobManager
-from engine.review import RunReview, data_fingerprint, loss_table, review_run
-from engine.runs import RunStore
-from engine.sources import clean_stale_extractions, is_downloaded
+from engine.train.export import ExportedModel, load_run
+from engine.store.jobs import JobManager
+from engine.results.review import RunReview, data_fingerprint, loss_table, review_run
+from engine.store.runs import RunStore
+from engine.data.sources import clean_stale_extractions, is_downloaded
 from engine.spec import RunSpec, get, override, resolve
 
 T = TypeVar("T")
@@ -361,7 +361,7 @@ def _widget_changed(name: str, key: str, from_widget: Callable[[Any], Any]) -> N
 
 @dataclass(frozen=True)
 class DataSummary:
-    """What the sidebar and later pages show of the chosen data set: the usable images (engine.data.usable_counts)."""
+    """What the sidebar and later pages show of the chosen data set: the usable images (engine.data.loaders.usable_counts)."""
 
     name: str
     root: str

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.spec import RunSpec
-from engine.training import format_duration, lr_finder_key
+from engine.train.run import format_duration, lr_finder_key
 from ui.state import LR_FOUND_FOR, LR_SOURCE, draft, run_spec, update_draft
 from ui.text import md
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from engine.builtin import ensure_builtin
-from engine.data import PresizeCache
-from engine.jobs import Job
-from engine.runs import RunStore
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.store.jobs import Job
+from engine.store.runs import RunStore
 from engine.spec import RunSpec, override
-from engine.training import train_target
+from engine.train.run import train_target
 
 from browser_steps import new_window, pick
 

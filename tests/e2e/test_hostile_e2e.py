@@ -14,7 +14,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from browser_steps import nav, new_window, start_one_cycle_run, wait_idle
-from engine.builtin import digit_images
+from engine.data.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
 

@@ -8,12 +8,12 @@ import pytest
 from playwright.sync_api import expect
 
 from browser_steps import start_one_cycle_run, wait_idle
-from engine.builtin import ensure_builtin
-from engine.data import PresizeCache
-from engine.report import write_report
-from engine.runs import RunStore
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.results.report import write_report
+from engine.store.runs import RunStore
 from engine.spec import RunSpec, override
-from engine.training import train_run
+from engine.train.run import train_run
 
 pytestmark = pytest.mark.e2e
 CHARTS = ("counts", "curves", "confusion", "per-class")

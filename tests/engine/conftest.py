@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.augment import AugSettings
-from engine.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin
-from engine.data import DataLoaders, label_items
-from engine.images import presize_all
-from engine.sources import scan_folder
+from engine.data.augment import AugSettings
+from engine.data.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin
+from engine.data.loaders import DataLoaders, label_items
+from engine.data.images import presize_all
+from engine.data.sources import scan_folder
 
 
 def _write_digits(root: Path, count: int | None = None, per_class: int | None = None) -> Path:
@@ -53,7 +53,7 @@ def _quick_train(dls: DataLoaders, steps: int = 60, seed: int = 0) -> torch.nn.M
     """create_model('small') after `steps` steps of Adam (lr 3e-3) on dls's training batches: quick on a CPU."""
     import torch.nn.functional as F
 
-    from engine.models import create_model
+    from engine.train.models import create_model
 
     torch.manual_seed(seed)
     model, _ = create_model("small", len(dls.classes))

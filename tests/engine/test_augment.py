@@ -1,4 +1,4 @@
-"""Tests for engine/augment.py on tiny real images (sklearn digits) and coordinate ramps.
+"""Tests for engine/data/augment.py on tiny real images (sklearn digits) and coordinate ramps.
 
 The ramp image stores each pixel's own column in channel 0 and row in channel 1 (256 px wide, so
 values 0..255 fit uint8 exactly). Bilinear sampling of a linear function is exact, so after any
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from engine.augment import (IMAGENET_MEAN, IMAGENET_STD, AugSettings, _draw_params, _geometry,
+from engine.data.augment import (IMAGENET_MEAN, IMAGENET_STD, AugSettings, _draw_params, _geometry,
                             augment_batch, augment_preview, denormalize, normalize, resize_batch)
 
 OFF = AugSettings.off()

@@ -1,4 +1,4 @@
-"""Tests for engine/builtin.py: the offline digits data sets, checked against sklearn's load_digits."""
+"""Tests for engine/data/builtin.py: the offline digits data sets, checked against sklearn's load_digits."""
 import csv
 from collections import Counter
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from engine.builtin import BUILTINS, DIGIT_WORDS, MARKER, BuiltinDataset, builtin_path, ensure_builtin
-from engine.labels import apply_label_rule
+from engine.data.builtin import BUILTINS, DIGIT_WORDS, MARKER, BuiltinDataset, builtin_path, ensure_builtin
+from engine.data.labels import apply_label_rule
 
 N_DIGITS = 1797
 

@@ -1,4 +1,4 @@
-"""Tests for engine/cache.py: presized pixels kept on disk, read back after a restart or by another process,
+"""Tests for engine/data/cache.py: presized pixels kept on disk, read back after a restart or by another process,
 decoded again only for files that changed, written safely, and kept under a size limit."""
 import json
 import os
@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.images as images_module
-from engine.cache import (MAX_ROW_FILES, CacheGet, MappedPixels, cache_dir, cache_entries, cache_size, clear_cache,
+import engine.data.images as images_module
+from engine.data.cache import (MAX_ROW_FILES, CacheGet, MappedPixels, cache_dir, cache_entries, cache_size, clear_cache,
                           presize_cached)
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.images import open_image, presize, presize_all
+from engine.data.images import open_image, presize, presize_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,8 +173,8 @@ def test_row_files_cut_short_and_broken_manifests_are_never_read_as_valid(tmp_pa
 
 CRASH = """
 import os, signal, sys
-import engine.images as images
-from engine.cache import presize_cached
+import engine.data.images as images
+from engine.data.cache import presize_cached
 load, n = images._load_presized, 0
 def crash_on_the_third(path, size, method):
     global n
@@ -201,7 +201,7 @@ def test_a_writer_killed_mid_write_leaves_nothing_that_is_read(tmp_path, decoded
 
 FILL = """
 import sys
-from engine.cache import presize_cached
+from engine.data.cache import presize_cached
 print("ready", flush=True)
 sys.stdin.readline()
 images, got = presize_cached(sys.argv[1:], 8)
@@ -278,7 +278,7 @@ def test_size_entries_and_clear(tmp_path, decoded, monkeypatch):
 
 
 def test_the_limit_set_in_the_app_is_kept_and_applied(tmp_path, monkeypatch):
-    from engine.cache import disk_limit_bytes, set_disk_limit
+    from engine.data.cache import disk_limit_bytes, set_disk_limit
     from engine.errors import UserError
 
     monkeypatch.setenv("LOUPE_HOME", str(tmp_path))

@@ -7,12 +7,12 @@ import threading
 import pytest
 from PIL import Image
 
-from engine.builtin import digit_images
-from engine.camera import (TEMP_PREFIX, add_class, add_shot, camera_root, class_shots, create_set, delete_shot,
+from engine.data.builtin import digit_images
+from engine.data.camera import (TEMP_PREFIX, add_class, add_shot, camera_root, class_shots, create_set, delete_shot,
                            folder_name, list_sets, shot_name)
 from engine.errors import UserError
-from engine.labels import LabelRule
-from engine.sources import scan_folder
+from engine.data.labels import LabelRule
+from engine.data.sources import scan_folder
 from engine.spec import SplitRule, suggest_rules
 
 

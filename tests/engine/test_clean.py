@@ -1,4 +1,4 @@
-"""Tests for engine/clean.py: the cleaner moves, renames and rewrites exactly, and undo restores every byte."""
+"""Tests for engine/data/clean.py: the cleaner moves, renames and rewrites exactly, and undo restores every byte."""
 import json
 import os
 import shutil
@@ -10,15 +10,15 @@ from PIL import Image
 
 from filelock import FileLock
 
-from engine import clean
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.clean import (DELETE, KEEP, LOCK_NAME, RELABEL, Change, apply_changes, history, reset_builtin,
+from engine.data import clean
+from engine.data.builtin import BUILTINS, ensure_builtin
+from engine.data.clean import (DELETE, KEEP, LOCK_NAME, RELABEL, Change, apply_changes, history, reset_builtin,
                           trash_dir, undo_last)
-from engine.data import label_items
+from engine.data.loaders import label_items
 from engine.errors import UserError
-from engine.labels import LabelRule, apply_label_rule
-from engine.sources import TRASH_DIR, scan_folder
-from engine.split import SplitRule
+from engine.data.labels import LabelRule, apply_label_rule
+from engine.data.sources import TRASH_DIR, scan_folder
+from engine.data.split import SplitRule
 
 NAMES = LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name")
 FOLDER = LabelRule(kind="folder")
@@ -402,8 +402,8 @@ def test_reset_builtin_keeps_the_old_folder_in_the_trash(tmp_path, monkeypatch):
 
 
 def test_relabel_with_grandparent_and_top_folder_rules(tmp_path):
-    from engine.clean import RELABEL, Change, apply_changes, undo_last
-    from engine.labels import LabelRule
+    from engine.data.clean import RELABEL, Change, apply_changes, undo_last
+    from engine.data.labels import LabelRule
 
     root = tmp_path / "corpus"
     for rel in ("animals/cats/indoor/a.png", "animals/dogs/park/b.png", "plants/trees/c.png", "rocks/d.png"):

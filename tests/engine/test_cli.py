@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.builtin import DIGIT_WORDS
+from engine.data.builtin import DIGIT_WORDS
 from engine.cli import main, parse_split
 from engine.errors import UserError
-from engine.export import load_run, predict
+from engine.train.export import load_run, predict
 from engine.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,5 +235,5 @@ def test_train_json_reports_the_runs_own_decoding(digits_dir, tmp_path, monkeypa
     second = _train_json(argv, home)
     assert second["cache"] == "hit" and second["decode_s"] == 0.0
     monkeypatch.setenv("LOUPE_HOME", str(home))
-    from engine.runs import RunStore
+    from engine.store.runs import RunStore
     assert RunStore().runs()["images"].tolist() == ["240 / 60"] * 2  # the Runs page: what each run trained on

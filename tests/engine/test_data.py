@@ -1,4 +1,4 @@
-"""Tests for engine/data.py: labelling and splitting a folder, the pixel cache, health, and batches."""
+"""Tests for engine/data/loaders.py: labelling and splitting a folder, the pixel cache, health, and batches."""
 import os
 from collections import Counter
 from pathlib import Path
@@ -8,17 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.data as data
-import engine.images as images_module
-from engine.augment import AugSettings, normalize, resize_batch
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.cache import CacheGet, MappedPixels
-from engine.data import DataLoaders, PresizeCache, health_report, label_items
+import engine.data.loaders as data
+import engine.data.images as images_module
+from engine.data.augment import AugSettings, normalize, resize_batch
+from engine.data.builtin import BUILTINS, ensure_builtin
+from engine.data.cache import CacheGet, MappedPixels
+from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items
 from engine.errors import UserError
-from engine.images import presize_all
-from engine.labels import LabelRule
-from engine.sources import scan_folder
-from engine.split import SplitRule
+from engine.data.images import presize_all
+from engine.data.labels import LabelRule
+from engine.data.sources import scan_folder
+from engine.data.split import SplitRule
 
 FOLDER = LabelRule(kind="folder")
 BY_FOLDERS = SplitRule(kind="folder")

@@ -1,4 +1,4 @@
-"""Tests for engine/data_prep.py and the one count of usable images: background reads and health checks, kept by
+"""Tests for engine/data/data_prep.py and the one count of usable images: background reads and health checks, kept by
 what they depend on, and the counts every page shows."""
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.clean import DELETE, Change, apply_changes
-from engine.data import DataLoaders, PresizeCache, health_report, label_items, usable_counts
-from engine.data_prep import DataPrep, clean_stamp, read_now
+from engine.data.clean import DELETE, Change, apply_changes
+from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items, usable_counts
+from engine.data.data_prep import DataPrep, clean_stamp, read_now
 from engine.errors import UserError
-from engine.jobs import CANCELLED, DONE, FAILED
-from engine.labels import LabelRule
-from engine.split import SplitRule
+from engine.store.jobs import CANCELLED, DONE, FAILED
+from engine.data.labels import LabelRule
+from engine.data.split import SplitRule
 
 NAMES = LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name")
 SPLIT = SplitRule(valid_pct=0.25, seed=1)

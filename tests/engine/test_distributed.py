@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from engine import distributed
-from engine.augment import AugSettings
-from engine.data import DataLoaders, LabelledItems
+from engine.train import distributed
+from engine.data.augment import AugSettings
+from engine.data.loaders import DataLoaders, LabelledItems
 from engine.errors import UserError
-from engine.images import PresizedImages
-from engine.labels import LabelReport
-from engine.runs import STALE_SECONDS, RunStore, _alive, _boot_id, _pid_space
+from engine.data.images import PresizedImages
+from engine.data.labels import LabelReport
+from engine.store.runs import STALE_SECONDS, RunStore, _alive, _boot_id, _pid_space
 from engine.spec import RunSpec, TrainSpec, load_spec, with_seed
-from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV
+from engine.train.run import HOLD_BATCH_ENV, HOLD_FILE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 T = 300  # seconds: a safety net, never a measurement
@@ -117,8 +117,8 @@ def _free_port() -> int:
 
 def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     """One rank: agree on a spec, fine_tune (freeze, then unfreeze) under DDP, then a run that rank 0 stops."""
-    from engine.learner import Callback, Learner
-    from engine.models import count_params, create_model
+    from engine.train.learner import Callback, Learner
+    from engine.train.models import count_params, create_model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -325,9 +325,9 @@ def test_a_container_on_this_machine_is_judged_by_its_heartbeat_too():
 
 
 def test_the_heartbeat_is_written_while_the_run_is_active(tmp_path, monkeypatch):
-    import engine.runs
+    import engine.store.runs
 
-    monkeypatch.setattr(engine.runs, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(engine.store.runs, "HEARTBEAT_SECONDS", 0.05)
     store = RunStore(tmp_path / "runs.sqlite")
     run_id = store.create_run(RunSpec(), {})
     first = store.run(run_id)["heartbeat"]

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engine.drafts import DraftStore, new_draft_id, valid_draft_id
+from engine.store.drafts import DraftStore, new_draft_id, valid_draft_id
 from engine.spec import RunSpec, override
 
 

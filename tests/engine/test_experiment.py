@@ -9,17 +9,17 @@ from dataclasses import replace
 
 import pytest
 
-from engine.augment import AugSettings
+from engine.data.augment import AugSettings
 from engine.cli import main
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.experiment import (ExperimentPlan, default_values, estimate_experiment, experiment_rows, parse_vary,
+from engine.train.experiment import (ExperimentPlan, default_values, estimate_experiment, experiment_rows, parse_vary,
                                plan_experiment, run_experiment, scaled_augment, setting_of, short_number, timing_spec,
                                value_label, value_of, vary)
-from engine.jobs import CANCELLED, DONE, PAUSED, Job, JobManager
-from engine.labels import LabelRule
-from engine.learner import Callback
-from engine.runs import RunStore
+from engine.store.jobs import CANCELLED, DONE, PAUSED, Job, JobManager
+from engine.data.labels import LabelRule
+from engine.train.learner import Callback
+from engine.store.runs import RunStore
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 
 DIGITS = RunSpec()  # the built-in digits: no flips
@@ -252,7 +252,7 @@ def test_the_estimate_times_each_model_and_size_once_and_scales_by_epochs(base, 
         timed.append((spec.model.arch, spec.data.size, spec.train.epochs))
         return 10.0 * spec.train.epochs
 
-    monkeypatch.setattr("engine.experiment.estimate_seconds", fake_estimate)
+    monkeypatch.setattr("engine.train.experiment.estimate_seconds", fake_estimate)
     assert estimate_experiment(plan_experiment(base, "epochs", [2, 4, 8]).specs, cache) == [20.0, 40.0, 80.0]
     assert timed == [("small", 28, 1)]  # one epoch timed, scaled
     timed.clear()
@@ -320,7 +320,7 @@ def test_an_experiment_plan_is_plain_data():
 
 
 def test_an_older_database_gains_the_experiment_column(tmp_path, monkeypatch):
-    from engine.runs import SCHEMA
+    from engine.store.runs import SCHEMA
 
     monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
     db = sqlite3.connect(tmp_path / "runs.sqlite")

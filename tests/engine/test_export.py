@@ -1,4 +1,4 @@
-"""Tests for engine/export.py: a small model trained on the built-in digits, exported, loaded back and used to predict."""
+"""Tests for engine/train/export.py: a small model trained on the built-in digits, exported, loaded back and used to predict."""
 import copy as copy_module
 import json
 import pickle
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.augment import AugSettings
-from engine.builtin import BUILTINS
-from engine.data import DataLoaders
+from engine.data.augment import AugSettings
+from engine.data.builtin import BUILTINS
+from engine.data.loaders import DataLoaders
 from engine.errors import UserError
-from engine.export import ExportedModel, export_run, load_run, predict, preprocess
-from engine.images import open_image
-from engine.interpret import get_preds
-from engine.models import create_model
+from engine.train.export import ExportedModel, export_run, load_run, predict, preprocess
+from engine.data.images import open_image
+from engine.results.interpret import get_preds
+from engine.train.models import create_model
 from engine.spec import DataSpec
 
 PRESIZE, SIZE = 32, 28

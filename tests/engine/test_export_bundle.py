@@ -1,4 +1,4 @@
-"""Tests for the take-away zip of engine/export.py: predict.py without Loupe, train.py replaying the run's spec."""
+"""Tests for the take-away zip of engine/train/export.py: predict.py without Loupe, train.py replaying the run's spec."""
 import ast
 import importlib.util
 import io
@@ -14,16 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.augment import AugSettings
-from engine.builtin import BUILTINS, ensure_builtin
-from engine.data import DataLoaders, PresizeCache, label_items
+from engine.data.augment import AugSettings
+from engine.data.builtin import BUILTINS, ensure_builtin
+from engine.data.loaders import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
-from engine.export import PREDICT_TEMPLATE, TRAIN_SCRIPT, export_run, export_zip, load_run, predict
-from engine.images import open_image, presize_all
-from engine.models import create_model
-from engine.sources import scan_folder
+from engine.train.export import PREDICT_TEMPLATE, TRAIN_SCRIPT, export_run, export_zip, load_run, predict
+from engine.data.images import open_image, presize_all
+from engine.train.models import create_model
+from engine.data.sources import scan_folder
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
-from engine.training import train_run
+from engine.train.run import train_run
 
 DIGITS = BUILTINS["digits-names"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
-"""Tests for engine/gradcam.py: shapes and ranges, the model left untouched, and a map checked against a hand computation."""
+"""Tests for engine/results/gradcam.py: shapes and ranges, the model left untouched, and a map checked against a hand computation."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.gradcam import grad_cam, jet, overlay
-from engine.models import create_model, freeze
+from engine.results.gradcam import grad_cam, jet, overlay
+from engine.train.models import create_model, freeze
 
 
 def _check_maps(cam: torch.Tensor, shape: tuple[int, ...]) -> None:

@@ -1,4 +1,4 @@
-"""Tests for engine/health.py and `python -m engine health`: planted duplicates, near copies, label conflicts,
+"""Tests for engine/data/health.py and `python -m engine health`: planted duplicates, near copies, label conflicts,
 leaks, unreadable files and broken links found exactly; the phash matches imagehash's."""
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.builtin import BUILTINS, digit_images, ensure_builtin
+from engine.data.builtin import BUILTINS, digit_images, ensure_builtin
 from engine.cli import main
-from engine.data import label_items
-from engine.health import (KEEP_RULE, MIN_SIMILARITY, Cluster, candidate_pairs, components, content_thumbnails,
+from engine.data.loaders import label_items
+from engine.data.health import (KEEP_RULE, MIN_SIMILARITY, Cluster, candidate_pairs, components, content_thumbnails,
                            grey_thumbnails, health_check, imbalance_ratio, near_pairs, pair_similarity, phash,
                            popcount)
-from engine.images import presize_all
-from engine.labels import LabelRule
-from engine.sources import scan_folder
-from engine.split import SplitRule
+from engine.data.images import presize_all
+from engine.data.labels import LabelRule
+from engine.data.sources import scan_folder
+from engine.data.split import SplitRule
 
 PRESIZE = 58  # the built-in digits' presize for 28 px
 

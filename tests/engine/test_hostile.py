@@ -31,7 +31,7 @@ BOMBS = [r"((a{1000}){1000}){1000}(x)", r"(a{999}){999}", r"((a{100}){100}){100}
 COMPILE_ALL = """
 import json, sys
 from engine.errors import UserError
-from engine.labels import compile_pattern
+from engine.data.labels import compile_pattern
 out = []
 for pattern in json.loads(sys.argv[1]):
     try:
@@ -68,9 +68,9 @@ PATTERN = r"^(.+)_\d+(?:-\d+)?\.png$"  # reads the free names ('cat_3-1.png') th
 CLEANER = """
 import json, random, sys
 from pathlib import Path
-from engine.clean import DELETE, RELABEL, Change, apply_changes, undo_last
+from engine.data.clean import DELETE, RELABEL, Change, apply_changes, undo_last
 from engine.errors import UserError
-from engine.labels import LabelRule
+from engine.data.labels import LabelRule
 rule = LabelRule(kind="regex", pattern=sys.argv[1], on="name")
 for line in sys.stdin:  # "ROOT SEED" starts a round of batches on ROOT; both cleaners get theirs at once
     root, seed = Path(line.split()[0]), int(line.split()[1])
@@ -106,7 +106,7 @@ def images_by_name(root: Path) -> dict[str, bytes]:
 
 
 def test_two_cleaners_racing_on_one_folder_lose_nothing_and_undo_restores_it(tmp_path):
-    from engine.clean import LOCK_NAME, LOG_NAME, undo_last
+    from engine.data.clean import LOCK_NAME, LOG_NAME, undo_last
 
     cleaners = [run_python(CLEANER, PATTERN, stdin=subprocess.PIPE) for _ in range(2)]
     try:

@@ -1,4 +1,4 @@
-"""Tests for engine/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
+"""Tests for engine/data/images.py on tiny images made here: colour modes, EXIF, bad files, presizing."""
 import subprocess
 import sys
 import threading
@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.images as images_module
-from engine.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
+import engine.data.images as images_module
+from engine.data.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 

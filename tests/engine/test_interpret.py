@@ -1,4 +1,4 @@
-"""Tests for engine/interpret.py: hand-made predictions with known answers, then real ones on the built-in digits."""
+"""Tests for engine/results/interpret.py: hand-made predictions with known answers, then real ones on the built-in digits."""
 import math
 
 import numpy as np
@@ -9,8 +9,8 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 
-from engine.data import DataLoaders
-from engine.interpret import (Predictions, cell_items, confusion_matrix, get_preds, items_in_cell, most_confused,
+from engine.data.loaders import DataLoaders
+from engine.results.interpret import (Predictions, cell_items, confusion_matrix, get_preds, items_in_cell, most_confused,
                               most_unsure, per_class_metrics, top_losses)
 
 CLASSES = ["cat", "dog", "fox"]

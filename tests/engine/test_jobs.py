@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-import engine.jobs
-from engine.jobs import (CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPING, EventReader,
+import engine.store.jobs
+from engine.store.jobs import (CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPING, EventReader,
                          Job, JobManager, stop_all_at_exit)
 
 T = 60  # seconds: a safety net, never a measurement
@@ -500,7 +500,7 @@ def test_every_manager_is_stopped_by_the_exit_hook_which_says_so(capsys):
     manager, work = JobManager(), UntilStopped()
     job = manager.submit(Job("train", "digits", work))
     assert work.reached.wait(T)
-    assert manager in engine.jobs._managers and engine.jobs._hook_registered  # atexit runs stop_all_at_exit
+    assert manager in engine.store.jobs._managers and engine.store.jobs._hook_registered  # atexit runs stop_all_at_exit
     stop_all_at_exit([manager])
     assert job.state == INTERRUPTED
     err = capsys.readouterr().err

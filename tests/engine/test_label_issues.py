@@ -1,4 +1,4 @@
-"""Tests for engine/label_issues.py: folds, the time estimate, and real digits with flipped labels found near the top."""
+"""Tests for engine/results/label_issues.py: folds, the time estimate, and real digits with flipped labels found near the top."""
 from __future__ import annotations
 
 import itertools
@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.builtin import DIGIT_WORDS, digit_images
+from engine.data.builtin import DIGIT_WORDS, digit_images
 from engine.cli import main
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine import label_issues
-from engine.jobs import CANCELLED, Job
-from engine import precision
-from engine.label_issues import (COLUMNS, MIN_OOF_ACCURACY, estimate_label_issue_seconds, find_likely_label_errors,
+from engine.results import label_issues
+from engine.store.jobs import CANCELLED, Job
+from engine.train import precision
+from engine.results.label_issues import (COLUMNS, MIN_OOF_ACCURACY, estimate_label_issue_seconds, find_likely_label_errors,
                                  fold_assignment, fold_spec, fold_split, judgement, label_issue_seconds,
                                  label_issues_target, needed_accuracy, percent_sure, planned_steps,
                                  rank_label_issues)
-from engine.labels import LabelRule
+from engine.data.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
-from engine.split import SplitRule
+from engine.data.split import SplitRule
 
 PER_CLASS = 40  # 400 real digits: a small model separates them well after a few epochs
 N_FLIPPED = 8

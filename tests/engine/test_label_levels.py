@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from engine.cli import main
-from engine.label_levels import depth_rule, folder_levels, guess_level, guess_rule, label_options, top_is_facet
-from engine.labels import LabelRule, apply_label_rule
-from engine.sources import scan_folder
+from engine.data.label_levels import depth_rule, folder_levels, guess_level, guess_rule, label_options, top_is_facet
+from engine.data.labels import LabelRule, apply_label_rule
+from engine.data.sources import scan_folder
 from engine.spec import NAME_PATTERN, suggest_rules
 
 MODES = ("RGBA", "P", "LA", "RGB")

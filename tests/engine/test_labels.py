@@ -1,11 +1,11 @@
-"""Tests for engine/labels.py: label rules are pure functions of relative paths, checked exactly."""
+"""Tests for engine/data/labels.py: label rules are pure functions of relative paths, checked exactly."""
 from pathlib import Path
 
 import pytest
 
 from engine.errors import UserError
-from engine import labels
-from engine.labels import (MAX_PATTERN_SIZE, MAX_REPEAT_COUNT, CSVLabeller, LabelRule, ParentLabeller, RegexLabeller,
+from engine.data import labels
+from engine.data.labels import (MAX_PATTERN_SIZE, MAX_REPEAT_COUNT, CSVLabeller, LabelRule, ParentLabeller, RegexLabeller,
                            apply_label_rule, compile_pattern, parse_label_rule, pattern_size)
 
 PETS = r"^(.+)_\d+\.jpg$"
@@ -272,7 +272,7 @@ def test_apply_label_rule_example_count_is_adjustable():
 
 
 def test_grandparent_and_top_folder_presets():
-    from engine.labels import LabelRule, apply_label_rule, parse_label_rule
+    from engine.data.labels import LabelRule, apply_label_rule, parse_label_rule
 
     paths = ["animals/cats/indoor/a.jpg", "animals/dogs/park/b.jpg", "plants/trees/c.jpg", "x.jpg"]
     assert apply_label_rule(LabelRule(kind="grandparent"), paths).labels == ["cats", "dogs", "plants", None]

@@ -11,18 +11,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import precision
-from engine.augment import AugSettings
-from engine.data import DataLoaders, PresizeCache, label_items
+from engine.train import precision
+from engine.data.augment import AugSettings
+from engine.data.loaders import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
-from engine.labels import LabelRule
-from engine.learner import (Callback, EarlyStopping, FunctionCallback, Learner, LRFinder, SaveBest, accuracy,
+from engine.data.labels import LabelRule
+from engine.train.learner import (Callback, EarlyStopping, FunctionCallback, Learner, LRFinder, SaveBest, accuracy,
                             error_rate)
-from engine.lr_suggest import trim
-from engine.models import create_head, param_groups, small_body
-from engine.schedule import one_cycle_lr, one_cycle_mom, sched_exp
-from engine.sources import scan_folder
-from engine.split import SplitRule
+from engine.train.lr_suggest import trim
+from engine.train.models import create_head, param_groups, small_body
+from engine.train.schedule import one_cycle_lr, one_cycle_mom, sched_exp
+from engine.data.sources import scan_folder
+from engine.data.split import SplitRule
 
 PER_CLASS = 24  # 240 images: 192 train (6 batches of 32), 48 valid
 

@@ -1,4 +1,4 @@
-"""Tests for engine/lr_suggest.py: fastai's LR suggestions on hand-made curves with answers worked out by hand.
+"""Tests for engine/train/lr_suggest.py: fastai's LR suggestions on hand-made curves with answers worked out by hand.
 
 Every curve below is written for the *trimmed* record (85 points, t = 0..84) and padded to a full
 100-step finder record: trimmed index t is full index t + 10 (fastai drops num_it//10 = 10 at the
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.lr_suggest import (EXPLANATIONS, LRFinderError, Suggestion, diverged, minimum, slide, smooth_losses,
+from engine.train.lr_suggest import (EXPLANATIONS, LRFinderError, Suggestion, diverged, minimum, slide, smooth_losses,
                                smooth_step, steep, suggest_all, trim, valley)
 
 NUM_IT = 100
@@ -334,7 +334,7 @@ def test_diverged_is_more_than_four_times_the_best():
 # ---------------------------------------------------------------- what each suggestion is said to be
 
 def test_each_suggestion_is_described_by_its_value_not_its_name():
-    from engine.lr_suggest import compare
+    from engine.train.lr_suggest import compare
     # the real case: steep was the smallest rate found (6.3e-07), below valley and far below the loss's low point
     found = {"valley": Suggestion("valley", 1e-3, 1.0, ""), "minimum": Suggestion("minimum", 1e-2, 0.5, ""),
              "steep": Suggestion("steep", 6.3e-07, 2.0, ""), "slide": Suggestion("slide", 3e-3, 0.9, "")}

@@ -1,4 +1,4 @@
-"""Tests for engine/models.py: shapes, fastai's head and groups, freezing, safe weight files, downloads on localhost."""
+"""Tests for engine/train/models.py: shapes, fastai's head and groups, freezing, safe weight files, downloads on localhost."""
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +15,10 @@ import torch
 import torchvision
 from torch import nn
 
-from engine.augment import normalize
-from engine.builtin import digit_images
+from engine.data.augment import normalize
+from engine.data.builtin import digit_images
 from engine.errors import UserError
-from engine.models import (
+from engine.train.models import (
     ARCHS, AdaptiveConcatPool2d, ModelInfo, count_params, create_model, download_weights, freeze,
     load_weights_file, norm_bias_params, param_groups, unfreeze, weights_file,
 )
@@ -429,7 +429,7 @@ def test_small_model_learns_digits(one_thread):
 
 def test_weights_status_is_known_before_a_run(tmp_path, monkeypatch):
     """Here, downloadable from a server, or unavailable (offline) — said at the model choice, before training."""
-    from engine.models import weights_file, weights_status
+    from engine.train.models import weights_file, weights_status
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     name = weights_file("resnet18").name

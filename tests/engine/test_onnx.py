@@ -1,4 +1,4 @@
-"""Tests for export_onnx in engine/export.py: a valid ONNX file that onnxruntime runs with the model's own outputs."""
+"""Tests for export_onnx in engine/train/export.py: a valid ONNX file that onnxruntime runs with the model's own outputs."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from engine.errors import UserError
-from engine.export import export_onnx, preprocess
-from engine.models import create_model
+from engine.train.export import export_onnx, preprocess
+from engine.train.models import create_model
 
 PREPROCESSING = {"arch": "small", "n_classes": 10, "size": 28, "presize": 32, "method": "crop",
                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from engine.errors import UserError, plain_reason
-from engine.images import decode, presize_all
-from engine.models import download_weights, weights_status
-from engine.sources import download_dataset
+from engine.data.images import decode, presize_all
+from engine.train.models import download_weights, weights_status
+from engine.data.sources import download_dataset
 
 CODE_WORDS = re.compile(r"Errno|Error\b|Exception|[A-Z][a-z]+[A-Z]\w*Error|\bgaierror\b|urlopen")
 

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from engine import precision
+from engine.train import precision
 from engine.cli import FLAG_FIELDS, build_parser, main, spec_from_args
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.precision import autocast_computes_in, cpu_has_bf16, resolve_precision, uses_loss_scaling
+from engine.train.precision import autocast_computes_in, cpu_has_bf16, resolve_precision, uses_loss_scaling
 from engine.spec import PRECISIONS, RunSpec, load_spec, override, validate
-from engine.training import train_run
+from engine.train.run import train_run
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -76,7 +76,7 @@ def test_the_precision_flag_overrides_a_spec_file(tmp_path):
 
 @pytest.mark.parametrize("has_bf16", [True, False])
 def test_auto_is_fp32_on_a_cpu_whatever_the_probe_says(cpu_bf16, has_bf16):
-    """bf16 measured slower than fp32 on the CPUs Loupe was benchmarked on (engine/precision.py, CPU_AUTO)."""
+    """bf16 measured slower than fp32 on the CPUs Loupe was benchmarked on (engine/train/precision.py, CPU_AUTO)."""
     cpu_bf16(has_bf16)
     assert precision.CPU_AUTO == "fp32"
     assert resolve_precision("auto", CPU) == "fp32"

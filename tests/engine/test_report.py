@@ -1,4 +1,4 @@
-"""The run report (engine/report.py and `python -m engine report`): one self-contained HTML file, on a real tiny run."""
+"""The run report (engine/results/report.py and `python -m engine report`): one self-contained HTML file, on a real tiny run."""
 from __future__ import annotations
 
 import base64
@@ -12,19 +12,19 @@ import pytest
 from PIL import Image
 from plotly.offline import get_plotlyjs
 
-from engine.augment import AugSettings
+from engine.data.augment import AugSettings
 from engine.cli import main
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.interpret import most_confused, per_class_metrics, top_losses
-from engine.labels import LabelRule
-from engine.report import build_report, replay_command, setting_rows
-from engine.review import review_run
-from engine.runs import RunStore
+from engine.results.interpret import most_confused, per_class_metrics, top_losses
+from engine.data.labels import LabelRule
+from engine.results.report import build_report, replay_command, setting_rows
+from engine.results.review import review_run
+from engine.store.runs import RunStore
 from engine.spec import SETTING_NAMES, DataSpec, RunSpec, load_spec, override
-from engine.split import SplitRule
-from engine.training import train_run
-from engine.verdict import verdict_of_run
+from engine.data.split import SplitRule
+from engine.train.run import train_run
+from engine.train.verdict import verdict_of_run
 
 HOSTILE = '<img src=x onerror=alert(1)>&"q"'  # a class name (and file names) a browser would run if not escaped
 SECTIONS = ("The data set", "Settings", "Training", "The kept model", "Confusion matrix",

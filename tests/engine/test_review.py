@@ -1,16 +1,16 @@
-"""Tests for engine/review.py: a run's model re-scored on its data as it is on disk now."""
+"""Tests for engine/results/review.py: a run's model re-scored on its data as it is on disk now."""
 import pytest
 import torch
 
-from engine.augment import normalize
-from engine.builtin import BUILTINS, DIGIT_WORDS
-from engine.data import PresizeCache
+from engine.data.augment import normalize
+from engine.data.builtin import BUILTINS, DIGIT_WORDS
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.export import export_run
-from engine.gradcam import grad_cam
-from engine.interpret import get_preds, top_losses
-from engine.models import create_model
-from engine.review import loss_table, review_run
+from engine.train.export import export_run
+from engine.results.gradcam import grad_cam
+from engine.results.interpret import get_preds, top_losses
+from engine.train.models import create_model
+from engine.results.review import loss_table, review_run
 from engine.spec import DataSpec, RunSpec, resolve
 
 SPEC = BUILTINS["digits-names"]

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from engine.runs import RunStore, _boot_id, run_dir
+from engine.store.runs import RunStore, _boot_id, run_dir
 from engine.spec import RunSpec, TrainSpec
 
 SPEC = RunSpec(train=TrainSpec(schedule="one_cycle", epochs=3, seed=1))

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from engine.schedule import (combine_scheds, combined_cos, lr_range, one_cycle_lr, one_cycle_mom, sched_cos,
+from engine.train.schedule import (combine_scheds, combined_cos, lr_range, one_cycle_lr, one_cycle_mom, sched_cos,
                              sched_exp, sched_lin)
 
 POS = [0, 0.25, 0.5, 0.75, 1]

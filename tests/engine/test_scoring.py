@@ -1,11 +1,11 @@
-"""Tests for engine/scoring.py: one batch-scoring loop (eval mode, no gradients, fixed-size batches, modes restored)."""
+"""Tests for engine/train/scoring.py: one batch-scoring loop (eval mode, no gradients, fixed-size batches, modes restored)."""
 import pytest
 import torch
 from torch import nn
 
-from engine.augment import normalize
-from engine.data import DataLoaders
-from engine.scoring import eval_mode, item_inputs, model_device, score
+from engine.data.augment import normalize
+from engine.data.loaders import DataLoaders
+from engine.train.scoring import eval_mode, item_inputs, model_device, score
 
 
 def dropout_model() -> nn.Module:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import COMMANDS, Interrupted, StopOnSignal, main
-from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV
+from engine.train.run import HOLD_BATCH_ENV, HOLD_FILE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 T = 300  # seconds: a safety net, never a measurement
@@ -31,8 +31,8 @@ TRAIN = ["-m", "engine", "train", "--label", r"regex:^(.+)_\d+\.png$", "--arch",
 
 SPEC = """
 import os
-from engine.augment import AugSettings
-from engine.labels import LabelRule
+from engine.data.augment import AugSettings
+from engine.data.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
 
 spec = RunSpec(data=DataSpec(source=os.environ["DIGITS"], label=LabelRule(pattern=r"^(.+)_\\d+\\.png$"), size=28,
@@ -155,10 +155,10 @@ def test_a_second_signal_or_one_before_training_ends_the_command_at_once(monkeyp
 
 JOB_PROCESS = SPEC + """
 import signal, threading
-from engine.data import PresizeCache
-from engine.jobs import Job, JobManager
-from engine.runs import RunStore
-from engine.training import train_target
+from engine.data.loaders import PresizeCache
+from engine.store.jobs import Job, JobManager
+from engine.store.runs import RunStore
+from engine.train.run import train_target
 
 exiting = threading.Event()
 for s in (signal.SIGTERM, signal.SIGINT):  # as Streamlit does: the main thread returns, the interpreter exits
@@ -234,8 +234,8 @@ def test_sigterm_to_an_idle_server_exits_0_without_a_traceback(tmp_path):
 
 JOB_PAGE = SPEC + """
 import streamlit as st
-from engine.jobs import Job
-from engine.training import train_target
+from engine.store.jobs import Job
+from engine.train.run import train_target
 from ui.state import job_manager, presize_cache, run_store
 
 if job_manager().latest("train") is None:

@@ -1,4 +1,4 @@
-"""Tests for engine/sources.py: folder scans, safe zip extraction, and cached data set downloads (local server only)."""
+"""Tests for engine/data/sources.py: folder scans, safe zip extraction, and cached data set downloads (local server only)."""
 import io
 import os
 import socket
@@ -16,9 +16,9 @@ from PIL import Image
 
 from filelock import FileLock
 
-from engine import sources
+from engine.data import sources
 from engine.errors import UserError
-from engine.sources import (FASTAI_DATASETS, ScanStopped, ZipLimits, clean_stale_extractions, dataset_path,
+from engine.data.sources import (FASTAI_DATASETS, ScanStopped, ZipLimits, clean_stale_extractions, dataset_path,
                             dataset_url, delete_upload, download_dataset, extract_zip, is_downloaded, scan_folder)
 
 

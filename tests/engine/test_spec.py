@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.augment import AugSettings
-from engine.builtin import BUILTINS
+from engine.data.augment import AugSettings
+from engine.data.builtin import BUILTINS
 from engine.cli import build_parser, spec_from_args
 from engine.errors import UserError
-from engine.labels import LabelRule
-from engine.sources import scan_folder
+from engine.data.labels import LabelRule
+from engine.data.sources import scan_folder
 from engine.spec import (NAME_PATTERN, SPEC_VERSION, DataSpec, ModelSpec, RunSpec, TrainSpec, default_presize, get,
                          legacy_spec, load_spec, override, resolve, save_spec, suggest_rules, total_epochs, validate,
                          with_seed)
-from engine.split import SplitRule
+from engine.data.split import SplitRule
 
 
 @pytest.fixture(autouse=True)

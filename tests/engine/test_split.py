@@ -1,4 +1,4 @@
-"""Tests for engine/split.py: split rules as pure functions, checked against fastai's own recipe."""
+"""Tests for engine/data/split.py: split rules as pure functions, checked against fastai's own recipe."""
 from collections import Counter
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.split import SplitRule, apply_split_rule, col_splitter, grandparent_splitter, random_splitter
+from engine.data.split import SplitRule, apply_split_rule, col_splitter, grandparent_splitter, random_splitter
 
 
 def valid_set(split: np.ndarray) -> set[int]:

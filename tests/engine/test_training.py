@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import pytest
 
-from engine.augment import AugSettings
-from engine.builtin import DIGIT_WORDS
-from engine.data import PresizeCache
-from engine.export import load_run
-from engine.jobs import DONE, FAILED, INTERRUPTED, Job, JobManager
-from engine.labels import LabelRule
-from engine.learner import Callback, Learner
-from engine.runs import RunStore
+from engine.data.augment import AugSettings
+from engine.data.builtin import DIGIT_WORDS
+from engine.data.loaders import PresizeCache
+from engine.train.export import load_run
+from engine.store.jobs import DONE, FAILED, INTERRUPTED, Job, JobManager
+from engine.data.labels import LabelRule
+from engine.train.learner import Callback, Learner
+from engine.store.runs import RunStore
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, resolve
-from engine.training import (estimate_from_step, estimate_seconds, lr_find_target, planned_batches, train_run,
+from engine.train.run import (estimate_from_step, estimate_seconds, lr_find_target, planned_batches, train_run,
                              train_target)
 
 
@@ -209,7 +209,7 @@ def test_estimate_times_real_steps(config, env):
 
 def test_the_eta_comes_from_the_steps_measured_so_far():
     """JobEvents measures recent batches and validations on the job's clock; the ETA counts down between updates."""
-    from engine.training import JobEvents
+    from engine.train.run import JobEvents
 
     now = [100.0]
     job = Job("train", "t", lambda job: None)

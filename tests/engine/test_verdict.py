@@ -7,15 +7,15 @@ import random
 import pandas as pd
 import pytest
 
-from engine.augment import AugSettings
-from engine.builtin import DIGIT_WORDS
-from engine.data import PresizeCache
-from engine.labels import LabelRule
-from engine.runs import RunStore
+from engine.data.augment import AugSettings
+from engine.data.builtin import DIGIT_WORDS
+from engine.data.loaders import PresizeCache
+from engine.data.labels import LabelRule
+from engine.store.runs import RunStore
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
-from engine.split import SplitRule
-from engine.training import train_run
-from engine.verdict import CODES, exploded_at, start_loss, verdict, verdict_of_run
+from engine.data.split import SplitRule
+from engine.train.run import train_run
+from engine.train.verdict import CODES, exploded_at, start_loss, verdict, verdict_of_run
 
 NAN = math.nan
 

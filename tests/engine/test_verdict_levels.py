@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from engine.verdict import GOOD_ACCURACY, LOW_LOSS, verdict, verdict_of_run
+from engine.train.verdict import GOOD_ACCURACY, LOW_LOSS, verdict, verdict_of_run
 
 
 def test_a_short_run_that_reached_a_low_validation_loss_is_not_too_low_though_its_smoothed_loss_trails():

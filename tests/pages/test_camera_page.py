@@ -8,15 +8,15 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.builtin import digit_images
-from engine.camera import add_shot, class_shots, create_set
-from engine.data import PresizeCache
-from engine.export import load_run, predict
-from engine.images import open_image
-from engine.jobs import Job
-from engine.labels import LabelRule
+from engine.data.builtin import digit_images
+from engine.data.camera import add_shot, class_shots, create_set
+from engine.data.loaders import PresizeCache
+from engine.train.export import load_run, predict
+from engine.data.images import open_image
+from engine.store.jobs import Job
+from engine.data.labels import LabelRule
 from engine.spec import RunSpec, override, resolve
-from engine.training import train_target
+from engine.train.run import train_target
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET, DRAFT,
                       PREDICT_CAMERA, PREDICT_SOURCE, SOURCE_KIND, camera_shot, run_store, widget_key)
 

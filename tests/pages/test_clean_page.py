@@ -12,16 +12,16 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import ui.label_issues_view
-from engine.builtin import DIGIT_WORDS, digit_images, ensure_builtin
-from engine.data import PresizeCache
-from engine.drafts import DraftStore, new_draft_id
-from engine.jobs import Job
-from engine.data import load_items
-from engine.label_issues import find_likely_label_errors, issues_table, percent_sure
-from engine.labels import LabelRule
+from engine.data.builtin import DIGIT_WORDS, digit_images, ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.store.drafts import DraftStore, new_draft_id
+from engine.store.jobs import Job
+from engine.data.loaders import load_items
+from engine.results.label_issues import find_likely_label_errors, issues_table, percent_sure
+from engine.data.labels import LabelRule
 from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
-from engine.split import SplitRule
-from engine.training import train_target
+from engine.data.split import SplitRule
+from engine.train.run import train_target
 from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
 from ui.label_issues_view import KIND, flagged_rows
 from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_K, CLEAN_LABEL, CLEAN_PAGE,

@@ -10,7 +10,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.labels import LabelRule
+from engine.data.labels import LabelRule
 from engine.spec import RunSpec
 from ui.state import (CACHE_LIMIT_GB, CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
                       widget_key)
@@ -393,7 +393,7 @@ def test_a_label_kind_clicked_while_the_pattern_change_is_on_its_way_is_taken(ap
 
 
 def test_the_presize_cache_can_be_limited_and_cleared(app, home):
-    from engine.cache import cache_size, disk_limit_bytes
+    from engine.data.cache import cache_size, disk_limit_bytes
 
     no_exceptions(app)
     assert cache_size() > 0  # the built-in digits, presized once, on disk
@@ -414,7 +414,7 @@ def sidebar_counts() -> str:
 
 def test_sidebar_and_page_show_one_count_that_follows_the_cleaner(app, tmp_path):
     """Unreadable files are left out of the counts everywhere; a clean (from any window) changes them everywhere."""
-    from engine.clean import DELETE, Change, apply_changes
+    from engine.data.clean import DELETE, Change, apply_changes
 
     rng = np.random.default_rng(1)
     files = [(f"{animal}/{animal}_{i}.png", Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)))
@@ -445,7 +445,7 @@ def test_the_health_check_runs_in_the_background_with_a_progress_bar(app, tmp_pa
     progress until it ends, then the panel."""
     import threading
 
-    import engine.data_prep as data_prep
+    import engine.data.data_prep as data_prep
 
     held, original = threading.Event(), data_prep.health_check
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.experiment import setting_of
-from engine.jobs import DONE, Job
-from engine.learner import LRFinderResult
-from engine.lr_suggest import Suggestion
+from engine.train.experiment import setting_of
+from engine.store.jobs import DONE, Job
+from engine.train.learner import LRFinderResult
+from engine.train.lr_suggest import Suggestion
 from engine.spec import resolve
-from engine.training import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
+from engine.train.run import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
 from ui.state import DRAFT, DRAFT_ID, job_manager, run_store, widget_key
 

@@ -1,15 +1,15 @@
-"""AppTest: the Runs page offers a finished run's report (engine/report.py) as a download."""
+"""AppTest: the Runs page offers a finished run's report (engine/results/report.py) as a download."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from engine.builtin import ensure_builtin
-from engine.data import PresizeCache
-from engine.report import build_report
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.results.report import build_report
 from engine.spec import RunSpec, override
-from engine.training import train_run
+from engine.train.run import train_run
 from ui.state import run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

@@ -9,13 +9,13 @@ import onnx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.builtin import ensure_builtin
-from engine.data import PresizeCache
-from engine.interpret import most_confused, top_losses
-from engine.jobs import Job
-from engine.review import review_run
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.results.interpret import most_confused, top_losses
+from engine.store.jobs import Job
+from engine.results.review import review_run
 from engine.spec import RunSpec, override
-from engine.training import train_target
+from engine.train.run import train_target
 from ui.state import (CLEAN_LABEL, INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_K, INTERPRET_PREDICTED, PREDICT_SOURCE,
                       PREDICT_VALID_ITEMS, REVIEW_RUN, clean_choice, run_store)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.jobs import Job
-from engine.learner import LRFinderResult
-from engine.lr_suggest import Suggestion
+from engine.store.jobs import Job
+from engine.train.learner import LRFinderResult
+from engine.train.lr_suggest import Suggestion
 from engine.spec import RunSpec
 from ui.state import DRAFT, DRAFT_ID, LR_FOUND_FOR, LR_SOURCE, job_manager, run_store, widget_key
 

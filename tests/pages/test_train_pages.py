@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.data import PresizeCache
-from engine.drafts import DraftStore
-from engine.lr_suggest import compare
+from engine.data.loaders import PresizeCache
+from engine.store.drafts import DraftStore
+from engine.train.lr_suggest import compare
 from engine.spec import RunSpec, override
-from engine.training import train_run
+from engine.train.run import train_run
 from ui.state import DRAFT, DRAFT_ID, LRF_CHOSEN, job_manager, run_store, widget_key
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -126,7 +126,7 @@ def test_train_a_short_run_and_find_it_on_the_runs_page(app):
 
 
 def test_a_failed_run_shows_its_error_and_the_app_stays_up(app, monkeypatch):
-    from engine.learner import Learner
+    from engine.train.learner import Learner
 
     def broken(self, x, y):
         raise RuntimeError("simulated out-of-memory")

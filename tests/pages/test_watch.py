@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.jobs import Job
-from engine.runs import RunStore
+from engine.store.jobs import Job
+from engine.store.runs import RunStore
 from engine.spec import RunSpec, TrainSpec
 from ui.state import job_manager
 

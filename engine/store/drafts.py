@@ -10,7 +10,7 @@ import secrets
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.home import home_subdir
+from engine.store.home import home_subdir
 from engine.spec import RunSpec, load_spec, save_spec
 
 DRAFT_ID = re.compile(r"^[0-9a-f]{12}$")  # ids come from page addresses: never a path

@@ -19,16 +19,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from engine.cache import CacheGet
-from engine.data import DataLoaders, LabelledItems, PresizeCache, load_items, usable_counts
-from engine.device import default_device
-from engine.distributed import Dist
+from engine.data.cache import CacheGet
+from engine.data.loaders import DataLoaders, LabelledItems, PresizeCache, load_items, usable_counts
+from engine.train.device import default_device
+from engine.train.distributed import Dist
 from engine.errors import UserError, plain_reason
-from engine.export import export_run
-from engine.jobs import Job
-from engine.learner import Callback, EarlyStopping, Learner, SaveBest
-from engine.models import ModelInfo, create_model
-from engine.runs import RunStore, run_dir
+from engine.train.export import export_run
+from engine.store.jobs import Job
+from engine.train.learner import Callback, EarlyStopping, Learner, SaveBest
+from engine.train.models import ModelInfo, create_model
+from engine.store.runs import RunStore, run_dir
 from engine.spec import SPEC_FILE, RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
 
 Progress = Callable[[int, int | None], None]

@@ -18,12 +18,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
-from engine.data import LabelledItems, PresizeCache
+from engine.data.loaders import LabelledItems, PresizeCache
 from engine.errors import UserError
-from engine.health import HealthCheck, health_check
-from engine.images import PresizedImages
-from engine.jobs import CANCELLED, DONE, FAILED, Job, JobManager
-from engine.sources import TRASH_DIR, FolderScan, ScanStopped, scan_folder
+from engine.data.health import HealthCheck, health_check
+from engine.data.images import PresizedImages
+from engine.store.jobs import CANCELLED, DONE, FAILED, Job, JobManager
+from engine.data.sources import TRASH_DIR, FolderScan, ScanStopped, scan_folder
 
 READ_FRESH_S = 30.0  # a finished read older than this is done again (cheap: the pixels come from the disk cache)
 KEEP_READS, KEEP_CHECKS = 4, 8

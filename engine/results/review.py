@@ -13,14 +13,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from engine.augment import AugSettings, resize_batch
-from engine.data import DataLoaders, PresizeCache, load_items
+from engine.data.augment import AugSettings, resize_batch
+from engine.data.loaders import DataLoaders, PresizeCache, load_items
 from engine.errors import UserError
-from engine.export import ExportedModel, load_run
-from engine.gradcam import grad_cam
-from engine.interpret import Predictions
-from engine.scoring import EVAL_BS, item_inputs, score
-from engine.sources import scan_folder
+from engine.train.export import ExportedModel, load_run
+from engine.results.gradcam import grad_cam
+from engine.results.interpret import Predictions
+from engine.train.scoring import EVAL_BS, item_inputs, score
+from engine.data.sources import scan_folder
 from engine.spec import DataSpec, resolve
 
 

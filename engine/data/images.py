@@ -1,6 +1,6 @@
 """Decode images of any colour mode to RGB and presize them once into uint8 pixels.
 
-Many files are decoded by worker processes (`python -m engine.images`), so this module imports torch
+Many files are decoded by worker processes (`python -m engine.data.images`), so this module imports torch
 only inside the functions that return tensors: torch takes seconds to import, numpy and PIL a fraction of one.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from engine.errors import plain_reason
 if TYPE_CHECKING:
     import torch
 
-    from engine.cache import MappedPixels
+    from engine.data.cache import MappedPixels
 
 MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large (JPEGs are decoded smaller instead)
 LARGE_PIXELS = 16_000_000  # images over this decode one at a time, so a thread pool never holds several at once
@@ -237,9 +237,9 @@ def _worker_main() -> None:
 def _start_worker(lock_path: Path) -> subprocess.Popen:
     # a fresh interpreter that imports only this module: not a fork of the app (its threads, its torch), and
     # not multiprocessing, which runs the caller's main script again in every worker
-    package_parent = str(Path(__file__).resolve().parents[1])
+    package_parent = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "engine.images", str(lock_path)], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "engine.data.images", str(lock_path)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
 
 

@@ -18,15 +18,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, Union
 
-from engine.augment import AugSettings
-from engine.data import PresizeCache
+from engine.data.augment import AugSettings
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.jobs import Job
-from engine.learner import Callback
-from engine.runs import RunStore
+from engine.store.jobs import Job
+from engine.train.learner import Callback
+from engine.store.runs import RunStore
 from engine.spec import RunSpec, default_augment, override, total_epochs, validate, with_seed
-from engine.training import estimate_seconds, train_run
-from engine.verdict import verdict_of_run
+from engine.train.run import estimate_seconds, train_run
+from engine.train.verdict import verdict_of_run
 
 Value = Union[float, int, str]
 
@@ -70,7 +70,7 @@ def scaled_augment(aug: AugSettings, strength: float) -> AugSettings:
 
 def parse_value(setting: str, text: str) -> Value:
     """One value of a setting as typed ("3e-3", "0.5", "off", "64", "resnet18"), checked; UserError if unusable."""
-    from engine.models import ARCHS  # torchvision is slow to import: only when needed
+    from engine.train.models import ARCHS  # torchvision is slow to import: only when needed
 
     check_setting(setting)
     text = str(text).strip()

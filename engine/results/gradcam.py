@@ -4,7 +4,7 @@ The class score's gradient with respect to the last conv block's activations A [
 averaged over the positions to weigh each channel; the map is ReLU(Σ_k weight_k · A_k), upsampled to
 the image and scaled to [0, 1]. The model is left exactly as found: its train/eval modes, its
 `requires_grad` flags and the `.grad` of its parameters. Inputs are prepared and modes switched as for
-predictions (`engine.scoring`); `RunReview.grad_cam` takes items of a data set by their dls positions.
+predictions (`engine.train.scoring`); `RunReview.grad_cam` takes items of a data set by their dls positions.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.scoring import eval_mode, model_device
+from engine.train.scoring import eval_mode, model_device
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,

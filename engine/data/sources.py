@@ -28,7 +28,7 @@ from typing import BinaryIO, Callable
 from filelock import FileLock, Timeout
 
 from engine.errors import UserError, plain_reason
-from engine.home import home_subdir
+from engine.store.home import home_subdir
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TRASH_DIR = ".loupe-trash"

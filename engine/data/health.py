@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from engine.data import LabelledItems
-from engine.images import PresizedImages
+from engine.data.loaders import LabelledItems
+from engine.data.images import PresizedImages
 
 HASH_SIDE = 32  # phash's grey image: 32×32, of which the 8×8 lowest frequencies make the 64-bit hash
 NEAR_DISTANCE = 10  # phash bits two near copies may differ in (a 2–5 % crop of an icon: up to 10; JPEG and resize: 6)

@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import models
-from engine.data import DataLoaders
-from engine.distributed import Dist
+from engine.train import models
+from engine.data.loaders import DataLoaders
+from engine.train.distributed import Dist
 from engine.errors import plain_reason
-from engine.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
-from engine.precision import AMP_DTYPES, autocast, resolve_precision, uses_loss_scaling
-from engine.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
+from engine.train.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
+from engine.train.precision import AMP_DTYPES, autocast, resolve_precision, uses_loss_scaling
+from engine.train.schedule import Schedule, lr_range, one_cycle_lr, one_cycle_mom, sched_exp
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_batch", "after_epoch", "after_fit")
 

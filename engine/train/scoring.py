@@ -12,8 +12,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from engine.augment import normalize, resize_batch
-from engine.data import DataLoaders
+from engine.data.augment import normalize, resize_batch
+from engine.data.loaders import DataLoaders
 
 EVAL_BS = 128  # items per forward pass when scoring
 

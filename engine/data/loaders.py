@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
-from engine.cache import CacheGet, MappedPixels, presize_cached
+from engine.data.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
+from engine.data.cache import CacheGet, MappedPixels, presize_cached
 from engine.errors import UserError
-from engine.images import PresizedImages, Progress
-from engine.labels import LabelReport, LabelRule, apply_label_rule
-from engine.sources import FolderScan, scan_folder
+from engine.data.images import PresizedImages, Progress
+from engine.data.labels import LabelReport, LabelRule, apply_label_rule
+from engine.data.sources import FolderScan, scan_folder
 from engine.spec import DataSpec
-from engine.split import SplitRule, apply_split_rule
+from engine.data.split import SplitRule, apply_split_rule
 
 MIN_PER_CLASS = 5  # fewer images than this in a class earns a warning
 
@@ -172,7 +172,7 @@ def presize_bytes(n_images: int, presize: int) -> int:
 class PresizeCache:
     """Presized pixels of the last few data sets, shared by every page and rerun (thread-safe).
 
-    Pixels come from the disk cache (engine.cache), decoded only for files it does not hold as they are now.
+    Pixels come from the disk cache (engine.data.cache), decoded only for files it does not hold as they are now.
     A data set within the memory budget is copied into memory when training starts (in the background); a
     larger one is always read from the cache files, a batch at a time.
     """

@@ -31,17 +31,17 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 from PIL import Image
 
-from engine.data import PresizeCache
+from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.export import RUN_FILE, load_run
-from engine.home import loupe_home
-from engine.images import fit_to_box, open_image
-from engine.interpret import confusion_matrix, most_confused, per_class_metrics, top_losses
-from engine.review import RunReview, review_run
-from engine.runs import RunStore
+from engine.train.export import RUN_FILE, load_run
+from engine.store.home import loupe_home
+from engine.data.images import fit_to_box, open_image
+from engine.results.interpret import confusion_matrix, most_confused, per_class_metrics, top_losses
+from engine.results.review import RunReview, review_run
+from engine.store.runs import RunStore
 from engine.spec import SPEC_FILE, RunSpec, load_spec, prepare_source, setting_name
-from engine.training import format_duration
-from engine.verdict import verdict_of_run
+from engine.train.run import format_duration
+from engine.train.verdict import verdict_of_run
 
 THUMB_PX = 112  # side of the box a picture is shrunk into (CSS shows it at most this big)
 EXAMPLE_PX = 72  # likewise, in the data set's grid

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.home import home_subdir, loupe_home
+from engine.store.home import home_subdir, loupe_home
 from engine.spec import RunSpec, legacy_spec
 
 SCHEMA = """
@@ -64,7 +64,7 @@ MIGRATIONS = (
     ("world_size", "INTEGER NOT NULL DEFAULT 1"),  # processes that trained it (torchrun), 1 otherwise
     ("host", "TEXT"),  # the machine of the process that writes it
     ("heartbeat", "REAL"),  # when that process last said it is alive (while the run is active)
-    ("experiment", "TEXT"),  # the experiment the run is one value of ("lr-3f9a2c"; engine.experiment), else NULL
+    ("experiment", "TEXT"),  # the experiment the run is one value of ("lr-3f9a2c"; engine.train.experiment), else NULL
 )
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a run of another machine without a heartbeat this long is interrupted (clocks may differ a little)

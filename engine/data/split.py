@@ -113,7 +113,7 @@ def apply_split_rule(rule: SplitRule, rel_paths: Sequence[str], labels: Sequence
             )
         return out
     if rule.kind == "csv":
-        from engine.labels import read_label_csv  # one CSV reader for labels and splits
+        from engine.data.labels import read_label_csv  # one CSV reader for labels and splits
 
         df = read_label_csv(rule.csv_path, [rule.file_col, rule.valid_col])
         keys = df[rule.file_col].astype(str).str.strip().str.replace("\\", "/").str.removeprefix("./")

@@ -30,8 +30,8 @@ import torch
 from filelock import FileLock, Timeout
 
 from engine.errors import UserError, plain_reason
-from engine.home import home_subdir
-from engine.images import Decoded, PresizedImages, Progress, presize_all, presize_to_file
+from engine.store.home import home_subdir
+from engine.data.images import Decoded, PresizedImages, Progress, presize_all, presize_to_file
 
 FORMAT = 1  # bump when the layout changes: older entries are then ignored and evicted in time
 DISK_ENV = "LOUPE_CACHE_DISK_GB"

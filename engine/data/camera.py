@@ -12,9 +12,9 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import UserError
-from engine.home import home_subdir
-from engine.images import decode
-from engine.sources import IMAGE_EXTENSIONS, move_to_loupe_trash
+from engine.store.home import home_subdir
+from engine.data.images import decode
+from engine.data.sources import IMAGE_EXTENSIONS, move_to_loupe_trash
 from engine.spec import VALID_FOLDER_NAMES
 
 SHOT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}  # shots are kept in the format the browser sent

@@ -28,10 +28,10 @@ from pathlib import Path, PurePosixPath
 
 from filelock import FileLock, Timeout
 
-from engine.builtin import BUILTINS, builtin_path, ensure_builtin
+from engine.data.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
-from engine.labels import CSVLabeller, LabelRule, compile_pattern
-from engine.sources import TRASH_DIR, move_to_loupe_trash
+from engine.data.labels import CSVLabeller, LabelRule, compile_pattern
+from engine.data.sources import TRASH_DIR, move_to_loupe_trash
 
 KEEP, DELETE, RELABEL = "keep", "delete", "relabel"
 ACTIONS = (KEEP, DELETE, RELABEL)

@@ -3,7 +3,7 @@
 Every image's probabilities come from a model that never saw it: the readable images are dealt into k folds
 (each class spread evenly), and k short runs of the spec's model each train on k − 1 folds and predict the
 fold left out. Each fold is a run of its own spec (the user's, with the fold's seed and split), built by
-`engine.training.prepare` as every run is, so its precision, threads and every other setting are the user's.
+`engine.train.run.prepare` as every run is, so its precision, threads and every other setting are the user's.
 
 cleanlab's own guide warns that confident learning needs a model that is already good: a weak model's mistakes
 look like wrong labels. So the models are judged first, by their out-of-fold accuracy (how often the model that
@@ -30,14 +30,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.data import LabelledItems, PresizeCache, load_items
+from engine.data.loaders import LabelledItems, PresizeCache, load_items
 from engine.errors import UserError
-from engine.images import PresizedImages
-from engine.jobs import Job
-from engine.learner import Callback, FunctionCallback, Learner
-from engine.scoring import item_inputs, score
+from engine.data.images import PresizedImages
+from engine.store.jobs import Job
+from engine.train.learner import Callback, FunctionCallback, Learner
+from engine.train.scoring import item_inputs, score
 from engine.spec import RunSpec, total_epochs
-from engine.training import batches_per_epoch, estimate_from_step, fit, prepare, ready_spec
+from engine.train.run import batches_per_epoch, estimate_from_step, fit, prepare, ready_spec
 
 DEFAULT_K = 3  # folds: each model trains on two thirds of the images
 # The out-of-fold accuracy below which the models are too weak to judge labels. cleanlab needs a model that is

@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 from typing import Sequence
 
 from engine.errors import UserError
-from engine.labels import LabelRule, apply_label_rule
+from engine.data.labels import LabelRule, apply_label_rule
 
 VALID_FOLDER_NAMES = ("valid", "val", "validation", "test")  # with train/: a split, not classes
 FACET_SHARE = 0.5  # a top folder holds at least this share of all subfolder names, on average: the layout is crossed

@@ -6,7 +6,7 @@ A run folder holds:
     preprocessing.json  arch, n_classes, size, presize, method, mean, std, pool (the head's concat-pool order;
                         absent from older exports, whose heads pooled avg then max)
     run.json            anything else worth keeping (metrics, the epoch table), if given
-    spec.json           the run spec that trained it (written by engine.training)
+    spec.json           the run spec that trained it (written by engine.train.run)
 
 `export_zip` bundles such a folder with a standalone predict.py (torch, torchvision and pillow only), the
 spec and a train.py that replays it through `python -m engine train --spec`, and a README;
@@ -28,11 +28,11 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from engine.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
+from engine.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_batch
 from engine.errors import UserError, plain_reason
-from engine.images import PRESIZE_METHODS, presize, to_rgb
-from engine.models import POOLS, AdaptiveConcatPool2d, create_model
-from engine.scoring import score
+from engine.data.images import PRESIZE_METHODS, presize, to_rgb
+from engine.train.models import POOLS, AdaptiveConcatPool2d, create_model
+from engine.train.scoring import score
 from engine.spec import SPEC_FILE, DataSpec, RunSpec, load_spec
 
 MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE, RUN_FILE = "model.pt", "labels.json", "preprocessing.json", "run.json"
@@ -150,7 +150,7 @@ def preprocess(images: list[Image.Image], preprocessing: dict) -> torch.Tensor:
     """PIL images -> normalised float batch [B, 3, size, size], by the validation path: RGB, presize, resize, normalize."""
     pixels = []
     for img in images:
-        img = to_rgb(ImageOps.exif_transpose(img))  # a no-op for images opened with engine.images.open_image
+        img = to_rgb(ImageOps.exif_transpose(img))  # a no-op for images opened with engine.data.images.open_image
         square = presize(img, preprocessing["presize"], preprocessing["method"])
         pixels.append(torch.from_numpy(np.array(square, dtype=np.uint8)).permute(2, 0, 1))
     x = resize_batch(torch.stack(pixels), preprocessing["size"])

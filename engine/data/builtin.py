@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from engine.augment import AugSettings
-from engine.home import home_subdir
-from engine.labels import LabelRule
-from engine.split import SplitRule, random_splitter
+from engine.data.augment import AugSettings
+from engine.store.home import home_subdir
+from engine.data.labels import LabelRule
+from engine.data.split import SplitRule, random_splitter
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 IMAGE_SIZE = 28  # like MNIST

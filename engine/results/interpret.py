@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data import DataLoaders
-from engine.scoring import item_inputs, score
+from engine.data.loaders import DataLoaders
+from engine.train.scoring import item_inputs, score
 
 
 @dataclass

@@ -1,0 +1,2 @@
+"""Storage and jobs: where Loupe keeps things (LOUPE_HOME), the runs database, drafts of unsaved settings, and the
+background job runner. The bottom layer: it imports only `engine.spec` and `engine.errors`."""
