@@ -12,6 +12,7 @@
     python -m engine experiment --vary lr=1e-4,1e-3,1e-2 --json  # one run per value, same data and seed; verdicts
     python -m engine label-issues --data ~/pets --arch resnet18 --folds 3 --json   # likely wrong labels, never changed
     python -m engine report runs/digits --out report.html        # one self-contained HTML page to share
+    python -m engine baseline --data builtin:digits-names --json  # closest-average accuracy (the book's chapter 4)
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -238,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folder", type=Path, help="the run folder (spec.json, model.pt, …)")
     report.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: FOLDER/report.html)")
     report.add_argument("--json", action="store_true", help="end with one JSON line: {out, bytes}")
+    baseline = sub.add_parser("baseline", help="the simplest baseline: each validation picture gets the class of the "
+                                               "closest average training picture (28×28); print its accuracy")
+    add_spec_flags(baseline)
+    baseline.add_argument("--json", action="store_true",
+                          help='one JSON line: {"accuracy_l1", "accuracy_l2", "majority", "n_valid", "classes", …}')
     return parser
 
 
@@ -575,9 +581,29 @@ def cmd_report(args: argparse.Namespace) -> dict:
     return {"out": str(out), "bytes": out.stat().st_size}
 
 
+def cmd_baseline(args: argparse.Namespace) -> dict:
+    """Closest-average accuracy, by mean absolute (L1) and root-mean-square (L2) difference (engine/results/learning.py)."""
+    from engine.data.loaders import load_items
+    from engine.data.sources import scan_folder
+    from engine.results.learning import baseline
+
+    spec = spec_from_args(args)
+    root = prepare_source(spec, progress=_print_download(spec.data.key.upper()) if spec.data.kind == "fastai" else None)
+    scan = scan_folder(root)
+    spec = resolve(spec, scan)
+    items = load_items(spec.data, scan)
+    result = baseline(items, PresizeCache(max_entries=1).get(items.scanned_paths, spec.data.presize,
+                                                             spec.data.presize_method)).to_dict()
+    if not args.json:
+        print(f"closest average, {result['n_valid']:,} validation pictures: {result['accuracy_l1']:.1%} by mean absolute "
+              f"difference, {result['accuracy_l2']:.1%} by root-mean-square difference "
+              f"(always the largest class: {result['majority']:.1%})")
+    return result
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
             "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment,
-            "label-issues": cmd_label_issues, "report": cmd_report}
+            "label-issues": cmd_label_issues, "report": cmd_report, "baseline": cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:
