@@ -38,6 +38,10 @@ GLOSSARY: dict[str, str] = {
     "confusion matrix": "A grid: one row per true class, one column per predicted class, each cell counting "
                         "pictures. The diagonal is what the model gets right; every other cell is a mix-up.",
     "accuracy": "The share of validation pictures the model classifies correctly.",
+    "baseline": "The simplest answer that could work, measured before any training: here, give each picture the "
+                "class whose average picture it looks most like. A trained model has to beat it to be worth anything.",
+    "gradient": "For each number of the model, how much the loss grows when that number grows a little. Stepping "
+                "every number a little against its gradient lowers the loss: that is how a model learns.",
 }
 
 
@@ -72,6 +76,20 @@ NOTES: dict[str, str] = {
                  "diagonal is right, every other cell a mix-up; click one to see those pictures.",
     "clean": "A model is only as good as its [[label]]s. Here we look at the pictures it finds hardest and fix "
              "the wrong labels or remove the bad pictures — then train again.",
+    "learning_numbers": "To a computer a picture is only numbers: one per pixel, from 0 (black) to 255 (white) — "
+                        "three of them, red, green and blue, in a colour picture; here we show its brightness. Every "
+                        "model Loupe trains sees nothing else: all it can learn are patterns in these numbers.",
+    "learning_baseline": "Before training anything, the fastai book tries the simplest idea: average all the training "
+                         "pictures of each class into one ideal {thing}, then give each [[validation set]] picture the "
+                         "class of the average it is closest to. Closest can mean the mean absolute difference of the "
+                         "pixels, or the root of the mean squared difference (which punishes big differences more). "
+                         "That [[accuracy]] is the [[baseline]] a trained model must beat.",
+    "learning_descent": "This is how every model learns, shown on a toy: fit a curve a·t² + b·t + c to a roller "
+                        "coaster's measured speeds. *Initialise* picks random numbers a, b, c; *Predict* draws their "
+                        "curve; the [[loss]] says how far it is from the points; the [[gradient]] says which way to "
+                        "move each number; *Step* moves them a little that way — how far is the [[learning rate]]. "
+                        "Repeat. Too small a rate and the curve barely moves; too large and each step overshoots, the "
+                        "curve swings from one side to the other and the loss explodes.",
     "predict": "The real test: pictures the model has never seen. It gives each class a probability; the bars "
                "show its five best guesses.",
 }

@@ -33,6 +33,7 @@ def app_frame():
         st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
+        st.Page("pages/learning.py", title="How learning works", icon=":material/school:"),
         st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
     ]
     # Loupe draws its own navigation (showSidebarNavigation is off in .streamlit/config.toml): Streamlit's would
