@@ -16,7 +16,8 @@ from engine.errors import UserError
 from engine.spec import DataSpec
 
 GRID = 28  # MNIST's side: pictures become 28 × 28 numbers (per colour) for the baseline
-CHUNK = 512  # pictures shrunk at a time
+SAMPLES = 4  # pixels sampled a side per cell, at least, when the baseline shrinks large pictures
+CHUNK_VALUES = 2**24  # pixel values shrunk at a time (64 MB as floats, whatever the pictures' size)
 LUMA = (0.299, 0.587, 0.114)  # brightness of red, green and blue, as PIL's "L" mode weighs them
 
 
@@ -81,7 +82,12 @@ def closest_average(train_x: torch.Tensor, train_y: torch.Tensor, valid_x: torch
 
 
 def _shrunk_rows(images: PresizedImages, rows: np.ndarray, size: int) -> torch.Tensor:
-    parts = [shrink(torch.as_tensor(images.pixels[rows[i:i + CHUNK]]), size) for i in range(0, len(rows), CHUNK)]
+    # large pictures (460 px for 224 px models) are sampled every k-th pixel first, still 4 or more a side per cell:
+    # converting every pixel to a float costs far more than it changes an average
+    k = max(1, images.size // (SAMPLES * size))
+    chunk = max(1, CHUNK_VALUES // (3 * images.size ** 2))
+    parts = [shrink(torch.as_tensor(images.pixels[rows[i:i + chunk]])[..., ::k, ::k], size)
+             for i in range(0, len(rows), chunk)]
     return torch.cat(parts) if parts else torch.zeros(0, 3, size, size)
 
 

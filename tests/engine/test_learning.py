@@ -106,6 +106,8 @@ def test_baseline_of_a_folder_uses_its_split_and_leaves_unreadable_pictures_out(
     assert result.classes == ["bright", "dark"] and result.n_train == [4, 4] and result.n_valid == 4
     assert result.accuracy_l1 == result.accuracy_l2 == 1.0
     assert result.averages.shape == (2, 3, 4, 4) and result.averages[1, 1, 0, 0] == pytest.approx(40 / 255)
+    sampled = baseline(items, presize_all(items.scanned_paths, 64), size=4)  # large pictures: every 4th pixel
+    assert sampled.accuracy_l1 == 1.0 and np.allclose(sampled.averages, result.averages, atol=1e-6)
 
 
 def test_the_baseline_command_prints_one_json_line(shades, capsys):
