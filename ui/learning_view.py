@@ -116,7 +116,8 @@ def descent_buttons(data: SpeedData) -> Descent | None:
 
 
 def _num(x: float) -> str:
-    return f"{x:,.4g}" if abs(x) < 1e6 else f"{x:.3e}"
+    """A number as people read it: 30,282.7 · -1.324 · 4.559e+11."""
+    return f"{x:.3e}" if abs(x) >= 1e6 else f"{x:,.1f}" if abs(x) >= 100 else f"{x:.4g}"
 
 
 def phase_lines(state: Descent, data: SpeedData) -> list[str]:
