@@ -99,6 +99,18 @@ def shoot_report(browser, home: Path, run_id: int, path: Path) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+def shoot_learning(page, path: Path) -> None:
+    """How learning works on the digits: a digit as numbers, the class averages, the toy after 11 steps at 1e-05."""
+    nav(page, "How learning works")
+    page.get_by_role("heading", name="3 · Gradient descent by hand").wait_for()
+    for name in ("Initialise", "Predict", "Loss", "Gradient", "Step", "Run 10 steps", "Predict"):
+        idle(page)
+        page.get_by_role("button", name=name, exact=True).click()
+    page.locator(".st-key-learning-phases").get_by_text("after 11 steps").wait_for()
+    page.get_by_role("heading", name="How learning works").scroll_into_view_if_needed()
+    shoot(page, path, height=2600)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -127,6 +139,8 @@ def main() -> None:
                 shoot(page, args.out / "explain-mode.png")
                 page.locator('[data-testid="stSidebar"]').get_by_text("Explain as I go").click()
                 expect(page.locator('[class*="st-key-explain-"]')).to_have_count(0)
+
+                shoot_learning(page, args.out / "learning-page.png")
 
                 # Compare: two learning rates, one epoch each
                 nav(page, "Train")

@@ -14,13 +14,13 @@ LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.
 def pixel_grid_figure(grid: np.ndarray) -> go.Figure:
     """A picture's brightness values, each written in its cell and the cell shaded by it (0 black, 255 white)."""
     n = grid.shape[0]
-    cell = max(14, min(44, 760 // n))
+    cell = max(12, min(40, 560 // n))  # 28 × 28 cells fit beside the picture on a laptop's screen
     fig = go.Figure(go.Heatmap(z=grid, colorscale="Greys", reversescale=True, zmin=0, zmax=255, showscale=False,
                                texttemplate="%{z}" if n <= 32 else None, textfont=dict(size=max(7, cell // 3)),
                                xgap=1, ygap=1, hovertemplate="row %{y}, column %{x}: %{z}<extra></extra>"))
-    fig.update_layout(width=cell * n + 40, height=cell * n + 40, margin=dict(l=30, r=10, t=10, b=30), dragmode=False,
-                      xaxis=dict(side="top", showgrid=False, zeroline=False, constrain="domain"),
-                      yaxis=dict(autorange="reversed", showgrid=False, zeroline=False, scaleanchor="x"))
+    fig.update_layout(width=cell * n + 40, height=cell * n + 40, margin=dict(l=30, r=10, t=30, b=10), dragmode=False,
+                      xaxis=dict(side="top", showgrid=False, zeroline=False, range=[-0.5, n - 0.5]),
+                      yaxis=dict(showgrid=False, zeroline=False, range=[n - 0.5, -0.5]))
     return fig
 
 

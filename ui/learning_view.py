@@ -76,7 +76,7 @@ def trained_accuracy(spec: RunSpec) -> tuple[int, float] | None:
     return None
 
 
-def averages_grid(averages: np.ndarray, titles: list[str], key: str, cols: int = 10, px: int = 84) -> None:
+def averages_grid(averages: np.ndarray, titles: list[str], key: str, cols: int = 10, px: int = 112) -> None:
     """Class averages ([C, 3, s, s] in [0, 1]) as small pictures with visible pixels, `cols` to a row, titled."""
     with st.container(key=key):
         for start in range(0, len(titles), cols):
@@ -84,7 +84,7 @@ def averages_grid(averages: np.ndarray, titles: list[str], key: str, cols: int =
                 picture = to_pil(torch.from_numpy(avg))
                 scale = max(1, -(-px // picture.width))
                 col.image(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST),
-                          caption=md(title), width=px)
+                          caption=md(title), width="stretch")
 
 
 # ---------------------------------------------------------------- gradient descent by hand
