@@ -11,7 +11,7 @@ from engine.data.split import SplitRule
 from engine.results.learning import gradient, initialise, speed_data
 from engine.spec import RunSpec, override, resolve
 from ui.learning_view import LEARN_CLASS, LEARN_DESCENT, LEARN_INDEX, LEARN_LR
-from ui.state import run_store
+from ui.state import EXPLAIN, run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/learning.py"
@@ -110,3 +110,12 @@ def test_too_large_a_rate_says_so_and_too_small_a_rate_says_so(app):
     click(app, "initialise")
     click(app, "run")
     assert any("barely moves" in i.value for i in app.info) and not app.warning
+
+
+def test_explain_as_i_go_adds_a_note_to_each_section(app):
+    assert not [i for i in app.info if i.icon == ":material/school:"]
+    app.session_state[EXPLAIN.key] = True
+    app.run()
+    notes = [i.value for i in app.info if i.icon == ":material/school:"]
+    assert len(notes) == 3 and "only numbers" in notes[0] and "average" in notes[1] and "gradient" in notes[2]
+    assert "one ideal digit" in notes[1]  # the digits' note speaks of digits
