@@ -16,7 +16,7 @@ from engine.data.images import PresizedImages, to_pil
 from engine.data.loaders import LabelledItems, label_items
 from engine.errors import UserError
 from engine.results.learning import (Baseline, Descent, SpeedData, advance, baseline, initialise, run_steps,
-                                     same_validation, speed_data)
+                                     same_validation)
 from engine.spec import RunSpec, resolve
 from engine.store.runs import ACTIVE
 from ui.state import SessionKey, data_prep, data_problem, run_spec, run_store, window_id
