@@ -12,6 +12,7 @@
     python -m engine experiment --vary lr=1e-4,1e-3,1e-2 --json  # one run per value, same data and seed; verdicts
     python -m engine label-issues --data ~/pets --arch resnet18 --folds 3 --json   # likely wrong labels, never changed
     python -m engine report runs/digits --out report.html        # one self-contained HTML page to share
+    python -m engine inside runs/digits photo.png --json         # one picture through the network, stage by stage
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -238,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folder", type=Path, help="the run folder (spec.json, model.pt, …)")
     report.add_argument("--out", type=Path, default=None, help="the HTML file to write (default: FOLDER/report.html)")
     report.add_argument("--json", action="store_true", help="end with one JSON line: {out, bytes}")
+    inside = sub.add_parser("inside", help="follow one picture through a run's model: each stage's output shape and "
+                                           "most active channels, from input to head, and the prediction")
+    inside.add_argument("folder", type=Path, help="the run folder (model.pt, labels.json, preprocessing.json)")
+    inside.add_argument("image", type=Path, help="a picture file")
+    inside.add_argument("--json", action="store_true", help='one JSON line: {"layers": [{"name", "shape": [C, H, W], '
+                                                            '"top_channels"}, …], "prediction": {"class", "probability", "top"}}')
     return parser
 
 
@@ -575,9 +582,24 @@ def cmd_report(args: argparse.Namespace) -> dict:
     return {"out": str(out), "bytes": out.stat().st_size}
 
 
+def cmd_inside(args: argparse.Namespace) -> dict:
+    """One picture through a run's model (engine/results/inside.py): each stage's shape and top channels."""
+    from engine.results.inside import look_inside_file
+    from engine.train.export import load_run
+
+    result = look_inside_file(load_run(args.folder), args.image).to_dict()
+    if not args.json:
+        for layer in result["layers"]:
+            shape = " × ".join(map(str, layer["shape"]))
+            print(f"{layer['name']:<9} {shape:<16} most active channels: {', '.join(map(str, layer['top_channels']))}")
+        p = result["prediction"]
+        print(f"prediction: {p['class']} ({p['probability']:.1%})")
+    return result
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
             "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment,
-            "label-issues": cmd_label_issues, "report": cmd_report}
+            "label-issues": cmd_label_issues, "report": cmd_report, "inside": cmd_inside}
 
 
 def main(argv: list[str] | None = None) -> int:
