@@ -587,11 +587,14 @@ def cmd_inside(args: argparse.Namespace) -> dict:
     from engine.results.inside import look_inside_file
     from engine.train.export import load_run
 
-    result = look_inside_file(load_run(args.folder), args.image).to_dict()
+    inside = look_inside_file(load_run(args.folder), args.image)
+    result = inside.to_dict()
     if not args.json:
-        for layer in result["layers"]:
+        for layer in result["layers"][:-1]:
             shape = " × ".join(map(str, layer["shape"]))
             print(f"{layer['name']:<9} {shape:<16} most active channels: {', '.join(map(str, layer['top_channels']))}")
+        print(f"{'head':<9} {len(inside.classes)} scores{'':<7} highest: "
+              + ", ".join(inside.classes[c] for c in result["layers"][-1]["top_channels"]))
         p = result["prediction"]
         print(f"prediction: {p['class']} ({p['probability']:.1%})")
     return result

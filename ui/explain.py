@@ -38,6 +38,8 @@ GLOSSARY: dict[str, str] = {
     "confusion matrix": "A grid: one row per true class, one column per predicted class, each cell counting "
                         "pictures. The diagonal is what the model gets right; every other cell is a mix-up.",
     "accuracy": "The share of validation pictures the model classifies correctly.",
+    "feature map": "One channel of a layer's output: a small grid of numbers saying where in the picture that "
+                   "channel found its pattern (an edge, a curve, a texture). Bright means found here.",
 }
 
 
@@ -72,6 +74,12 @@ NOTES: dict[str, str] = {
                  "diagonal is right, every other cell a mix-up; click one to see those pictures.",
     "clean": "A model is only as good as its [[label]]s. Here we look at the pictures it finds hardest and fix "
              "the wrong labels or remove the bad pictures — then train again.",
+    "inside": "A network looks at a picture in stages. Each stage turns its input into [[feature map]]s: small "
+              "grids, one per channel, bright where that channel found its pattern — early stages find edges and "
+              "colours, later ones shapes and parts. Stage after stage the maps get smaller (the picture's detail "
+              "is summed up) and more numerous (more kinds of pattern), until the head turns them into one score "
+              "per class. Grad-CAM colours where each stage's maps pushed towards the prediction; click a map to see "
+              "the pictures that light its channel up most.",
     "predict": "The real test: pictures the model has never seen. It gives each class a probability; the bars "
                "show its five best guesses.",
 }
