@@ -92,7 +92,7 @@ def _responds_to(run: dict, review: RunReview | None, problem: str, view: StageV
             return
         top = run_channel_index(run).top_pictures(view.name, channel)
         review_gallery(review, top["pos"].tolist(), [f"{lab} / {a:.3g}" for lab, a in zip(top["label"], top["activation"])],
-                       key="gallery-inside-responds")
+                       key="gallery-inside-responds", cols=4)
 
 
 def draw_inside(run: dict, inside: Inside, review: RunReview | None, problem: str = "") -> None:

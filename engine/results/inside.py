@@ -29,7 +29,7 @@ from engine.train.export import ExportedModel, preprocess
 from engine.train.scoring import EVAL_BS, eval_mode, model_device
 
 TOP_CHANNELS = 8  # feature maps shown per stage
-TOP_PICTURES = 9  # validation pictures shown per channel
+TOP_PICTURES = 8  # validation pictures shown per channel
 INPUT, HEAD = "input", "head"
 
 
