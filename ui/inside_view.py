@@ -47,9 +47,10 @@ def _channel_index(run_id: int, weights_mtime: float, fingerprint: str, _review:
     return channel_index(_review)
 
 
-def run_channel_index(run: dict) -> ChannelIndex:
-    """What every channel of a run's model responds to, on its validation pictures (once per model file and data)."""
-    return _channel_index(*_review_key(run), run_review(run))
+def run_channel_index(run: dict, review: RunReview) -> ChannelIndex:
+    """What every channel of a run's model responds to, on the validation pictures of its review `run_review(run)`
+    (measured once per model file and data)."""
+    return _channel_index(*_review_key(run), review)
 
 
 def pick_channel(run_id: int, stage: str, channel: int) -> None:
@@ -90,7 +91,7 @@ def _responds_to(run: dict, review: RunReview | None, problem: str, view: StageV
         if review is None:
             st.info(md(f"The validation pictures cannot be read now: {problem}"))
             return
-        top = run_channel_index(run).top_pictures(view.name, channel)
+        top = run_channel_index(run, review).top_pictures(view.name, channel)
         review_gallery(review, top["pos"].tolist(), [f"{lab} / {a:.3g}" for lab, a in zip(top["label"], top["activation"])],
                        key="gallery-inside-responds", cols=4)
 
