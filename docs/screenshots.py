@@ -111,6 +111,19 @@ def shoot_learning(page, path: Path) -> None:
     shoot(page, path, height=2600)
 
 
+def shoot_inside(page, path: Path) -> None:
+    """Look inside the newest run: the first validation picture's stages, a feature map of block 2 clicked."""
+    from playwright.sync_api import expect
+
+    nav(page, "Look inside")
+    expect(page.locator(".st-key-inside-stage-5")).to_be_visible()
+    page.locator(".st-key-inside-maps-block-2").get_by_role("button", name="#").first.click()
+    expect(page.locator(".st-key-gallery-inside-responds img")).to_have_count(8)
+    page.mouse.move(0, 0)  # no image's hover toolbar in the picture
+    page.locator(".st-key-inside-stage-1").scroll_into_view_if_needed()
+    shoot(page, path, height=1500)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -156,6 +169,7 @@ def main() -> None:
                 expect(page.get_by_text("Last experiment:")).to_be_visible()
                 shoot(page, args.out / "compare-page.png", height=1900)
                 shoot_report(browser, home, 2, args.out / "run-report.png")  # its middle learning rate
+                shoot_inside(page, args.out / "inside-page.png")  # the newest of those runs
 
                 # the health check of a folder with a planted leak and a near copy
                 folder = planted_digits(Path(tmp) / "planted")

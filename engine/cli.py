@@ -13,6 +13,7 @@
     python -m engine label-issues --data ~/pets --arch resnet18 --folds 3 --json   # likely wrong labels, never changed
     python -m engine report runs/digits --out report.html        # one self-contained HTML page to share
     python -m engine baseline --data builtin:digits-names --json  # closest-average accuracy (the book's chapter 4)
+    python -m engine inside runs/digits photo.png --json         # one picture through the network, stage by stage
 
 Ctrl-C (SIGINT) or SIGTERM while `train` trains stops the run at the end of the batch: it is recorded as
 'interrupted' with its curves, its model is written if an epoch finished, and the exit code is 130 for Ctrl-C
@@ -244,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_flags(baseline)
     baseline.add_argument("--json", action="store_true",
                           help='one JSON line: {"accuracy_l1", "accuracy_l2", "majority", "n_valid", "classes", …}')
+    inside = sub.add_parser("inside", help="follow one picture through a run's model: each stage's output shape and "
+                                           "most active channels, from input to head, and the prediction")
+    inside.add_argument("folder", type=Path, help="the run folder (model.pt, labels.json, preprocessing.json)")
+    inside.add_argument("image", type=Path, help="a picture file")
+    inside.add_argument("--json", action="store_true", help='one JSON line: {"layers": [{"name", "shape": [C, H, W], '
+                                                            '"top_channels"}, …], "prediction": {"class", "probability", "top"}}')
     return parser
 
 
@@ -601,9 +608,28 @@ def cmd_baseline(args: argparse.Namespace) -> dict:
     return result
 
 
+def cmd_inside(args: argparse.Namespace) -> dict:
+    """One picture through a run's model (engine/results/inside.py): each stage's shape and top channels."""
+    from engine.results.inside import look_inside_file
+    from engine.train.export import load_run
+
+    inside = look_inside_file(load_run(args.folder), args.image)
+    result = inside.to_dict()
+    if not args.json:
+        for layer in result["layers"][:-1]:
+            shape = " × ".join(map(str, layer["shape"]))
+            print(f"{layer['name']:<9} {shape:<16} most active channels: {', '.join(map(str, layer['top_channels']))}")
+        print(f"{'head':<9} {len(inside.classes)} scores{'':<7} highest: "
+              + ", ".join(inside.classes[c] for c in result["layers"][-1]["top_channels"]))
+        p = result["prediction"]
+        print(f"prediction: {p['class']} ({p['probability']:.1%})")
+    return result
+
+
 COMMANDS = {"train": cmd_train, "spec": cmd_spec, "lr-find": cmd_lr_find, "runs": cmd_runs, "predict": cmd_predict,
             "export": cmd_export, "health": cmd_health, "experiment": cmd_experiment,
-            "label-issues": cmd_label_issues, "report": cmd_report, "baseline": cmd_baseline}
+            "label-issues": cmd_label_issues, "report": cmd_report, "baseline": cmd_baseline,
+            "inside": cmd_inside}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ GLOSSARY: dict[str, str] = {
                 "class whose average picture it looks most like. A trained model has to beat it to be worth anything.",
     "gradient": "For each number of the model, how much the loss grows when that number grows a little. Stepping "
                 "every number a little against its gradient lowers the loss: that is how a model learns.",
+    "feature map": "One channel of a layer's output: a small grid of numbers saying where in the picture that "
+                   "channel found its pattern (an edge, a curve, a texture). Bright means found here.",
 }
 
 
@@ -90,6 +92,12 @@ NOTES: dict[str, str] = {
                         "move each number; *Step* moves them a little that way — how far is the [[learning rate]]. "
                         "Repeat. Too small a rate and the curve barely moves; too large and each step overshoots, the "
                         "curve swings from one side to the other and the loss explodes.",
+    "inside": "A network looks at a picture in stages. Each stage turns its input into [[feature map]]s: small "
+              "grids, one per channel, bright where that channel found its pattern — early stages find edges and "
+              "colours, later ones shapes and parts. Stage after stage the maps get smaller (the picture's detail "
+              "is summed up) and more numerous (more kinds of pattern), until the head turns them into one score "
+              "per class. Grad-CAM colours where each stage's maps pushed towards the prediction; click a map to see "
+              "the pictures that light its channel up most.",
     "predict": "The real test: pictures the model has never seen. It gives each class a probability; the bars "
                "show its five best guesses.",
 }

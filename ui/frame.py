@@ -31,6 +31,7 @@ def app_frame():
         st.Page("pages/experiment.py", title="Compare", icon=":material/compare:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/stacked_line_chart:"),
         st.Page("pages/interpret.py", title="Interpret", icon=":material/troubleshoot:"),
+        st.Page("pages/inside.py", title="Look inside", icon=":material/layers:"),
         st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/predict.py", title="Predict & export", icon=":material/online_prediction:"),
         st.Page("pages/learning.py", title="How learning works", icon=":material/school:"),
