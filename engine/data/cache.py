@@ -31,7 +31,8 @@ from filelock import FileLock, Timeout
 
 from engine.errors import UserError, plain_reason
 from engine.store.home import home_subdir
-from engine.data.images import Decoded, PresizedImages, Progress, presize_all, presize_to_file
+from engine.data.decode_pool import presize_all, presize_to_file
+from engine.data.images import Decoded, PresizedImages, Progress
 
 FORMAT = 1  # bump when the layout changes: older entries are then ignored and evicted in time
 DISK_ENV = "LOUPE_CACHE_DISK_GB"

@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.data.decode_pool as pool_module
 import engine.data.images as images_module
 from engine.data.cache import (MAX_ROW_FILES, CacheGet, MappedPixels, cache_dir, cache_entries, cache_size, clear_cache,
                           presize_cached)
+from engine.data.decode_pool import presize_all
 from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.data.images import open_image, presize, presize_all
+from engine.data.images import open_image, presize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def decoded(monkeypatch, tmp_path):
         return load(path, size, method)
 
     monkeypatch.setattr(images_module, "_load_presized", counting)
-    monkeypatch.setattr(images_module, "default_workers", lambda: 1)
+    monkeypatch.setattr(pool_module, "default_workers", lambda: 1)
     return calls
 
 
@@ -173,6 +175,7 @@ def test_row_files_cut_short_and_broken_manifests_are_never_read_as_valid(tmp_pa
 
 CRASH = """
 import os, signal, sys
+import engine.data.decode_pool as decode_pool
 import engine.data.images as images
 from engine.data.cache import presize_cached
 load, n = images._load_presized, 0
@@ -183,7 +186,7 @@ def crash_on_the_third(path, size, method):
         os.kill(os.getpid(), signal.SIGKILL)
     return load(path, size, method)
 images._load_presized = crash_on_the_third
-images.default_workers = lambda: 1
+decode_pool.default_workers = lambda: 1
 presize_cached([p for p in sys.argv[1:]], 8)
 """
 
