@@ -160,6 +160,7 @@ def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int
     `workers` decode CHUNK files at a time each and write their rows straight into the file: this process and
     `workers` - 1 worker processes (or `workers` threads if not `processes`); with one worker or one chunk it all
     happens in this thread. Progress is reported after each chunk, in order. Failures are recorded, never raised.
+    When it returns or raises (a progress callback may stop it), nothing writes into the file any more.
     """
     if method not in PRESIZE_METHODS:
         raise ValueError(f"unknown presize method {method!r}")
@@ -184,6 +185,7 @@ def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int
             if progress is not None:
                 progress(start + len(chunk), n)
     finally:
+        results.close()  # stopped early: the workers finish the chunks they have and take no more
         if threads is not None:
             threads.shutdown(cancel_futures=True)
     return found

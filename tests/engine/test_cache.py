@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,60 @@ images._load_presized = crash_on_the_third
 decode_pool.default_workers = lambda: 1
 presize_cached([p for p in sys.argv[1:]], 8)
 """
+
+
+def test_a_write_stopped_by_its_progress_callback_returns_only_after_every_decode_worker_ended(tmp_path, monkeypatch,
+                                                                                              capfd):
+    # the writer deletes its .partial row file on the way out: a worker still decoding into it, or handed the next
+    # work item, failed on opening it (FileNotFoundError), and the workers went on with the rest of the work
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(pool_module, "CHUNK", 1)  # 40 work items: most are still to do when the first one is reported
+    paths = images_in(tmp_path / "img", 40)
+    start, workers, handed_work = pool_module._start_worker, [], threading.Event()
+    decode_here, released, here = pool_module.decode_rows_into_file, threading.Event(), []
+
+    class Handing:  # a worker's input: says when a worker was handed a work item, and when it was told to end
+        def __init__(self, pipe) -> None:
+            self.pipe = pipe
+
+        def write(self, text: str) -> int:
+            return self.pipe.write(text)
+
+        def flush(self) -> None:
+            self.pipe.flush()
+            handed_work.set()
+
+        def close(self) -> None:
+            self.pipe.close()
+            released.set()
+
+    def recorded(lock_path):
+        proc = start(lock_path)
+        workers.append(proc)
+        proc.stdin = Handing(proc.stdin)
+        return proc
+
+    def first_here_then_wait(*args):  # this process decodes the first work item, then waits for the workers' end:
+        here.append(args)                # only they take work items until then
+        if len(here) > 1:
+            assert released.wait(timeout=60)
+        return decode_here(*args)
+
+    class Stop(Exception):
+        pass
+
+    def stop_while_a_worker_decodes(done, total):
+        assert handed_work.wait(timeout=60)
+        raise Stop
+
+    monkeypatch.setattr(pool_module, "_start_worker", recorded)
+    monkeypatch.setattr(pool_module, "decode_rows_into_file", first_here_then_wait)
+    with pytest.raises(Stop):
+        presize_cached(paths, 8, progress=stop_while_a_worker_decodes, workers=3)
+    assert workers and [w.poll() for w in workers] == [0] * len(workers)  # every worker ended, none by an error
+    assert not list(entry_folder().glob("*.partial")) and "Traceback" not in capfd.readouterr().err
+    images, got = presize_cached(paths, 8, workers=3)
+    assert got.status == "miss" and same_pixels(images, paths)
 
 
 def test_a_writer_killed_mid_write_leaves_nothing_that_is_read(tmp_path, decoded):
