@@ -92,10 +92,6 @@ def _locked(root: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------- checks
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _check_rel(rel: object) -> str:
     """A relative path that stays inside the root and names no hidden file; else a UserError."""
     if not isinstance(rel, str) or not rel:
@@ -122,7 +118,7 @@ def _check_item(root: Path, real_root: str, rel: str) -> str:
     if not os.path.lexists(path):
         raise UserError(f"'{rel}' is no longer in the data set folder (was it moved or deleted?). "
                         "Reload the data set and try again.")
-    if not _inside(os.path.realpath(path), real_root):
+    if not Path(os.path.realpath(path)).is_relative_to(real_root):
         raise UserError(f"'{rel}' is a link to a file outside the data set folder; the cleaner leaves it alone.")
     if not path.is_file():
         raise UserError(f"'{rel}' is not a file.")
@@ -270,7 +266,7 @@ def _missing_dirs(root: Path, real_root: str, rel_dir: str, planned: list[str]) 
         if os.path.lexists(path):
             if not path.is_dir():
                 raise UserError(f"Cannot create the folder '{current}': a file of that name is in the way.")
-            if not _inside(os.path.realpath(path), real_root):
+            if not Path(os.path.realpath(path)).is_relative_to(real_root):
                 raise UserError(f"'{current}' links outside the data set folder; the cleaner will not move files there.")
             break
         missing.append(str(current))
