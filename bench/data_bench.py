@@ -44,7 +44,8 @@ from PIL import Image  # noqa: E402
 from engine.data.augment import AugSettings  # noqa: E402
 from engine.data.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin  # noqa: E402
 from engine.data.loaders import DataLoaders, PresizeCache, label_items  # noqa: E402
-from engine.data.images import _load_presized, default_workers, open_image, presize, presize_to_file  # noqa: E402
+from engine.data.decode_pool import default_workers, presize_to_file  # noqa: E402
+from engine.data.images import _load_presized, open_image, presize  # noqa: E402
 from engine.data.labels import LabelRule  # noqa: E402
 from engine.train.learner import Learner  # noqa: E402
 from engine.train.models import create_model  # noqa: E402

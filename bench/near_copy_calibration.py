@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 
 from engine.data.health import (MIN_SIMILARITY, NEAR_DISTANCE, candidate_pairs, components, content_thumbnails,  # noqa: E402
                            exact_groups, grey_thumbnails, pair_similarity, phash)
-from engine.data.images import presize_all  # noqa: E402
+from engine.data.decode_pool import presize_all  # noqa: E402
 
 SIZES = ("16x16", "22x22", "24x24", "32x32")
 

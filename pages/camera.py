@@ -13,8 +13,9 @@ from engine.data.images import fit_to_box, open_image
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.text import md
+from ui.draft import update_draft
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_MESSAGE, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET,
-                      CAMERA_SHOTS_TAKEN, SessionKey, camera_shot, update_draft)
+                      CAMERA_SHOTS_TAKEN, SessionKey, camera_shot)
 
 require_app_frame("pages/camera.py")
 

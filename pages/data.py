@@ -24,8 +24,10 @@ from ui.health_view import health_panel
 from ui.label_levels import label_level_chooser
 from ui.source_picker import pick_source
 from ui.text import md, md_list
-from ui.state import (SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED, bind, data_prep, draft, remember_data,
-                      update_draft, view_spec, window_id)
+from ui.data_status import remember_data
+from ui.draft import bind, draft, update_draft, view_spec, window_id
+from ui.shared import data_prep
+from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED
 
 require_app_frame("pages/data.py")
 

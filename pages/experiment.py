@@ -12,8 +12,10 @@ from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.job_controls import live_job, progress_and_controls
-from ui.state import (data_problem, data_summary, job_manager, keep_widget_values, presize_cache, run_spec, run_store,
-                      window_id)
+from ui.data_status import data_problem, data_summary, run_spec
+from ui.draft import window_id
+from ui.shared import job_manager, presize_cache, run_store
+from ui.state import keep_widget_values
 from ui.text import md
 from ui.train_view import ask_for_data, forget_foreign_lr, format_seconds
 

@@ -14,7 +14,7 @@ from ui.frame import require_app_frame
 from ui.inside_view import (INSIDE_CAMERA, INSIDE_ITEM, INSIDE_SOURCE, INSIDE_UPLOAD, draw_inside,
                             review_or_problem)
 from ui.run_picker import pick_run
-from ui.state import run_model
+from ui.run_cache import run_model
 from ui.text import md
 
 require_app_frame("pages/inside.py")

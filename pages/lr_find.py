@@ -13,8 +13,10 @@ from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.text import md
 from ui.train_view import ask_for_data
-from ui.state import (LR_FOUND_FOR, LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB, data_problem, data_summary, job_manager, presize_cache, run_spec,
-                      update_draft, window_id)
+from ui.data_status import data_problem, data_summary, run_spec
+from ui.draft import update_draft, window_id
+from ui.shared import job_manager, presize_cache
+from ui.state import LR_FOUND_FOR, LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB
 
 require_app_frame("pages/lr_find.py")
 

@@ -14,7 +14,8 @@ from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.run_picker import pick_run
 from ui.text import md
-from ui.state import PREDICT_CAMERA, PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS, run_model, run_review
+from ui.run_cache import run_model, run_review
+from ui.state import PREDICT_CAMERA, PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS
 
 require_app_frame("pages/predict.py")
 

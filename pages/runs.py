@@ -9,7 +9,8 @@ from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.report_button import report_button
 from ui.spec_view import replay_command, settings_table, spec_path
-from ui.state import RUNS_CONFIRM, run_store
+from ui.shared import run_store
+from ui.state import RUNS_CONFIRM
 from ui.text import md
 from ui.runs_table import runs_table
 from ui.train_view import epoch_table, kept_model_caption

@@ -16,8 +16,10 @@ from ui.frame import require_app_frame
 from ui.job_controls import live_job, progress_and_controls
 from ui.model_choice import model_choice
 from ui.report_button import report_button
-from ui.state import (LR_SLICE_ON, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN, bind, data_problem, data_summary, draft,
-                      job_manager, presize_cache, run_spec, run_store, update_draft, view_spec, window_id)
+from ui.data_status import data_problem, data_summary, run_spec
+from ui.draft import bind, draft, update_draft, view_spec, window_id
+from ui.shared import job_manager, presize_cache, run_store
+from ui.state import LR_SLICE_ON, TRAIN_ESTIMATE, TRAIN_JOB, TRAIN_LINKED_RUN, REVIEW_RUN
 from ui.text import md
 from ui.train_view import (ask_for_data, epoch_table, final_metrics, forget_foreign_lr, format_seconds,
                            kept_model_caption, lr_help)

@@ -6,7 +6,7 @@ from dataclasses import replace
 import streamlit as st
 
 from engine.data.augment import AugSettings
-from ui.state import bind, update_draft, view_spec
+from ui.draft import bind, update_draft, view_spec
 
 
 def _reset() -> None:

@@ -25,9 +25,11 @@ from engine.data.labels import LabelRule
 from engine.spec import RunSpec
 from ui.gallery import DISPLAY_PX, display_image
 from ui.run_picker import pick_review
+from ui.data_status import data_problem, run_spec
+from ui.run_cache import run_loss_table
+from ui.shared import presize_cache
 from ui.state import (CLEAN_CONFIRM_RESET, CLEAN_HEALTH, CLEAN_HEALTH_PAGE, CLEAN_LABEL, CLEAN_MESSAGE, CLEAN_PAGE,
-                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_SPLIT, CLEAN_VIEW, SessionKey, clean_choice, data_problem,
-                      presize_cache, run_loss_table, run_spec)
+                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_SPLIT, CLEAN_VIEW, SessionKey, clean_choice)
 from ui.text import md
 from ui.train_view import ask_for_data
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.explain import DEMO_STEPS, explaining
-from ui.state import DEMO_GOTO, EXPLAIN, VIEW_MODE, update_draft
+from ui.draft import update_draft
+from ui.state import DEMO_GOTO, EXPLAIN, VIEW_MODE
 
 
 def _start(page: str) -> None:

@@ -13,7 +13,8 @@ from engine.store.runs import RunStore
 from engine.spec import RunSpec, total_epochs
 from engine.train.run import batches_per_epoch, estimate_seconds, lr_finder_key
 from ui.charts_train import experiment_figure
-from ui.state import SessionKey, job_manager, presize_cache
+from ui.shared import job_manager, presize_cache
+from ui.state import SessionKey
 from ui.text import md
 from ui.train_view import format_seconds
 

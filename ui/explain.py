@@ -11,7 +11,8 @@ import re
 
 import streamlit as st
 
-from ui.state import EXPLAIN, draft, window_id
+from ui.draft import draft, window_id
+from ui.state import EXPLAIN
 
 GLOSSARY: dict[str, str] = {
     "image classifier": "A program that looks at a picture and says which of a few classes it belongs to (a "

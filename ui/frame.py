@@ -14,7 +14,9 @@ import streamlit as st
 
 from ui.explain import explain_toggle
 from ui.sidebar import render_sidebar
-from ui.state import FRAMED, INTENDED_PAGE, server_started, window_id
+from ui.draft import window_id
+from ui.shared import server_started
+from ui.state import FRAMED, INTENDED_PAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,8 @@ from engine.results.inside import HEAD, INPUT, TOP_PICTURES, ChannelIndex, Insid
 from engine.results.review import RunReview
 from ui.charts_interpret import top_k_figure
 from ui.gallery import review_gallery
-from ui.state import SessionKey, _review_key, run_review
+from ui.run_cache import review_key, run_review
+from ui.state import SessionKey
 from ui.text import md
 
 INSIDE_SOURCE = SessionKey[str]("inside.source")  # where the picture comes from: validation set, upload or camera
@@ -50,7 +51,7 @@ def _channel_index(run_id: int, weights_mtime: float, fingerprint: str, _review:
 def run_channel_index(run: dict, review: RunReview) -> ChannelIndex:
     """What every channel of a run's model responds to, on the validation pictures of its review `run_review(run)`
     (measured once per model file and data)."""
-    return _channel_index(*_review_key(run), review)
+    return _channel_index(*review_key(run), review)
 
 
 def pick_channel(run_id: int, stage: str, channel: int) -> None:

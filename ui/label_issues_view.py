@@ -18,8 +18,10 @@ from engine.results.review import data_fingerprint
 from engine.spec import RunSpec, total_epochs
 from ui.clean_view import TILE_PX, Target, draft_data, pager, readable_count, same_folder, thumbnails
 from ui.gallery import DISPLAY_PX, display_image
+from ui.draft import window_id
+from ui.shared import job_manager, presize_cache
 from ui.state import (CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_JOB, CLEAN_ISSUES_K, CLEAN_ISSUES_PAGE,
-                      CLEAN_MESSAGE, issue_tick, job_manager, presize_cache, window_id)
+                      CLEAN_MESSAGE, issue_tick)
 from ui.text import md
 from ui.train_view import format_seconds
 

@@ -11,7 +11,7 @@ from engine.data.label_levels import LevelOption, guess_level, label_options
 from engine.data.labels import LabelRule
 from engine.data.sources import FolderScan
 from engine.spec import NAME_PATTERN
-from ui.state import update_draft
+from ui.draft import update_draft
 from ui.text import md, md_list
 
 THUMB_PX = 64

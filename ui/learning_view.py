@@ -19,7 +19,10 @@ from engine.results.learning import (Baseline, Descent, SpeedData, advance, base
                                      same_validation)
 from engine.spec import RunSpec, resolve
 from engine.store.runs import ACTIVE
-from ui.state import SessionKey, data_prep, data_problem, run_spec, run_store, window_id
+from ui.data_status import data_problem, run_spec
+from ui.draft import window_id
+from ui.shared import data_prep, run_store
+from ui.state import SessionKey
 from ui.text import md
 
 LEARN_CLASS = SessionKey[str]("learning.class")  # the class of the picture shown as numbers

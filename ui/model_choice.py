@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.train.models import ARCHS, WeightsStatus, weights_file, weights_status
-from ui.state import bind, draft
+from ui.draft import bind, draft
 
 
 def model_choice() -> tuple[str, bool]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.results.report import report_or_message
-from ui.state import presize_cache, run_store
+from ui.shared import presize_cache, run_store
 
 
 def report_button(run: dict, key: str) -> None:

@@ -6,7 +6,9 @@ import streamlit as st
 from engine.errors import UserError
 from engine.results.review import RunReview
 from engine.store.runs import ACTIVE
-from ui.state import REVIEW_RUN, run_review, run_store
+from ui.run_cache import run_review
+from ui.shared import run_store
+from ui.state import REVIEW_RUN
 from ui.text import md
 
 

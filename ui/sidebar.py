@@ -3,7 +3,9 @@ import streamlit as st
 
 from engine.train.device import background_threads, describe_device
 from engine.store.jobs import PAUSED
-from ui.state import PENDING, DataSummary, data_status, job_manager, view_spec, window_id
+from ui.data_status import PENDING, DataSummary, data_status
+from ui.draft import view_spec, window_id
+from ui.shared import job_manager
 from ui.text import md, md_list
 
 

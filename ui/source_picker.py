@@ -13,8 +13,8 @@ from engine.store.home import home_subdir
 from engine.data.sources import FASTAI_DATASETS, dataset_path, delete_upload, download_dataset, extract_zip, is_downloaded
 from engine.spec import DataSpec
 from ui.text import md
-from ui.state import (FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS, bind, draft, shown,
-                      take_missed_change, update_draft)
+from ui.draft import bind, draft, shown, take_missed_change, update_draft
+from ui.state import FOLDER_TEXT, SOURCE_KIND, UPLOAD_MESSAGE, UPLOAD_TO_DELETE, ZIP_VERDICTS
 
 KINDS = {
     "builtin": "Built-in (offline)",

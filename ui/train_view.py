@@ -6,7 +6,9 @@ import streamlit as st
 
 from engine.spec import RunSpec
 from engine.train.run import format_duration, lr_finder_key
-from ui.state import LR_FOUND_FOR, LR_SOURCE, draft, run_spec, update_draft
+from ui.data_status import run_spec
+from ui.draft import draft, update_draft
+from ui.state import LR_FOUND_FOR, LR_SOURCE
 from ui.text import md
 
 DEFAULT_LR_HELP = "fastai's default; the LR finder can suggest one."

@@ -9,7 +9,8 @@ import streamlit as st
 
 from engine.spec import total_epochs
 from ui.charts_train import training_figure
-from ui.state import SessionKey, job_manager, run_store
+from ui.shared import job_manager, run_store
+from ui.state import SessionKey
 from ui.text import md
 from ui.train_view import epoch_table
 

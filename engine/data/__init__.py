@@ -1,3 +1,4 @@
 """Data in: finding pictures (folders, zips, downloads, the built-in digits, camera shots), label rules and folder
-levels, the train/valid split, decoding and presizing (with the on-disk pixel cache), augmentation, DataLoaders,
-the health check and the cleaner. Imports `engine.store`, never `engine.train` or `engine.results`."""
+levels, the train/valid split, decoding and presizing (images: one file; decode_pool: many files, in worker
+processes; cache: the rows on disk, asked of decode_pool), augmentation, DataLoaders, the health check and the
+cleaner. Imports `engine.store`, never `engine.train` or `engine.results`."""

@@ -30,8 +30,10 @@ import torch
 from filelock import FileLock, Timeout
 
 from engine.errors import UserError, plain_reason
+from engine.store.files import write_bytes, write_json
 from engine.store.home import home_subdir
-from engine.data.images import Decoded, PresizedImages, Progress, presize_all, presize_to_file
+from engine.data.decode_pool import presize_all, presize_to_file
+from engine.data.images import Decoded, PresizedImages, Progress
 
 FORMAT = 1  # bump when the layout changes: older entries are then ignored and evicted in time
 DISK_ENV = "LOUPE_CACHE_DISK_GB"
@@ -70,10 +72,7 @@ def set_disk_limit(gb: float) -> int:
     least recently used data sets at once if it is over; returns the bytes freed."""
     if not gb > 0:
         raise UserError(f"The cache's size limit must be above 0 GB (got {gb:g}).")
-    path = _settings_file()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"disk_limit_gb": float(gb)}))
-    tmp.replace(path)
+    write_json(_settings_file(), {"disk_limit_gb": float(gb)})
     return evict()
 
 
@@ -224,16 +223,6 @@ def _read_manifest(folder: Path, presize: int, method: str) -> dict:
             FORMAT, presize, method):
         return empty
     return manifest
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file, flush it to disk, then rename it over `path`: readers see the old or the new file."""
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{PARTIAL}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _valid_chunks(folder: Path, manifest: dict, row_bytes: int) -> set[str]:
@@ -426,7 +415,7 @@ def _fill(folder, paths, rels, keys, root, presize, method, progress, in_memory,
         if len(manifest["chunks"]) > MAX_ROW_FILES or _dead_rows(manifest) > sum(manifest["chunks"].values()) // 2:
             _compact(folder, manifest, presize, rels)
         manifest["root"] = root
-        _write_atomically(folder / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode())
+        write_bytes(folder / MANIFEST, json.dumps(manifest, separators=(",", ":")).encode(), temp_suffix=PARTIAL)
         records = _match(manifest, rels, keys, set(manifest["chunks"]))
     for gone in before - set(manifest["chunks"]):
         (folder / gone).unlink(missing_ok=True)  # a reader that mapped it keeps reading it

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import UserError
+from engine.store.files import write_bytes
 from engine.store.home import home_subdir
 from engine.data.images import decode
 from engine.data.sources import IMAGE_EXTENSIONS, move_to_loupe_trash
@@ -22,7 +23,6 @@ MAX_NAME_CHARS = 64
 SPLIT_NAMES = frozenset({"train", *VALID_FOLDER_NAMES})  # folder names the Data page reads as a split, not a class
 WINDOWS_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                            *(f"LPT{i}" for i in range(1, 10))})
-TEMP_PREFIX = ".loupe-shot-"  # hidden: folder scans skip a shot still being written
 
 
 def camera_root() -> Path:
@@ -139,18 +139,11 @@ def add_shot(set_dir: Path, class_name: str, data: bytes) -> Path:
     suffix = _shot_suffix(data)
     if class_name not in class_shots(set_dir):
         raise UserError(f"The data set “{Path(set_dir).name}” has no class called “{class_name}” any more.")
-    folder = Path(set_dir) / class_name
-    temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
-    target = folder / shot_name(suffix)
+    target = Path(set_dir) / class_name / shot_name(suffix)
     try:
         # written whole under a hidden name, then renamed: a scan in another window never reads half a shot
-        with open(temp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
+        write_bytes(target, data)
     except OSError as e:
-        temp.unlink(missing_ok=True)
         raise UserError(f"Could not save the shot in “{class_name}”: {e.strerror or e}. Is the disk full?") from None
     return target
 

@@ -32,6 +32,7 @@ from engine.data.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
 from engine.data.labels import CSVLabeller, LabelRule, compile_pattern
 from engine.data.sources import TRASH_DIR, move_to_loupe_trash
+from engine.store.files import write_bytes
 
 KEEP, DELETE, RELABEL = "keep", "delete", "relabel"
 ACTIONS = (KEEP, DELETE, RELABEL)
@@ -91,10 +92,6 @@ def _locked(root: Path) -> Iterator[None]:
 
 # ---------------------------------------------------------------- checks
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _check_rel(rel: object) -> str:
     """A relative path that stays inside the root and names no hidden file; else a UserError."""
     if not isinstance(rel, str) or not rel:
@@ -121,7 +118,7 @@ def _check_item(root: Path, real_root: str, rel: str) -> str:
     if not os.path.lexists(path):
         raise UserError(f"'{rel}' is no longer in the data set folder (was it moved or deleted?). "
                         "Reload the data set and try again.")
-    if not _inside(os.path.realpath(path), real_root):
+    if not Path(os.path.realpath(path)).is_relative_to(real_root):
         raise UserError(f"'{rel}' is a link to a file outside the data set folder; the cleaner leaves it alone.")
     if not path.is_file():
         raise UserError(f"'{rel}' is not a file.")
@@ -269,7 +266,7 @@ def _missing_dirs(root: Path, real_root: str, rel_dir: str, planned: list[str]) 
         if os.path.lexists(path):
             if not path.is_dir():
                 raise UserError(f"Cannot create the folder '{current}': a file of that name is in the way.")
-            if not _inside(os.path.realpath(path), real_root):
+            if not Path(os.path.realpath(path)).is_relative_to(real_root):
                 raise UserError(f"'{current}' links outside the data set folder; the cleaner will not move files there.")
             break
         missing.append(str(current))
@@ -454,16 +451,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.loupe-tmp")
-    tmp.write_bytes(data)
-    try:
-        shutil.copymode(path, tmp)
-    except OSError:
-        pass
-    os.replace(tmp, path)
-
-
 def _rename_no_replace(source: Path, target: Path) -> None:
     """Rename a file; FileExistsError instead of replacing anything already at target."""
     if not os.path.islink(source):
@@ -511,7 +498,7 @@ def _undo_step(root: Path, step: dict) -> None:
         except OSError:
             pass  # not empty (something else was put there since) or already gone: leave it
     elif step["op"] == "csv":
-        _write_atomically(Path(step["csv"]), (root / step["backup"]).read_bytes())
+        write_bytes(Path(step["csv"]), (root / step["backup"]).read_bytes())
 
 
 def _redo_step(root: Path, step: dict) -> None:
@@ -625,7 +612,7 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
                 backup = f"{plan.batch_dir}/{CSV_BACKUP_DIR}/{plan.csv_path.name}"
                 (root / backup).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(plan.csv_path, root / backup)
-                _write_atomically(plan.csv_path, plan.csv_bytes)
+                write_bytes(plan.csv_path, plan.csv_bytes)
                 done.append({"op": "csv", "csv": str(plan.csv_path), "backup": backup, "rows": plan.csv_rows,
                              "sha256": hashlib.sha256(plan.csv_bytes).hexdigest()})
             for d in plan.new_dirs:

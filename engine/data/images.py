@@ -1,24 +1,17 @@
-"""Decode images of any colour mode to RGB and presize them once into uint8 pixels.
+"""Decode one image of any colour mode to RGB and presize it into uint8 pixels; what decoding found for each file.
 
-Many files are decoded by worker processes (`python -m engine.data.images`), so this module imports torch
-only inside the functions that return tensors: torch takes seconds to import, numpy and PIL a fraction of one.
+The decode pool's worker processes (`engine.data.decode_pool`) import this module, so it imports torch only inside
+the functions that return tensors: torch takes seconds to import, numpy and PIL a fraction of one. It imports no
+other module that reads pixels: the pool and the disk cache ask it for rows, it never calls back.
 """
 from __future__ import annotations
 
-import json
-import os
-import queue
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext, suppress
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -28,18 +21,21 @@ from engine.errors import plain_reason
 if TYPE_CHECKING:
     import torch
 
-    from engine.data.cache import MappedPixels
-
 MAX_PIXELS = 100_000_000  # ~10k x 10k; larger images are listed as too large (JPEGs are decoded smaller instead)
 LARGE_PIXELS = 16_000_000  # images over this decode one at a time, so a thread pool never holds several at once
 JPEG_SCALES = (1, 2, 4, 8)  # libjpeg decodes at these fractions for free
 PRESIZE_METHODS = ("crop", "squish")
-CHUNK = 64  # files per work item: a process decodes them in one go; progress is reported per chunk
 
 Progress = Callable[[int, int], None]
 
 _IGNORE_BOMB_WARNING = ("ignore", None, Image.DecompressionBombWarning, None, 0)  # as warnings.filters holds it
-_large_decode = threading.Lock()
+_large_decode: AbstractContextManager = threading.Lock()  # held while a huge image decodes
+
+
+def use_large_decode_lock(lock: AbstractContextManager) -> None:
+    """Decode huge images under `lock` (a decode worker shares one with the other workers, through a file)."""
+    global _large_decode
+    _large_decode = lock
 
 
 def _quiet_bomb_warnings() -> None:
@@ -173,7 +169,7 @@ class Decoded(NamedTuple):
         return not self.failure
 
 
-def _decode_rows(out: np.ndarray, paths: Sequence[str | Path], size: int, method: str) -> list[Decoded]:
+def decode_rows(out: np.ndarray, paths: Sequence[str | Path], size: int, method: str) -> list[Decoded]:
     """Decode `paths` into the rows of `out` ([n, 3, size, size] uint8); failures are recorded, never raised."""
     found = []
     for k, path in enumerate(paths):
@@ -188,181 +184,37 @@ def _decode_rows(out: np.ndarray, paths: Sequence[str | Path], size: int, method
     return found
 
 
-def _decode_rows_into_file(filename: str, start: int, paths: list[str], size: int, method: str) -> list[Decoded]:
+def decode_rows_into_file(filename: str, start: int, paths: list[str], size: int, method: str) -> list[Decoded]:
     """A work item: decode `paths` into rows start… of the pixel file (run in a worker process or thread)."""
     row = 3 * size * size
     out = np.memmap(filename, dtype=np.uint8, mode="r+", offset=start * row, shape=(len(paths), 3, size, size))
     try:
-        return _decode_rows(out, paths, size, method)
+        return decode_rows(out, paths, size, method)
     finally:
         del out  # unmapped; the rows are in the shared page cache, where the parent reads them
 
 
-def default_workers() -> int:
-    """Decode workers: one per core this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+class PixelRows(Protocol):
+    """Presized pixels [N, 3, P, P] uint8 kept outside this process's memory (the disk cache's mapped row files),
+    indexed like the tensor they stand for."""
 
+    shape: torch.Size
 
-class _SharedFileLock:
-    """A lock shared by a job's worker processes, through a file; filelock is imported only if a huge image needs it."""
+    @property
+    def in_memory(self) -> bool: ...
 
-    def __init__(self, path: str) -> None:
-        self.path, self.lock = path, None
+    def __len__(self) -> int: ...
 
-    def __enter__(self) -> None:
-        if self.lock is None:
-            from filelock import FileLock  # 80 ms: most jobs never get here
+    def numel(self) -> int: ...
 
-            self.lock = FileLock(self.path)
-        self.lock.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
-
-
-def _worker_main() -> None:
-    """A decode worker process: one work item per JSON line on stdin, its results as one JSON line on stdout."""
-    global _large_decode
-    _large_decode = _SharedFileLock(sys.argv[1])  # huge images decode one at a time across the workers
-    print("ready", flush=True)
-    for line in sys.stdin:
-        filename, start, paths, size, method = json.loads(line)
-        print(json.dumps(_decode_rows_into_file(filename, start, paths, size, method)), flush=True)
-
-
-def _start_worker(lock_path: Path) -> subprocess.Popen:
-    # a fresh interpreter that imports only this module: not a fork of the app (its threads, its torch), and
-    # not multiprocessing, which runs the caller's main script again in every worker
-    package_parent = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "engine.data.images", str(lock_path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
-
-
-def _in_worker_processes(filename: str, chunks: list[tuple[int, list[str]]], size: int, method: str,
-                         workers: int) -> Iterator[list[Decoded]]:
-    """Each chunk's results in order, decoded by a thread of this process and `workers` - 1 worker processes, each
-    taking the next chunk when done with one (this process starts at once, while the workers start up). A worker
-    that dies fails only the chunk it had."""
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for item in enumerate(chunks):
-        todo.put(item)
-    results = [Future() for _ in chunks]
-    lock_dir = tempfile.mkdtemp(prefix="loupe-decode-")
-
-    def next_chunk() -> tuple[int, tuple[int, list[str]]] | None:
-        try:
-            return todo.get_nowait()
-        except queue.Empty:
-            return None
-
-    def decode_here() -> None:
-        while (item := next_chunk()) is not None:
-            k, (start, paths) = item
-            try:
-                results[k].set_result(_decode_rows_into_file(filename, start, paths, size, method))
-            except Exception as e:
-                results[k].set_exception(e)
-
-    def launch() -> subprocess.Popen | None:
-        """A worker that started and said so, or None where none can (this process then decodes its share)."""
-        try:
-            proc = _start_worker(Path(lock_dir) / "large.lock")
-        except OSError:
-            return None
-        if proc.stdout.readline() == "ready\n":
-            return proc
-        proc.kill()
-        proc.wait()
-        return None
-
-    def serve_a_worker() -> None:  # hands one worker process a chunk at a time
-        proc = launch()
-        try:
-            while proc is not None and (item := next_chunk()) is not None:
-                k, (start, paths) = item
-                try:
-                    proc.stdin.write(json.dumps([filename, start, paths, size, method]) + "\n")
-                    proc.stdin.flush()
-                    answer = proc.stdout.readline()
-                except OSError:
-                    answer = ""
-                try:
-                    if answer:
-                        results[k].set_result([Decoded(*d) for d in json.loads(answer)])
-                    else:  # it died on one of these files: they fail, a new worker takes the next chunk
-                        code = proc.wait()
-                        results[k].set_result([Decoded(failure=f"the decoder stopped on this file or one decoded with it "
-                                                               f"(exit code {code})")] * len(paths))
-                        proc = launch()
-                except Exception as e:
-                    results[k].set_exception(e)
-        finally:
-            if proc is not None:
-                with suppress(OSError):
-                    proc.stdin.close()  # the worker ends at the end of its input
-                proc.wait()
-
-    threads = [threading.Thread(target=decode_here, daemon=True)]
-    threads += [threading.Thread(target=serve_a_worker, daemon=True) for _ in range(workers - 1)]
-    for t in threads:
-        t.start()
-    try:
-        for result in results:
-            yield result.result()
-    finally:
-        while next_chunk() is not None:  # stopped early (an exception, a progress callback that raised): no more work
-            pass
-        for t in threads:
-            t.join()
-        shutil.rmtree(lock_dir, ignore_errors=True)
-
-
-def presize_to_file(filename: str | Path, paths: Sequence[str | Path], size: int, method: str = "crop",
-                    progress: Progress | None = None, workers: int | None = None, processes: bool = True) -> list[Decoded]:
-    """Decode and presize `paths` into the uint8 file `filename` ([n, 3, size, size], created or truncated).
-
-    `workers` decode CHUNK files at a time each and write their rows straight into the file: this process and
-    `workers` - 1 worker processes (or `workers` threads if not `processes`); with one worker or one chunk it all
-    happens in this thread. Progress is reported after each chunk, in order. Failures are recorded, never raised.
-    """
-    if method not in PRESIZE_METHODS:
-        raise ValueError(f"unknown presize method {method!r}")
-    n, filename = len(paths), str(filename)
-    with open(filename, "wb") as f:
-        f.truncate(n * 3 * size * size)  # zeros, where decoding fails
-    chunks = [(start, [str(p) for p in paths[start:start + CHUNK]]) for start in range(0, n, CHUNK)]
-    workers = min(workers or default_workers(), len(chunks))
-    threads = ThreadPoolExecutor(workers) if workers > 1 and not processes else None
-    if workers <= 1:
-        results: Iterator[list[Decoded]] = (_decode_rows_into_file(filename, start, chunk, size, method)
-                                            for start, chunk in chunks)
-    elif processes:
-        results = _in_worker_processes(filename, chunks, size, method, workers)
-    else:
-        results = (f.result() for f in [threads.submit(_decode_rows_into_file, filename, start, chunk, size, method)
-                                        for start, chunk in chunks])
-    found: list[Decoded] = []
-    try:
-        for (start, chunk), result in zip(chunks, results):
-            found += result
-            if progress is not None:
-                progress(start + len(chunk), n)
-    finally:
-        if threads is not None:
-            threads.shutdown(cancel_futures=True)
-    return found
+    def __getitem__(self, index) -> torch.Tensor: ...
 
 
 @dataclass
 class PresizedImages:
     """All images of a data set decoded once: pixels, which ones failed and why, and their sizes."""
 
-    pixels: torch.Tensor | MappedPixels  # [N, 3, size, size] uint8, in memory or from the disk cache; zeros where decoding failed
+    pixels: torch.Tensor | PixelRows  # [N, 3, size, size] uint8, in memory or from the disk cache; zeros where decoding failed
     ok: np.ndarray  # [N] bool
     sizes: np.ndarray  # [N, 2] original (width, height); 0 where failed
     modes: list[str]  # original PIL mode, '' where failed
@@ -382,42 +234,13 @@ class PresizedImages:
         return isinstance(self.pixels, torch.Tensor) or self.pixels.in_memory
 
     @classmethod
-    def from_decoded(cls, pixels: torch.Tensor | MappedPixels, found: Sequence[Decoded], size: int,
+    def from_decoded(cls, pixels: torch.Tensor | PixelRows, found: Sequence[Decoded], size: int,
                      method: str) -> PresizedImages:
         """Pixels with what decoding found for each file."""
         return cls(pixels=pixels, ok=np.array([d.ok for d in found], dtype=bool).reshape(len(found)),
                    sizes=np.array([(d.width, d.height) for d in found], dtype=np.int64).reshape(len(found), 2),
                    modes=[d.mode for d in found],
                    failures={i: d.failure for i, d in enumerate(found) if d.failure}, size=size, method=method)
-
-
-def presize_all(
-    paths: Sequence[Path],
-    size: int,
-    method: str = "crop",
-    progress: Progress | None = None,
-    workers: int | None = None,
-) -> PresizedImages:
-    """Decode and presize every path into memory (in worker processes when there is more than a chunk); failures
-    are recorded, never raised."""
-    import torch
-
-    if method not in PRESIZE_METHODS:
-        raise ValueError(f"unknown presize method {method!r}")
-    n = len(paths)
-    if min(workers or default_workers(), -(-n // CHUNK)) <= 1:
-        pixels = np.zeros((n, 3, size, size), dtype=np.uint8)
-        found: list[Decoded] = []
-        for start in range(0, n, CHUNK):
-            found += _decode_rows(pixels[start:start + CHUNK], paths[start:start + CHUNK], size, method)
-            if progress is not None:
-                progress(min(start + CHUNK, n), n)
-    else:
-        with tempfile.TemporaryDirectory(prefix="loupe-presize-") as tmp:
-            filename = Path(tmp) / "pixels.u8"
-            found = presize_to_file(filename, paths, size, method, progress, workers)
-            pixels = np.fromfile(filename, dtype=np.uint8).reshape(n, 3, size, size)
-    return PresizedImages.from_decoded(torch.from_numpy(pixels), found, size, method)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -429,6 +252,3 @@ def to_pil(x: torch.Tensor) -> Image.Image:
         x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     return Image.fromarray(x.permute(1, 2, 0).numpy(), "RGB")
 
-
-if __name__ == "__main__":
-    _worker_main()

@@ -72,16 +72,12 @@ def _is_ignored_name(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX" or name == TRASH_DIR
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _refuse_root(given: Path, root: Path) -> None:
     """Refuse folders that are not worth scanning: a whole disk, or a system folder of virtual files."""
     if root.parent == root:
         raise UserError(f"'{given}' is the top of the whole disk; scanning all of it would take very long. "
                         "Choose the folder that holds your images.")
-    system = next((s for s in SYSTEM_FOLDERS if _inside(str(root), s)), None) if sys.platform != "win32" else None
+    system = next((s for s in SYSTEM_FOLDERS if root.is_relative_to(s)), None) if sys.platform != "win32" else None
     if system:
         raise UserError(f"Loupe does not scan {system} ('{given}'): it holds the system's virtual files, not images. "
                         "Choose the folder that holds your images.")
@@ -147,7 +143,7 @@ def scan_folder(path: str | Path, max_files: int = MAX_SCAN_ENTRIES, progress: S
                         broken.append(Path(entry.path).relative_to(root).as_posix())
                         continue
                     real = os.path.realpath(entry.path)
-                    if not _inside(real, real_root):
+                    if not Path(real).is_relative_to(real_root):
                         continue
                     if os.path.isdir(real):
                         if real not in visited:
@@ -410,7 +406,7 @@ def extract_zip(data: bytes | BinaryIO | Path, name: str, limits: ZipLimits = Zi
                     if not parts:
                         continue
                     target = tmp.joinpath(*parts)
-                    if not _inside(os.path.realpath(target), real_tmp):  # belt and braces
+                    if not Path(os.path.realpath(target)).is_relative_to(real_tmp):  # belt and braces
                         raise _refuse(info.filename, "would be written outside its folder")
                     if info.is_dir():
                         target.mkdir(parents=True, exist_ok=True)

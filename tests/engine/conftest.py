@@ -10,7 +10,7 @@ from PIL import Image
 from engine.data.augment import AugSettings
 from engine.data.builtin import BUILTINS, DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data.loaders import DataLoaders, label_items
-from engine.data.images import presize_all
+from engine.data.decode_pool import presize_all
 from engine.data.sources import scan_folder
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.data.decode_pool as pool_module
 import engine.data.images as images_module
 from engine.data.cache import (MAX_ROW_FILES, CacheGet, MappedPixels, cache_dir, cache_entries, cache_size, clear_cache,
                           presize_cached)
+from engine.data.decode_pool import presize_all
 from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.data.images import open_image, presize, presize_all
+from engine.data.images import open_image, presize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +37,7 @@ def decoded(monkeypatch, tmp_path):
         return load(path, size, method)
 
     monkeypatch.setattr(images_module, "_load_presized", counting)
-    monkeypatch.setattr(images_module, "default_workers", lambda: 1)
+    monkeypatch.setattr(pool_module, "default_workers", lambda: 1)
     return calls
 
 
@@ -173,6 +176,7 @@ def test_row_files_cut_short_and_broken_manifests_are_never_read_as_valid(tmp_pa
 
 CRASH = """
 import os, signal, sys
+import engine.data.decode_pool as decode_pool
 import engine.data.images as images
 from engine.data.cache import presize_cached
 load, n = images._load_presized, 0
@@ -183,9 +187,63 @@ def crash_on_the_third(path, size, method):
         os.kill(os.getpid(), signal.SIGKILL)
     return load(path, size, method)
 images._load_presized = crash_on_the_third
-images.default_workers = lambda: 1
+decode_pool.default_workers = lambda: 1
 presize_cached([p for p in sys.argv[1:]], 8)
 """
+
+
+def test_a_write_stopped_by_its_progress_callback_returns_only_after_every_decode_worker_ended(tmp_path, monkeypatch,
+                                                                                              capfd):
+    # the writer deletes its .partial row file on the way out: a worker still decoding into it, or handed the next
+    # work item, failed on opening it (FileNotFoundError), and the workers went on with the rest of the work
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(pool_module, "CHUNK", 1)  # 40 work items: most are still to do when the first one is reported
+    paths = images_in(tmp_path / "img", 40)
+    start, workers, handed_work = pool_module._start_worker, [], threading.Event()
+    decode_here, released, here = pool_module.decode_rows_into_file, threading.Event(), []
+
+    class Handing:  # a worker's input: says when a worker was handed a work item, and when it was told to end
+        def __init__(self, pipe) -> None:
+            self.pipe = pipe
+
+        def write(self, text: str) -> int:
+            return self.pipe.write(text)
+
+        def flush(self) -> None:
+            self.pipe.flush()
+            handed_work.set()
+
+        def close(self) -> None:
+            self.pipe.close()
+            released.set()
+
+    def recorded(lock_path):
+        proc = start(lock_path)
+        workers.append(proc)
+        proc.stdin = Handing(proc.stdin)
+        return proc
+
+    def first_here_then_wait(*args):  # this process decodes the first work item, then waits for the workers' end:
+        here.append(args)                # only they take work items until then
+        if len(here) > 1:
+            assert released.wait(timeout=60)
+        return decode_here(*args)
+
+    class Stop(Exception):
+        pass
+
+    def stop_while_a_worker_decodes(done, total):
+        assert handed_work.wait(timeout=60)
+        raise Stop
+
+    monkeypatch.setattr(pool_module, "_start_worker", recorded)
+    monkeypatch.setattr(pool_module, "decode_rows_into_file", first_here_then_wait)
+    with pytest.raises(Stop):
+        presize_cached(paths, 8, progress=stop_while_a_worker_decodes, workers=3)
+    assert workers and [w.poll() for w in workers] == [0] * len(workers)  # every worker ended, none by an error
+    assert not list(entry_folder().glob("*.partial")) and "Traceback" not in capfd.readouterr().err
+    images, got = presize_cached(paths, 8, workers=3)
+    assert got.status == "miss" and same_pixels(images, paths)
 
 
 def test_a_writer_killed_mid_write_leaves_nothing_that_is_read(tmp_path, decoded):

@@ -8,12 +8,13 @@ import pytest
 from PIL import Image
 
 from engine.data.builtin import digit_images
-from engine.data.camera import (TEMP_PREFIX, add_class, add_shot, camera_root, class_shots, create_set, delete_shot,
+from engine.data.camera import (add_class, add_shot, camera_root, class_shots, create_set, delete_shot,
                            folder_name, list_sets, shot_name)
 from engine.errors import UserError
 from engine.data.labels import LabelRule
 from engine.data.sources import scan_folder
 from engine.spec import SplitRule, suggest_rules
+from engine.store.files import temp_path
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +142,7 @@ def test_only_readable_jpeg_or_png_is_saved():
 def test_a_shot_being_written_is_invisible():
     folder = create_set("pets", ["cat", "dog"])
     shot = add_shot(folder, "dog", image_bytes(1))
-    (folder / "cat" / f"{TEMP_PREFIX}0123.tmp").write_bytes(image_bytes(0)[:50])
+    temp_path(folder / "cat" / shot_name(".png")).write_bytes(image_bytes(0)[:50])  # as write_bytes names it
     assert class_shots(folder) == {"cat": [], "dog": [shot]}
     assert scan_folder(folder).images == [shot]
 

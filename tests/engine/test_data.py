@@ -9,13 +9,14 @@ import torch
 from PIL import Image
 
 import engine.data.loaders as data
+import engine.data.decode_pool as pool_module
 import engine.data.images as images_module
 from engine.data.augment import AugSettings, normalize, resize_batch
 from engine.data.builtin import BUILTINS, ensure_builtin
 from engine.data.cache import CacheGet, MappedPixels
 from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items
 from engine.errors import UserError
-from engine.data.images import presize_all
+from engine.data.decode_pool import presize_all
 from engine.data.labels import LabelRule
 from engine.data.sources import scan_folder
 from engine.data.split import SplitRule
@@ -133,7 +134,7 @@ def counted(monkeypatch, tmp_path):
         return load(path, size, method)
 
     monkeypatch.setattr(images_module, "_load_presized", counting)
-    monkeypatch.setattr(images_module, "default_workers", lambda: 1)  # decode here, where the count sees it
+    monkeypatch.setattr(pool_module, "default_workers", lambda: 1)  # decode here, where the count sees it
     return calls
 
 

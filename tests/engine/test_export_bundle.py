@@ -19,7 +19,8 @@ from engine.data.builtin import BUILTINS, ensure_builtin
 from engine.data.loaders import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
 from engine.train.export import PREDICT_TEMPLATE, TRAIN_SCRIPT, export_run, export_zip, load_run, predict
-from engine.data.images import open_image, presize_all
+from engine.data.decode_pool import presize_all
+from engine.data.images import open_image
 from engine.train.models import create_model
 from engine.data.sources import scan_folder
 from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec

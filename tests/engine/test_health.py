@@ -19,7 +19,7 @@ from engine.data.loaders import label_items
 from engine.data.health import (KEEP_RULE, MIN_SIMILARITY, Cluster, candidate_pairs, components, content_thumbnails,
                            grey_thumbnails, health_check, imbalance_ratio, near_pairs, pair_similarity, phash,
                            popcount)
-from engine.data.images import presize_all
+from engine.data.decode_pool import presize_all
 from engine.data.labels import LabelRule
 from engine.data.sources import scan_folder
 from engine.data.split import SplitRule

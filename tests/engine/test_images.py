@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.data.images as images_module
-from engine.data.images import decode, fit_to_box, jpeg_scale, open_image, presize, presize_all, presize_to_file, to_pil, to_rgb
+import engine.data.decode_pool as pool_module
+from engine.data.decode_pool import presize_all, presize_to_file
+from engine.data.images import decode, fit_to_box, jpeg_scale, open_image, presize, to_pil, to_rgb
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 
@@ -399,7 +400,7 @@ def test_presize_to_file_gives_the_same_rows_in_processes_threads_or_here(tmp_pa
 
 def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatch):
     paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
-    start, decode_here = images_module._start_worker, images_module._decode_rows_into_file
+    start, decode_here = pool_module._start_worker, pool_module.decode_rows_into_file
     started, first_died = [], threading.Event()
 
     def first_one_dies(lock_path):
@@ -414,8 +415,8 @@ def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatc
         first_died.wait(timeout=60)
         return decode_here(*args)
 
-    monkeypatch.setattr(images_module, "_start_worker", first_one_dies)
-    monkeypatch.setattr(images_module, "_decode_rows_into_file", after_the_first_died)
+    monkeypatch.setattr(pool_module, "_start_worker", first_one_dies)
+    monkeypatch.setattr(pool_module, "decode_rows_into_file", after_the_first_died)
     found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=2)
     failed = [i for i, d in enumerate(found) if not d.ok]
     assert failed in (list(range(64)), list(range(64, 128)))  # the one chunk the dead worker had (1, or 0 if it was first)
@@ -425,7 +426,7 @@ def test_a_decode_worker_that_dies_fails_only_its_own_files(tmp_path, monkeypatc
 
 def test_where_no_worker_can_start_this_process_decodes_everything(tmp_path, monkeypatch):
     paths = [save(photo(8, 8, seed=i), tmp_path / f"{i}.png") for i in range(150)]
-    monkeypatch.setattr(images_module, "_start_worker", lambda lock_path: subprocess.Popen(
+    monkeypatch.setattr(pool_module, "_start_worker", lambda lock_path: subprocess.Popen(
         [sys.executable, "-c", "raise SystemExit(1)"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     found = presize_to_file(tmp_path / "rows.u8", paths, 4, workers=3)
     assert len(found) == 150 and all(d.ok for d in found)

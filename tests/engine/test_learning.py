@@ -12,7 +12,7 @@ from PIL import Image
 
 from engine.cli import main
 from engine.data.builtin import digit_images
-from engine.data.images import presize_all
+from engine.data.decode_pool import presize_all
 from engine.data.labels import LabelRule
 from engine.data.loaders import label_items
 from engine.data.sources import scan_folder

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import UserError, plain_reason
-from engine.data.images import decode, presize_all
+from engine.data.decode_pool import presize_all
+from engine.data.images import decode
 from engine.train.models import download_weights, weights_status
 from engine.data.sources import download_dataset
 

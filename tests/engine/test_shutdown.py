@@ -236,7 +236,7 @@ JOB_PAGE = SPEC + """
 import streamlit as st
 from engine.store.jobs import Job
 from engine.train.run import train_target
-from ui.state import job_manager, presize_cache, run_store
+from ui.shared import job_manager, presize_cache, run_store
 
 if job_manager().latest("train") is None:
     job_manager().submit(Job("train", "digits", train_target(spec, presize_cache(), run_store())))
@@ -245,7 +245,7 @@ st.write("training")
 
 
 def test_sigterm_to_a_server_with_a_training_job_exits_0_with_the_run_interrupted(digits_dir, tmp_path):
-    # a page that starts a job through ui.state's shared JobManager, as the Train page does, without a browser
+    # a page that starts a job through ui.shared's JobManager, as the Train page does, without a browser
     page = tmp_path / "job_page.py"
     page.write_text(JOB_PAGE)
     server, port = start_server(page, tmp_path, hold_at=40, env={"DIGITS": str(digits_dir)})

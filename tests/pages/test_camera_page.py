@@ -17,8 +17,10 @@ from engine.store.jobs import Job
 from engine.data.labels import LabelRule
 from engine.spec import RunSpec, override, resolve
 from engine.train.run import train_target
+from ui.draft import widget_key
+from ui.shared import run_store
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET, DRAFT,
-                      PREDICT_CAMERA, PREDICT_SOURCE, SOURCE_KIND, camera_shot, run_store, widget_key)
+                      PREDICT_CAMERA, PREDICT_SOURCE, SOURCE_KIND, camera_shot)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

@@ -24,8 +24,9 @@ from engine.data.split import SplitRule
 from engine.train.run import train_target
 from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
 from ui.label_issues_view import KIND, flagged_rows
+from ui.shared import job_manager, run_store
 from ui.state import (CLEAN_HEALTH_PAGE, CLEAN_ISSUES, CLEAN_ISSUES_EPOCHS, CLEAN_ISSUES_K, CLEAN_LABEL, CLEAN_PAGE,
-                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW, clean_choice, job_manager, run_store)
+                      CLEAN_PENDING, CLEAN_PER_PAGE, CLEAN_VIEW, clean_choice)
 from ui.text import md
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

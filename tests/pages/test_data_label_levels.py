@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from ui.state import DRAFT, FOLDER_TEXT, SOURCE_KIND, widget_key
+from ui.draft import widget_key
+from ui.state import DRAFT, FOLDER_TEXT, SOURCE_KIND
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LABEL, PATTERN = widget_key("data.label"), widget_key("data.label.pattern")

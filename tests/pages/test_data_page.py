@@ -12,8 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from engine.data.labels import LabelRule
 from engine.spec import RunSpec
-from ui.state import (CACHE_LIMIT_GB, CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED, SOURCE_KIND, VIEW_MODE, VIEW_ROWS,
-                      widget_key)
+from ui.draft import widget_key
+from ui.state import (CACHE_LIMIT_GB, CLEAN_HEALTH, CLEAN_PENDING, DATA_SUMMARY, DRAFT, FOLDER_TEXT, SCAN_STOPPED,
+                      SOURCE_KIND, VIEW_MODE, VIEW_ROWS)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PATTERN, LABEL, SPLIT_KIND = widget_key("data.label.pattern"), widget_key("data.label"), widget_key("data.split.kind")

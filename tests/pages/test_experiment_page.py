@@ -17,7 +17,9 @@ from engine.train.lr_suggest import Suggestion
 from engine.spec import resolve
 from engine.train.run import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
-from ui.state import DRAFT, DRAFT_ID, job_manager, run_store, widget_key
+from ui.draft import widget_key
+from ui.shared import job_manager, run_store
+from ui.state import DRAFT, DRAFT_ID
 
 # a real run's verdict (shown escaped for Markdown): another CPU's floating point can move a short run from one to another
 VERDICT = re.compile(r"(Diverged|Too low|Overfitting|Unstable|Underfitting|Good)\\?: ")

@@ -21,7 +21,8 @@ from engine.store.jobs import Job
 from engine.train.export import load_run
 from engine.train.run import train_target
 from ui.inside_view import INSIDE_CAMERA, INSIDE_CHANNEL, INSIDE_ITEM, INSIDE_SOURCE, INSIDE_UPLOAD
-from ui.state import EXPLAIN, REVIEW_RUN, run_store
+from ui.shared import run_store
+from ui.state import EXPLAIN, REVIEW_RUN
 from ui.text import md
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

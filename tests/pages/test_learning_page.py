@@ -11,7 +11,8 @@ from engine.data.split import SplitRule
 from engine.results.learning import gradient, initialise, speed_data
 from engine.spec import RunSpec, override, resolve
 from ui.learning_view import LEARN_CLASS, LEARN_DESCENT, LEARN_INDEX, LEARN_LR
-from ui.state import EXPLAIN, run_store
+from ui.shared import run_store
+from ui.state import EXPLAIN
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/learning.py"

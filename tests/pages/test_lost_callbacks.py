@@ -16,7 +16,8 @@ from PIL import Image
 from streamlit.runtime.state.session_state import SessionState
 from streamlit.testing.v1 import AppTest
 
-from ui.state import DRAFT, FOLDER_TEXT, SOURCE_KIND, widget_key
+from ui.draft import widget_key
+from ui.state import DRAFT, FOLDER_TEXT, SOURCE_KIND
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LABEL = widget_key("data.label")

@@ -10,7 +10,7 @@ from engine.data.loaders import PresizeCache
 from engine.results.report import build_report
 from engine.spec import RunSpec, override
 from engine.train.run import train_run
-from ui.state import run_store
+from ui.shared import run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

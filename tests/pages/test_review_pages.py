@@ -16,8 +16,9 @@ from engine.store.jobs import Job
 from engine.results.review import review_run
 from engine.spec import RunSpec, override
 from engine.train.run import train_target
+from ui.shared import run_store
 from ui.state import (CLEAN_LABEL, INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_K, INTERPRET_PREDICTED, PREDICT_SOURCE,
-                      PREDICT_VALID_ITEMS, REVIEW_RUN, clean_choice, run_store)
+                      PREDICT_VALID_ITEMS, REVIEW_RUN, clean_choice)
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

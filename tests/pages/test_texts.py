@@ -11,7 +11,9 @@ from engine.store.jobs import Job
 from engine.train.learner import LRFinderResult
 from engine.train.lr_suggest import Suggestion
 from engine.spec import RunSpec
-from ui.state import DRAFT, DRAFT_ID, LR_FOUND_FOR, LR_SOURCE, job_manager, run_store, widget_key
+from ui.draft import widget_key
+from ui.shared import job_manager, run_store
+from ui.state import DRAFT, DRAFT_ID, LR_FOUND_FOR, LR_SOURCE
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

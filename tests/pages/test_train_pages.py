@@ -13,7 +13,9 @@ from engine.store.drafts import DraftStore
 from engine.train.lr_suggest import compare
 from engine.spec import RunSpec, override
 from engine.train.run import train_run
-from ui.state import DRAFT, DRAFT_ID, LRF_CHOSEN, job_manager, run_store, widget_key
+from ui.draft import widget_key
+from ui.shared import job_manager, run_store
+from ui.state import DRAFT, DRAFT_ID, LRF_CHOSEN
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from engine.store.jobs import Job
 from engine.store.runs import RunStore
 from engine.spec import RunSpec, TrainSpec
-from ui.state import job_manager
+from ui.shared import job_manager
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 SPEC = RunSpec(train=TrainSpec(schedule="one_cycle", epochs=2, seed=3))
