@@ -43,9 +43,10 @@ def file_name(key: str) -> str:
     return "loupe-" + re.sub(r"[^A-Za-z0-9_]+", "-", key).strip("-")
 
 
-def chart_config(key: str) -> dict:
-    """Plotly's config for every chart: the toolbar's few buttons, its PNG download named after the chart."""
-    return {"displaylogo": False, "modeBarButtons": [BUTTONS],
+def chart_config(key: str, zoom: bool = True) -> dict:
+    """Plotly's config for every chart: the toolbar's few buttons (only the PNG download on a chart that does not
+    zoom), its PNG download named after the chart."""
+    return {"displaylogo": False, "modeBarButtons": [BUTTONS if zoom else BUTTONS[:1]],
             "toImageButtonOptions": {"format": "png", "filename": file_name(key), "scale": 2}}
 
 
@@ -54,4 +55,5 @@ def show_chart(fig: go.Figure, key: str, **kwargs):
     present = presenting()
     if present:
         kwargs["width"] = "stretch"
-    return st.plotly_chart(legible(fig, present), key=key, config=chart_config(key), **kwargs)
+    zoom = fig.layout.dragmode is not False  # the confusion matrix is clicked, not dragged
+    return st.plotly_chart(legible(fig, present), key=key, config=chart_config(key, zoom), **kwargs)

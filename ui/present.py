@@ -17,6 +17,9 @@ FONT_PX = 21  # Streamlit's sizes are in rem of the page's 16 px: a third larger
 CSS = f"""<style>/* loupe-present */
 html {{ font-size: {FONT_PX}px !important; }}
 .st-key-show_batch img, [class*="st-key-gallery"] img {{ width: 200px; }}
+.st-key-present-steps {{ gap: 0.3rem; }}
+.st-key-present-steps button {{ min-height: 0; padding: 0.1rem 0.6rem; justify-content: flex-start; }}
+.st-key-present-steps button p {{ font-size: 0.8rem; text-align: left; }}
 </style>"""
 
 
@@ -51,10 +54,11 @@ def step_bar(current: str) -> None:
     `current` is the shown page's file name without '.py' ('train')."""
     if not presenting():
         return
-    st.caption("Demo script")
-    for i, (label, page, say) in enumerate(DEMO_STEPS):
-        here = Path(page).stem == current
-        st.button(label.split(":")[0], key=f"present.step.{i}", type="primary" if here else "secondary",
-                  width="stretch", on_click=start_step, args=(page,), help=say)
-        if here:
-            st.caption(say)
+    with st.container(key="present-steps"):
+        st.caption("Demo script")
+        for i, (label, page, say) in enumerate(DEMO_STEPS):
+            here = Path(page).stem == current
+            st.button(label.split(":")[0], key=f"present.step.{i}", type="primary" if here else "secondary",
+                      width="stretch", on_click=start_step, args=(page,), help=say)
+            if here:
+                st.caption(say)

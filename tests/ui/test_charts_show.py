@@ -94,4 +94,5 @@ def test_each_chart_downloads_as_a_png_named_after_it():
     assert config["modeBarButtons"] == [BUTTONS] and BUTTONS[0] == "toImage"
     assert config["toImageButtonOptions"] == {"format": "png", "filename": "loupe-interpret-class_chart", "scale": 2}
     assert config["displaylogo"] is False and "displayModeBar" not in config  # the toolbar shows on every chart
+    assert chart_config("interpret.confusion", zoom=False)["modeBarButtons"] == [["toImage"]]
     assert file_name("runs.watch.chart.7") == "loupe-runs-watch-chart-7"
