@@ -32,7 +32,7 @@ def legible(fig: go.Figure, present: bool = False) -> go.Figure:
         fig.update_layout(title=dict(xref="paper", x=0.0, xanchor="left"))
     for trace in fig.data:  # a colour bar stands right of the plot by default: lay it under the plot instead
         if hasattr(trace, "colorbar") and trace.showscale is not False:
-            trace.update(colorbar=dict(orientation="h", y=-0.25, yanchor="top", thickness=12))
+            trace.update(colorbar=dict(orientation="h", y=-0.32, yanchor="top", thickness=12))
     if present:
         fig.update_layout(font=dict(size=PRESENT_FONT_PX), width=None)
     return fig
