@@ -124,6 +124,22 @@ def shoot_inside(page, path: Path) -> None:
     shoot(page, path, height=1500)
 
 
+def shoot_present(page, path: Path) -> None:
+    """Present mode on the Interpret page's per-class chart, its toolbar shown by a hover; Present off again after."""
+    switch = page.locator('[data-testid="stSidebar"]').get_by_text("Present", exact=True)
+    switch.click()
+    idle(page)
+    nav(page, "Interpret")
+    page.get_by_role("tab", name="Per class", exact=True).click()
+    chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot:visible').first
+    chart.scroll_into_view_if_needed()
+    page.mouse.wheel(0, -200)
+    chart.hover()
+    shoot(page, path, height=1000)
+    switch.click()
+    idle(page)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -170,6 +186,7 @@ def main() -> None:
                 shoot(page, args.out / "compare-page.png", height=1900)
                 shoot_report(browser, home, 2, args.out / "run-report.png")  # its middle learning rate
                 shoot_inside(page, args.out / "inside-page.png")  # the newest of those runs
+                shoot_present(page, args.out / "present-mode.png")
 
                 # the health check of a folder with a planted leak and a near copy
                 folder = planted_digits(Path(tmp) / "planted")

@@ -16,12 +16,14 @@ from ui.aug_controls import aug_controls
 from ui.background_view import health_progress, page_wait_s, read_progress
 from ui.cache_view import cache_panel
 from ui.charts import class_counts_figure, size_spread_figure
+from ui.charts_show import show_chart
 from ui.frame import require_app_frame
 from ui.demo_script import demo_script
 from ui.explain import explain
 from ui.gallery import image_grid
 from ui.health_view import health_panel
 from ui.label_levels import label_level_chooser
+from ui.present import technical
 from ui.source_picker import pick_source
 from ui.text import md, md_list
 from ui.data_status import remember_data
@@ -187,7 +189,7 @@ with tester:
     for warning in report.warnings:  # e.g. a CSV naming one file twice
         st.warning(md(warning))
 split_counts = st.empty()  # filled once the images are decoded: the counts of images that can be used
-st.plotly_chart(class_counts_figure(items.counts()), key="data.class_chart")
+show_chart(class_counts_figure(items.counts()), key="data.class_chart")
 for warning in items.warnings():
     if "no label" not in warning:  # said beside the rule
         st.warning(md(warning))
@@ -237,13 +239,14 @@ if scan.unreadable:
         "file": [f"{rel}/" for rel in scan.unreadable], "reason": "a folder Loupe has no permission to read"})],
         ignore_index=True)
 tab_counts, tab_bad, tab_sizes = st.tabs(["Images per class", f"Unreadable files ({len(health.failures)})", "Sizes and colours"])
-with tab_counts:
+with tab_counts, technical("Images per class, as a table"):
     st.dataframe(health.counts, width="stretch")
 with tab_bad:
     if len(health.failures):
         st.warning(f"{len(health.failures):,} file(s) or folder(s) could not be read. They are left out of training; "
                    "your files are not changed.")
-        st.dataframe(health.failures, width="stretch", hide_index=True)
+        with technical("The files, as a table"):
+            st.dataframe(health.failures, width="stretch", hide_index=True)
     else:
         st.success("Every image could be read.")
 with tab_sizes:
@@ -252,7 +255,7 @@ with tab_sizes:
                    f"height {health.sizes.height.min()}–{health.sizes.height.max()} px (median {health.sizes.height.median():.0f}). "
                    "Every image becomes RGB. Original colour modes: "
                    + ", ".join(f"{mode} × {n:,}" for mode, n in sorted(health.modes.items())))
-        st.plotly_chart(size_spread_figure(health.sizes), key="data.size_chart")
+        show_chart(size_spread_figure(health.sizes), key="data.size_chart")
 st.subheader("Copies, leaks and balance", anchor=False)
 checking = data_prep().check(PresizeCache.key(items.scanned_paths, spec.data.presize, spec.data.presize_method),
                               json.dumps([spec.to_dict()["data"][k] for k in ("label", "split")]), items, images, scan, owner=window_id())

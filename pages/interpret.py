@@ -5,9 +5,11 @@ import streamlit as st
 
 from engine.results.interpret import cell_items, confusion_matrix, most_confused, most_unsure, per_class_metrics, top_losses
 from ui.charts_interpret import class_metrics_figure, clicked_cell, confusion_figure
+from ui.charts_show import show_chart
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.gallery import review_gallery
+from ui.present import technical
 from ui.run_picker import pick_review
 from ui.state import (INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_CLICKED, INTERPRET_K, INTERPRET_MIN_VAL,
                       INTERPRET_NORMALISE, INTERPRET_PREDICTED, INTERPRET_UNSURE_K)
@@ -48,8 +50,8 @@ with top_tab:
 with confusion_tab:
     normalise = st.toggle("Normalise each row (share of the actual class)", key=INTERPRET_NORMALISE.key, **KEEP)
     cm = confusion_matrix(p)
-    event = st.plotly_chart(confusion_figure(cm, p.classes, normalise), key="interpret.confusion", width="content",
-                            on_select="rerun", selection_mode="points", config={"displayModeBar": False})
+    event = show_chart(confusion_figure(cm, p.classes, normalise), key="interpret.confusion", width="content",
+                       on_select="rerun", selection_mode="points")
     points = event.selection.points if event and event.selection else []
     clicked = clicked_cell(points[0], p.classes) if points else None
     if clicked:
@@ -79,16 +81,18 @@ with confusion_tab:
                               key=INTERPRET_MIN_VAL.key, **KEEP)
     pairs = most_confused(p, int(min_val))
     if pairs:
-        st.dataframe([{"actual": a, "predicted": b, "images": n} for a, b, n in pairs], hide_index=True,
-                     key="interpret.most_confused")
+        with technical("Most confused pairs, as a table"):
+            st.dataframe([{"actual": a, "predicted": b, "images": n} for a, b, n in pairs], hide_index=True,
+                         key="interpret.most_confused")
     else:
         st.caption(f"No pair of classes is confused {int(min_val)} time(s) or more.")
 
 with class_tab:
     metrics = per_class_metrics(p)
-    st.plotly_chart(class_metrics_figure(metrics), key="interpret.class_chart")
-    st.dataframe(metrics.reset_index(), hide_index=True, key="interpret.class_table", column_config={
-        name: st.column_config.NumberColumn(name, format="%.3f") for name in ("precision", "recall", "f1")})
+    show_chart(class_metrics_figure(metrics), key="interpret.class_chart")
+    with technical("Per-class scores, as a table"):
+        st.dataframe(metrics.reset_index(), hide_index=True, key="interpret.class_table", column_config={
+            name: st.column_config.NumberColumn(name, format="%.3f") for name in ("precision", "recall", "f1")})
     st.caption("Precision: of the images predicted as a class, the share that are it. Recall: of the images of a class, "
                "the share found. F1: their harmonic mean. Support: validation images of the class.")
 

@@ -7,6 +7,7 @@ from engine.train.device import background_threads
 from engine.store.jobs import DONE, FAILED, Job
 from engine.train.lr_suggest import compare
 from engine.train.run import lr_find_target, lr_finder_key
+from ui.charts_show import show_chart
 from ui.charts_train import lr_finder_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
@@ -70,7 +71,7 @@ def live(job_id: str) -> None:
     if st.button("Stop", key="lrf.stop"):
         job.stop()
     if steps:
-        st.plotly_chart(lr_finder_figure([s["lr"] for s in steps], [s["loss"] for s in steps], {}), key="lrf.live_chart")
+        show_chart(lr_finder_figure([s["lr"] for s in steps], [s["loss"] for s in steps], {}), key="lrf.live_chart")
 
 
 if job is None:
@@ -98,8 +99,8 @@ if LRF_CHOSEN.get() is None and "valley" in result.suggestions:
     LRF_CHOSEN.set(result.suggestions["valley"].lr)  # fastai's default suggestion, until another is picked
 chosen = LRF_CHOSEN.get()
 # the callback runs only when the user clicks the chart: a suggestion picked after a click on the chart stays
-st.plotly_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT),
-                key=LRF_CHART.key, on_select=chart_clicked, selection_mode="points", config={"displayModeBar": False})
+show_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT),
+           key=LRF_CHART.key, on_select=chart_clicked, selection_mode="points")
 
 st.subheader("Suggestions")
 st.caption("Valley is fastai's default and a safe first choice. Under each suggestion: what it means, and where "

@@ -9,6 +9,7 @@ from engine.errors import UserError
 from engine.train.export import predict
 from engine.data.images import decode, fit_to_box, open_image
 from ui.charts_interpret import top_k_figure
+from ui.charts_show import show_chart
 from ui.export_buttons import export_buttons
 from ui.explain import explain
 from ui.frame import require_app_frame
@@ -79,7 +80,8 @@ if named_images:
             c1, c2 = st.columns([1, 3], vertical_alignment="center")
             c1.image(fit_to_box(image, 160), caption=md(name))  # any aspect ratio, 1×1 to 20000×100
             c2.markdown(f"**{md(top[0][0])}** · {top[0][1]:.1%}")
-            c2.plotly_chart(top_k_figure(top), key=f"predict.chart.{i}")
+            with c2:
+                show_chart(top_k_figure(top), key=f"predict.chart.{i}")
     if len(named_images) > MAX_SHOWN:
         st.caption(f"The first {MAX_SHOWN} of {len(named_images)} images are shown.")
 elif not problems:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.charts_show import show_chart
 from ui.charts_train import compare_figure
 from ui.experiment_view import RUNS_EXPERIMENT, experiment_name, experiment_results
 from ui.explain import explain
@@ -47,7 +48,7 @@ if not selected:
     st.stop()
 
 curves = {f"#{r} {runs.set_index('id').loc[r, 'arch']}": (store.batches(r), store.epochs(r)) for r in selected}
-st.plotly_chart(compare_figure(curves), key="runs.compare")
+show_chart(compare_figure(curves), key="runs.compare")
 for run_id in selected:
     run = store.run(run_id)
     with st.expander(f"Run #{run_id} · {md(run['name'])} · {run['model'].get('arch')} · {run['status']}"):

@@ -10,11 +10,13 @@ from engine.train.precision import resolve_precision
 from engine.spec import PRECISIONS, total_epochs
 from engine.train.run import batches_per_epoch, device_of, estimate_seconds, train_target
 from engine.train.verdict import verdict_of_run
+from ui.charts_show import show_chart
 from ui.charts_train import training_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.job_controls import live_job, progress_and_controls
 from ui.model_choice import model_choice
+from ui.present import technical
 from ui.report_button import report_button
 from ui.data_status import data_problem, data_summary, run_spec
 from ui.draft import bind, draft, update_draft, view_spec, window_id
@@ -148,8 +150,9 @@ def live(job_id: str) -> None:
         batches, epochs = store.batches(run_id), store.epochs(run_id)
         ready = job.meta["spec"]
         n_batches = total_epochs(ready) * batches_per_epoch(job.meta["n_train"], ready.data.bs)
-        st.plotly_chart(training_figure(batches, epochs, n_batches), key="train.live_chart")
-        st.table(epoch_table(epochs), hide_index=True)
+        show_chart(training_figure(batches, epochs, n_batches), key="train.live_chart")
+        with technical("Epoch table"):
+            st.table(epoch_table(epochs), hide_index=True)
 
 
 for event in (job.of_kind("note") if job else []):
@@ -183,8 +186,9 @@ kept = run.get("kept_epoch") if run else None
 final_metrics(run, epochs)
 if len(batches):
     st.info(md(verdict_of_run(batches, epochs).text))
-st.plotly_chart(training_figure(batches, epochs, kept_epoch=kept), key="train.final_chart")
-st.table(epoch_table(epochs), hide_index=True)
+show_chart(training_figure(batches, epochs, kept_epoch=kept), key="train.final_chart")
+with technical("Epoch table"):
+    st.table(epoch_table(epochs), hide_index=True)
 if run and run.get("weights_path"):
     st.caption(f"{kept_model_caption(run)} Saved in {md(run['weights_path'])}.")
     if TRAIN_LINKED_RUN.get() != run_id:  # the Interpret, Clean and Predict pages open on a new run

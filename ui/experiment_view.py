@@ -12,6 +12,7 @@ from engine.train.models import ARCHS
 from engine.store.runs import RunStore
 from engine.spec import RunSpec, total_epochs
 from engine.train.run import batches_per_epoch, estimate_seconds, lr_finder_key
+from ui.charts_show import show_chart
 from ui.charts_train import experiment_figure
 from ui.shared import job_manager, presize_cache
 from ui.state import SessionKey
@@ -117,7 +118,7 @@ def experiment_results(store: RunStore, experiment_id: str, key: str, plan: Expe
     rows = experiment_rows(store, experiment_id)
     curves = [(row["label"], store.batches(row["run_id"]), store.epochs(row["run_id"])) for row in rows]
     if curves:
-        st.plotly_chart(experiment_figure(curves, n_batches), key=key)
+        show_chart(experiment_figure(curves, n_batches), key=key)
     st.table(results_table(rows, plan, pending), hide_index=True)
 
 

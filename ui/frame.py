@@ -12,7 +12,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui.demo_script import open_demo_step
 from ui.explain import explain_toggle
+from ui.present import present_toggle, step_bar
 from ui.sidebar import render_sidebar
 from ui.draft import window_id
 from ui.shared import server_started
@@ -48,12 +50,15 @@ def app_frame():
     intended = INTENDED_PAGE.pop()
     if intended is not None:  # a page opened by its address came through here: open it now
         st.switch_page(intended, query_params={"draft": window_id()})
+    open_demo_step()  # a demo step's button was pressed (the Data page's script, or Present mode's step bar)
     with st.sidebar:
         st.logo(str(ROOT / "assets/loupe.svg"))
         with st.container(key="loupe-nav"):
             for p in pages:
                 st.page_link(p)
         explain_toggle()
+        present_toggle()
+        step_bar(page.url_path or "data")  # the default page's address is the bare one
     render_sidebar()  # a fragment that refreshes itself, so it catches up with what the page chooses
     return page
 

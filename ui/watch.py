@@ -8,7 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.spec import total_epochs
+from ui.charts_show import show_chart
 from ui.charts_train import training_figure
+from ui.present import technical
 from ui.shared import job_manager, run_store
 from ui.state import SessionKey
 from ui.text import md
@@ -61,6 +63,7 @@ def watch_runs_elsewhere(where: str) -> None:
         st.markdown(run_heading(run))
         st.progress(min(len(epochs) / planned, 1.0),
                     text=f"{len(epochs)} of {planned} epoch(s) done · {len(batches)} batch(es) so far")
-        st.plotly_chart(training_figure(batches, epochs), key=f"{where}.watch.chart.{run['id']}")
+        show_chart(training_figure(batches, epochs), key=f"{where}.watch.chart.{run['id']}")
         if len(epochs):
-            st.table(epoch_table(epochs), hide_index=True)
+            with technical("Epoch table"):
+                st.table(epoch_table(epochs), hide_index=True)
