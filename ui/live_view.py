@@ -33,6 +33,7 @@ LIVE_RUN = SessionKey[int]("live.run_id")  # the run whose model watches
 LIVE_CLASS = SessionKey[str]("live.class")  # the class a wrong frame is saved into
 LIVE_STREAM = SessionKey[object]("live.stream")  # this window's LiveStream (one per window: its own frame thread)
 LIVE_MESSAGE = SessionKey[tuple]("live.message")  # (kind, text) a callback leaves for the next run
+READOUT_EVERY_S = 1.0  # the readout beside the video is redrawn this often while the video plays
 RTC_CONFIGURATION = {"iceServers": []}  # localhost needs no STUN/TURN server: none is asked for
 VIEWS = {"shots": "Take shots", "live": "Live"}
 NO_WEBRTC = ("The live video cannot start here: the package streamlit-webrtc is not installed "
@@ -108,9 +109,7 @@ def _train_again(run: dict, set_dir: Path) -> None:
     set_draft(override(run["spec"], {"data.source": str(set_dir)}))
 
 
-@st.fragment(run_every=1.0)
-def readout(stream: LiveStream) -> None:
-    """The newest top 3 as bars, and how many predictions so far; redrawn every second."""
+def _readout(stream: LiveStream) -> None:
     with st.container(key="live-readout"):
         reading = stream.reading()
         if reading is None:
@@ -122,30 +121,39 @@ def readout(stream: LiveStream) -> None:
                    f"{MAX_PREDICTIONS_PER_S:.0f} per second for each window watching)")
 
 
-def video(stream: LiveStream) -> None:
-    """The webcam stream with the prediction drawn on it; says so plainly when WebRTC cannot start."""
+_readout_live = st.fragment(run_every=READOUT_EVERY_S)(_readout)
+
+
+def readout(stream: LiveStream, playing: bool) -> None:
+    """The newest top 3 as bars, and how many predictions so far; redrawn every READOUT_EVERY_S while playing."""
+    (_readout_live if playing else _readout)(stream)
+
+
+def video(stream: LiveStream) -> bool:
+    """The webcam stream with the prediction drawn on it (True while it plays); says so when WebRTC cannot start."""
     if webrtc_streamer is None:
         st.error(NO_WEBRTC)
-        return
+        return False
 
     def on_frame(frame: "av.VideoFrame") -> "av.VideoFrame":
         out = stream.frame(frame.to_ndarray(format="rgb24"))
         return av.VideoFrame.from_ndarray(out, format="rgb24")
 
     try:
-        webrtc_streamer(key="live-video", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
-                        media_stream_constraints={"video": {"width": CAMERA_SIZE[0], "height": CAMERA_SIZE[1]},
-                                                  "audio": False},
-                        video_frame_callback=on_frame, async_processing=True)
+        context = webrtc_streamer(
+            key="live-video", mode=WebRtcMode.SENDRECV, rtc_configuration=RTC_CONFIGURATION,
+            media_stream_constraints={"video": {"width": CAMERA_SIZE[0], "height": CAMERA_SIZE[1]}, "audio": False},
+            video_frame_callback=on_frame, async_processing=True)
+        return bool(context.state.playing)
     except Exception as e:  # the component fails in many ways (a missing frontend, a network stack): all mean the same
         st.error(f"The live video could not start ({md(type(e).__name__ if not str(e) else e)}). "
                  "Use Take shots instead: the shot-by-shot camera works without it.")
+        return False
 
 
 def live_view() -> None:
     """The Live view: pick a run, watch its predictions, save a wrong frame, train again."""
     explain("live")
-    _show_message()
     runs = model_runs()
     if not runs:
         st.info("No trained model yet: take shots of two or more classes, train on them, then come back to watch "
@@ -161,12 +169,13 @@ def live_view() -> None:
     stream = stream_for(exported)
     left, right = st.columns([3, 2])
     with left:
-        video(stream)
+        playing = video(stream)
         st.caption("No picture? Without a camera, or if the browser blocks it or the video does not start, use "
                    "Take shots above: the shot-by-shot camera works without a live connection.")
-    with right:
-        readout(stream)
+    with right:  # nothing above the video changes while it plays: a new element there would restart the stream
+        readout(stream, playing)
         wrong_frame_panel(run, stream)
+        _show_message()
 
 
 def wrong_frame_panel(run: dict, stream: LiveStream) -> None:

@@ -25,6 +25,8 @@ from engine.errors import UserError
 from engine.train.export import ExportedModel, predict
 
 TOP_K = 3
+CAMERA_SIZE = (320, 240)  # width, height the live view asks the camera for: the model sees 224 px or less, and a
+# smaller frame is less video to decode and encode again on a 2-core laptop
 MAX_PREDICTIONS_PER_S = 10.0  # per stream: the shown rate is at most this, and the CPU it takes is capped with it
 LIVE_THREADS = 1  # torch threads of each stream's frame thread
 FPS_WINDOW_S = 2.0  # predictions per second are counted over this long
