@@ -2,6 +2,7 @@
 
     .venv/bin/python docs/screenshots.py            # writes docs/compare-page.png, docs/health-check.png, …
 
+The Live view's shot uses the Compare page's middle run on Chromium's fake camera.
 A Loupe server runs on a free localhost port with a fresh LOUPE_HOME; the built-in digits are the data, and
 the health check's folder is made of digits with planted copies. Nothing here is needed to run Loupe.
 """
@@ -73,6 +74,23 @@ def shoot(page, path: Path, height: int = 900) -> None:
     page.wait_for_timeout(1500)  # charts finish their entry transition
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": 1280, "height": 900})
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def shoot_live(page, path: Path) -> None:
+    """The Camera page's Live view on the fake camera, once the readout beside the video has counted predictions
+    (the newest run: the last of the Compare page's, trained on the digits)."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("radio", name="Live").click()
+    idle(page)
+    page.frame_locator("iframe[title*='webrtc']").get_by_role("button", name="Start").click()
+    expect(page.locator(".st-key-live-readout")).to_contain_text("predictions so far")
+    page.wait_for_function("""() => { const m = document.querySelector('.st-key-live-readout')?.innerText
+        .match(/(\\d+) predictions so far/); return m !== null && Number(m[1]) >= 3; }""", timeout=600_000)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.wait_for_timeout(1500)  # the readout's next redraw
+    page.screenshot(path=str(path))
     print(f"wrote {path.relative_to(ROOT)}")
 
 
@@ -218,6 +236,7 @@ def main() -> None:
                 page.wait_for_function("""() => { const v = document.querySelector(
                     '[data-testid="stCameraInput"] video'); return v && v.readyState >= 2; }""")
                 shoot(page, args.out / "camera-page.png", height=1300)
+                shoot_live(page, args.out / "live-view.png")
                 browser.close()
         finally:
             proc.terminate()

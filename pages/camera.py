@@ -1,4 +1,5 @@
-"""Camera: make a data set with the webcam, as in Teachable Machine — name the classes, take shots of each, train."""
+"""Camera: make a data set with the webcam, as in Teachable Machine — name the classes, take shots of each, train —
+and watch a trained model predict the webcam's stream live (ui.live_view)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ from engine.errors import UserError
 from engine.data.images import fit_to_box, open_image
 from ui.explain import explain
 from ui.frame import require_app_frame
+from ui.live_view import CAMERA_VIEW, VIEWS, live_view
 from ui.text import md
 from ui.draft import update_draft
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_MESSAGE, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET,
@@ -79,6 +81,12 @@ st.caption("Make a data set with your webcam: name two or more classes, take sho
 if CAMERA_MESSAGE.is_set():
     kind, text = CAMERA_MESSAGE.pop()
     (st.error if kind == "error" else st.success)(md(text))
+
+CAMERA_VIEW.setdefault("shots")
+if st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, key=CAMERA_VIEW.key, required=True,
+                        label_visibility="collapsed") == "live":
+    live_view()
+    st.stop()
 
 sets = list_sets()
 with st.expander("New data set", expanded=not sets, icon=":material/add_a_photo:"):

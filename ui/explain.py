@@ -61,6 +61,9 @@ NOTES: dict[str, str] = {
                   "never looks quite the same twice, so the model has to learn what it shows, not the exact pixels.",
     "camera": "Here we make our own data set: a few shots of each thing we want the model to tell apart. Each "
               "folder of shots becomes a class — its [[label]].",
+    "live": "The model now looks at the camera's picture several times a second and shows its three best guesses "
+            "with how sure it is of each. When it guesses wrong, one click keeps that very picture with the right "
+            "[[label]]; training again on it is how a model learns from its mistakes.",
     "lr_find": "How fast should the model learn? The finder trains for a moment while raising the "
                "[[learning rate]] from tiny to huge and plots the [[loss]]. On the left the loss barely moves "
                "(too slow); on the right it shoots up (too fast). A good rate sits on the falling part, well before "
