@@ -1,2 +1,3 @@
 """Storage and jobs: where Loupe keeps things (LOUPE_HOME), the runs database, drafts of unsaved settings, and the
-background job runner. The bottom layer: it imports only `engine.spec` and `engine.errors`."""
+background job runner with its `RunControl` (how a run is stopped, paused or interrupted). The bottom layer: it
+imports only `engine.spec` and `engine.errors`."""
