@@ -47,7 +47,8 @@ from engine.store.runs import RunStore
 from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
                          load_spec, override, prepare_source, resolve, validate)
 from engine.data.split import SplitRule
-from engine.train.run import device_of, estimate_seconds, format_duration, prepare, train_run
+from engine.store.jobs import RunControl
+from engine.train.run import device_of, estimate_seconds, find_lr, format_duration, prepare_data, train_run
 
 TABLE_COLUMNS = ("epoch", "train_loss", "valid_loss", "error_rate", "accuracy", "time")
 
@@ -285,8 +286,8 @@ class EpochTable(Callback):
         print(_fmt(logs), flush=True)
 
     def after_fit(self, learn, logs):
-        if logs.get("note"):
-            print(logs["note"], file=sys.stderr)
+        if learn.fit_note:
+            print(learn.fit_note, file=sys.stderr)
 
 
 def signal_exit_code(signum: int) -> int:
@@ -303,13 +304,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopOnSignal(Callback):
-    """While a run trains, SIGINT and SIGTERM stop it at the end of the batch (the run ends 'interrupted');
-    before training begins, or the second time, they end the process at once."""
+    """While a run trains, SIGINT and SIGTERM interrupt it through its `control` at the end of the batch (the run
+    ends 'interrupted'); before training begins, or the second time, they end the process at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.stop, self.interrupt = threading.Event(), threading.Event()
+        self.control = RunControl()  # what the run (or every run of an experiment) obeys
         self.signum: int | None = None
         self.training = False
         self.quiet = False  # say nothing (a torchrun rank other than 0)
@@ -331,8 +332,7 @@ class StopOnSignal(Callback):
         if self.signum is not None or not self.training:
             raise Interrupted(self.signum or signum)
         self.signum = signum
-        self.interrupt.set()
-        self.stop.set()
+        self.control.interrupt()
         if not self.quiet:
             print(f"{signal.Signals(signum).name}: stopping at the end of this batch (again to quit at once)…",
               file=sys.stderr, flush=True)
@@ -352,10 +352,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
     if spec.data.kind == "fastai" and main_rank:  # the other ranks fetch it once rank 0 has
         prepare_source(spec, progress=_print_download(spec.data.key.upper()))
     cache = PresizeCache(max_entries=1)
-    estimated, prepared_by = None, None
+    data, estimated = spec, None
     if ddp is None:  # a few timed steps: what this run should take here (under torchrun, each rank's part differs)
-        estimated = estimate_seconds(spec, cache)
-        prepared_by = cache.last_get  # the estimate decoded the pixels the run then finds cached: the run's cost
+        data = prepare_data(spec, cache)  # prepared once: the estimate times it, then the run trains on it
+        estimated = estimate_seconds(data, cache)
         print(f"Estimated time: about {format_duration(estimated)} (from a few timed steps on this computer)",
               file=sys.stderr, flush=True)
     store = RunStore() if main_rank else None
@@ -364,12 +364,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
             distributed.init(ddp, device_of(spec))
         with StopOnSignal() as signals:
             signals.quiet = not main_rank
-            result = train_run(spec, cache, store, source="cli" if ddp is None else "torchrun",
+            # under torchrun a stop comes from a signal, to this rank or another one: the fit loop shares it
+            result = train_run(data, cache, store, source="cli" if ddp is None else "torchrun",
                                out_dir=args.out, callbacks=[*([EpochTable()] if main_rank else []), signals],
-                               stop_event=signals.stop,
-                               # under torchrun a stop always comes from a signal, to this rank or another one
-                               interrupt_event=signals.interrupt if ddp is None else signals.stop, dist=ddp,
-                               estimated_s=estimated, prepared_by=prepared_by)
+                               control=signals.control, dist=ddp, estimated_s=estimated)
     finally:
         if store is not None:
             store.close()
@@ -397,13 +395,8 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     if args.num_it < 1:
         raise UserError(f"--num-it must be a positive number (got {args.num_it}).")
     spec = spec_from_args(args)
-    prepared = prepare(spec, PresizeCache(max_entries=1))
-    learn = prepared.learn
-    if prepared.info.message:
-        print(prepared.info.message, file=sys.stderr)
-    if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
-        learn.freeze()  # as fastai: the finder runs on the learner as fine_tune will start it
-    found = learn.lr_find(start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
+    found = find_lr(spec, PresizeCache(max_entries=1), args.num_it, start_lr=args.start_lr, end_lr=args.end_lr,
+                    note=lambda text: print(text, file=sys.stderr))
     where = compare(found.suggestions)
     for s in found.suggestions.values():
         print(f"{s.name:>8}: {s.lr:.2e}  {s.explanation} {where[s.name]}")
@@ -528,8 +521,7 @@ def cmd_experiment(args: argparse.Namespace) -> dict:
     try:
         with StopOnSignal() as signals:
             result = run_experiment(plan, PresizeCache(max_entries=1), store, source="cli",
-                                    callbacks=[EpochLines(), signals], stop_event=signals.stop,
-                                    interrupt_event=signals.interrupt, on_run=on_run)
+                                    callbacks=[EpochLines(), signals], control=signals.control, on_run=on_run)
     finally:
         store.close()
     labels = [row["label"] for row in result["runs"]]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
-from engine.train.device import default_device
+from engine.data.loaders import PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
 from engine.errors import UserError
 from engine.data.labels import LabelRule, read_label_csv
 from engine.spec import NAME_PATTERN, resolve
+from engine.train.run import data_loaders
 from ui.aug_controls import aug_controls
 from ui.background_view import health_progress, page_wait_s, read_progress
 from ui.cache_view import cache_panel
@@ -282,8 +282,7 @@ def show_batch_section(items, images) -> None:
     if c4.button("New batch", key="view.shuffle", help="Other images (the augmentation settings stay)."):
         VIEW_SEED.set(VIEW_SEED.get() + 1)
     try:
-        dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=default_device(),
-                          seed=VIEW_SEED.get())
+        dls = data_loaders(spec, items, images, seed=VIEW_SEED.get())  # the batches a run of this spec would draw
     except UserError as e:
         st.error(md(e))
         return

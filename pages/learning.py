@@ -8,6 +8,7 @@ import torch
 from engine.errors import UserError
 from engine.results.learning import picture_numbers, speed_data
 from ui.charts_learning import loss_history_figure, pixel_grid_figure, speed_figure
+from ui.charts_show import show_chart
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.gallery import image_grid
@@ -57,7 +58,8 @@ with picture:
     image_grid(pixels[None].float() / 255, [items.rel_paths[item]], cols=1, key="gallery-learning-picture")
     st.caption(f"Shrunk to {size} × {size}, this picture is the {size * size:,} numbers beside it.")
 grid = picture_numbers(pixels, int(size))
-numbers.plotly_chart(pixel_grid_figure(grid), key="learning.pixels", width="content", config={"displayModeBar": False})
+with numbers:
+    show_chart(pixel_grid_figure(grid), key="learning.pixels", width="content")
 
 # ---- the simplest baseline
 st.header("2 · The simplest baseline", divider="orange")
@@ -109,9 +111,11 @@ st.select_slider("Learning rate", LEARNING_RATES, key=LEARN_LR.key, format_func=
                  help="How far each step moves the parameters, as a share of the gradient. The book uses 1e-05.")
 state = descent_buttons(data)
 chart, history = st.columns(2)
-chart.plotly_chart(speed_figure(data, state), key="learning.toy")
+with chart:
+    show_chart(speed_figure(data, state), key="learning.toy")
 if state is not None and state.losses:
-    history.plotly_chart(loss_history_figure(state.losses), key="learning.loss_history")
+    with history:
+        show_chart(loss_history_figure(state.losses), key="learning.loss_history")
 else:
     history.caption("The loss of each step appears here.")
 if state is None:

@@ -8,7 +8,8 @@ from engine.errors import UserError
 from engine.store.jobs import CANCELLED, FAILED, Job
 from engine.train.precision import resolve_precision
 from engine.spec import PRECISIONS, total_epochs
-from engine.train.run import batches_per_epoch, device_of, estimate_seconds, train_target
+from engine.train.learner import batches_per_epoch
+from engine.train.run import device_of, estimate_seconds, train_target
 from engine.train.verdict import verdict_of_run
 from ui.charts_show import show_chart
 from ui.charts_train import training_figure

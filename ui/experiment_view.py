@@ -11,7 +11,8 @@ from engine.store.jobs import DONE
 from engine.train.models import ARCHS
 from engine.store.runs import RunStore
 from engine.spec import RunSpec, total_epochs
-from engine.train.run import batches_per_epoch, estimate_seconds, lr_finder_key
+from engine.train.learner import batches_per_epoch
+from engine.train.run import estimate_seconds, lr_finder_key
 from ui.charts_show import show_chart
 from ui.charts_train import experiment_figure
 from ui.shared import job_manager, presize_cache

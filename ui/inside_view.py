@@ -14,6 +14,7 @@ from engine.results.gradcam import overlay
 from engine.results.inside import HEAD, INPUT, TOP_PICTURES, ChannelIndex, Inside, StageView, channel_index
 from engine.results.review import RunReview
 from ui.charts_interpret import top_k_figure
+from ui.charts_show import show_chart
 from ui.gallery import review_gallery
 from ui.run_cache import review_key, run_review
 from ui.state import SessionKey
@@ -107,7 +108,7 @@ def draw_inside(run: dict, inside: Inside, review: RunReview | None, problem: st
             _stage_heading(i, view)
             if view.name == HEAD:
                 st.markdown(f"Prediction: **{md(predicted)}** · {float(inside.probs.max()):.1%}")
-                st.plotly_chart(top_k_figure(inside.top(10)), key="inside.probabilities")
+                show_chart(top_k_figure(inside.top(10)), key="inside.probabilities")
                 continue
             left, right = st.columns([1, 4], gap="medium")
             if view.name == INPUT:

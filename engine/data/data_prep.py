@@ -55,7 +55,7 @@ class FolderRead:
         try:
             if self.scan is None:
                 job.emit("stage", text="scan")
-                self.scan = scan_folder(self.root, stop=job.stop_event,
+                self.scan = scan_folder(self.root, stop=job.control.stop_flag,
                                         progress=lambda looked, found: job.emit("scan", looked=looked, found=found))
         except ScanStopped:
             return None  # the job ends CANCELLED: the user stopped it

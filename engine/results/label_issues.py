@@ -2,8 +2,9 @@
 
 Every image's probabilities come from a model that never saw it: the readable images are dealt into k folds
 (each class spread evenly), and k short runs of the spec's model each train on k − 1 folds and predict the
-fold left out. Each fold is a run of its own spec (the user's, with the fold's seed and split), built by
-`engine.train.run.prepare` as every run is, so its precision, threads and every other setting are the user's.
+fold left out. The data is prepared once (`engine.train.run.prepare_data`); each fold is a run of its own spec (the
+user's, with the fold's seed and split) whose learner `engine.train.run.build_learner` builds as every run's, so its
+precision, threads and every other setting are the user's.
 
 cleanlab's own guide warns that confident learning needs a model that is already good: a weak model's mistakes
 look like wrong labels. So the models are judged first, by their out-of-fold accuracy (how often the model that
@@ -15,14 +16,12 @@ and each flag carries the models' probability of the class they suggest. Nothing
 accepts each suggestion.
 
     seconds = estimate_label_issue_seconds(spec, cache)          # shown before anything starts
-    table = find_likely_label_errors(spec, cache, k=3, stop=stop_event)
+    table = find_likely_label_errors(spec, cache, k=3, control=control)
     table.attrs["message"]                                        # how sure, or why nothing is flagged
 """
 from __future__ import annotations
 
 import math
-import threading
-import time
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -30,14 +29,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from engine.data.loaders import LabelledItems, PresizeCache, load_items
+from engine.data.loaders import LabelledItems, PresizeCache
 from engine.errors import UserError
 from engine.data.images import PresizedImages
-from engine.store.jobs import Job
-from engine.train.learner import Callback, FunctionCallback, Learner
+from engine.store.jobs import Job, RunControl
+from engine.train.learner import FunctionCallback, Learner, batches_per_epoch
 from engine.train.scoring import item_inputs, score
 from engine.spec import RunSpec, total_epochs
-from engine.train.run import batches_per_epoch, estimate_from_step, fit, prepare, ready_spec
+from engine.train.run import (PreparedData, build_learner, estimate_from_step, fit, prepare_data, time_steps,
+                              with_split)
 
 DEFAULT_K = 3  # folds: each model trains on two thirds of the images
 # The out-of-fold accuracy below which the models are too weak to judge labels. cleanlab needs a model that is
@@ -49,13 +49,6 @@ COLUMNS = ["rank", "file", "label", "suggested", "confidence", "self_confidence"
 HELP = "more epochs per model, a pretrained model (resnet18 or larger, with pretrained weights) or a larger image size"
 
 Progress = Callable[[int, int], None]  # (training steps done, planned) across all folds
-
-
-class SkipValidation(Callback):
-    """The folds' runs need no per-epoch validation: the held-out fold is predicted once, after training."""
-
-    def before_fit(self, learn, logs):
-        learn.skip_validation = True
 
 
 # ---------------------------------------------------------------- pure parts
@@ -197,13 +190,6 @@ def issues_table(items: LabelledItems, positions: np.ndarray, pred_probs: np.nda
 
 # ---------------------------------------------------------------- runs
 
-def _load(spec: RunSpec, cache: PresizeCache, default_threads: int | None) -> tuple[RunSpec, LabelledItems, PresizedImages]:
-    spec = ready_spec(spec, default_threads)
-    items = load_items(spec.data)
-    images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
-    return spec, items, images
-
-
 def _readable_folds(items: LabelledItems, images: PresizedImages, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions of the readable items, their folds); UserError when there are too few to cut into k folds."""
     if k < 2:
@@ -214,52 +200,45 @@ def _readable_folds(items: LabelledItems, images: PresizedImages, k: int, seed: 
     return positions, fold_assignment([items.labels[p] for p in positions], k, seed)
 
 
-def fold_learner(spec: RunSpec, cache: PresizeCache, n_items: int, positions: np.ndarray, folds: np.ndarray,
-                 fold: int, epochs: int | None = None) -> Learner:
-    """A fresh learner, built as every run's, that trains on every fold but `fold` and holds `fold` as its
-    validation set; `spec` is the ready spec the search started from."""
-    split = fold_split(n_items, positions, folds, fold)
-    return prepare(fold_spec(spec, epochs, fold), cache, split=split).learn
+def fold_learner(data: PreparedData, positions: np.ndarray, folds: np.ndarray, fold: int, epochs: int | None = None,
+                 control: RunControl | None = None) -> Learner:
+    """A fresh learner, built as every run's, that trains on every fold but `fold` and holds `fold` as its held-out
+    set (predicted once after training, so its epochs are not validated); `data` is what the search prepared."""
+    split = fold_split(len(data.items.rel_paths), positions, folds, fold)
+    fold_data = replace(data, spec=fold_spec(data.spec, epochs, fold), items=with_split(data.items, split))
+    learn = build_learner(fold_data, control=control).learn
+    learn.validate_epochs = False
+    return learn
 
 
 def estimate_label_issue_seconds(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
                                  steps: int = 5, default_threads: int | None = None) -> float:
     """How long `find_likely_label_errors` would take here, from a few timed training steps of the first fold's model."""
-    spec, items, images = _load(spec, cache, default_threads)
-    spec = fold_spec(replace(spec, model=replace(spec.model, pretrained=False)), epochs)  # no download to time a step
-    positions, folds = _readable_folds(items, images, k, spec.train.seed)
-    learn = fold_learner(spec, cache, len(items.rel_paths), positions, folds, 0)
-    if learn.cpu_threads:
-        torch.set_num_threads(learn.cpu_threads)
-    batches = iter(learn.dls.train())
-    x, y = next(batches)
-    learn.train_step(x, y)  # warm-up
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()  # making the (augmented) batch is part of a step's cost
-        x, y = next(batches, (x, y))
-        learn.train_step(x, y)
-        times.append(time.perf_counter() - start)
-    per_step = float(np.median(times))  # a step slowed by another program on the machine is not the rule
+    data = prepare_data(spec, cache, default_threads=default_threads)
+    spec = fold_spec(replace(data.spec, model=replace(data.spec.model, pretrained=False)), epochs)  # no download to time a step
+    positions, folds = _readable_folds(data.items, data.images, k, spec.train.seed)
+    per_step, _ = time_steps(fold_learner(replace(data, spec=spec), positions, folds, 0), steps)
     return label_issue_seconds(per_step, spec, np.bincount(folds, minlength=k).tolist())
 
 
 def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
-                             progress: Progress | None = None, stop: threading.Event | None = None,
-                             pause: threading.Event | None = None, default_threads: int | None = None) -> pd.DataFrame:
+                             progress: Progress | None = None, control: RunControl | None = None,
+                             default_threads: int | None = None) -> pd.DataFrame:
     """Every readable image ranked by how likely its label is wrong: one row each, columns COLUMNS.
 
     Each fold trains `epochs` epochs (default: the spec's). `rank` starts at 1; `likely_error` marks the flagged
     images (they come first, least self-confident first; none when the models are too weak); `suggested` is the
-    class the out-of-fold model found most likely and `confidence` its probability. Setting `stop` ends the current
-    fold's training at the next batch: the table then covers only the folds finished (none: an empty table). While
-    `pause` is set, training waits. `table.attrs` holds "folds_done", "k" and those of `issues_table`.
+    class the out-of-fold model found most likely and `confidence` its probability. Every fold obeys `control`: a
+    stop ends the current fold's training at the next batch, and the table then covers only the folds finished
+    (none: an empty table); a pause holds training. `table.attrs` holds "folds_done", "k" and those of `issues_table`.
     """
     cleanlab_find_label_issues()  # before the runs, not after them
-    spec, items, images = _load(spec, cache, default_threads)
-    spec = fold_spec(spec, epochs)
-    stop = stop or threading.Event()
-    positions, folds = _readable_folds(items, images, k, spec.train.seed)
+    control = control if control is not None else RunControl()
+    data = prepare_data(spec, cache, default_threads=default_threads)
+    items = data.items
+    data = replace(data, spec=fold_spec(data.spec, epochs))
+    spec = data.spec
+    positions, folds = _readable_folds(items, data.images, k, spec.train.seed)
     sizes = np.bincount(folds, minlength=k).tolist()
     total, done = planned_steps(spec, sizes), 0
     probs = np.zeros((len(positions), len(items.classes)), dtype=np.float64)
@@ -274,15 +253,12 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
                 progress(done, total)
 
     for fold in range(k):
-        if stop.is_set():
+        if control.stopped:
             break
-        learn = fold_learner(spec, cache, len(items.rel_paths), positions, folds, fold)
-        learn.stop_event = stop
-        if pause is not None:
-            learn.pause_event = pause
-        learn.callbacks += [SkipValidation(), FunctionCallback(count)]
+        learn = fold_learner(data, positions, folds, fold, control=control)
+        learn.callbacks.append(FunctionCallback(count))
         fit(learn, spec.train)  # the fold's spec differs from it only in the seed
-        if stop.is_set():
+        if control.stopped:
             break
         held_out = learn.dls.valid_idx  # positions in items, in the order of `positions`
         logits = score(learn.model, held_out, lambda pos: item_inputs(learn.dls, pos))
@@ -297,11 +273,11 @@ def find_likely_label_errors(spec: RunSpec, cache: PresizeCache, k: int = DEFAUL
 
 def label_issues_target(spec: RunSpec, cache: PresizeCache, k: int = DEFAULT_K, epochs: int | None = None,
                         default_threads: int | None = None) -> Callable[[Job], pd.DataFrame]:
-    """A job target that ranks likely wrong labels (its result: the table), obeying the job's stop and pause."""
+    """A job target that ranks likely wrong labels (its result: the table), obeying the job's control."""
 
     def target(job: Job) -> pd.DataFrame:
         job.emit("stage", text=f"Training {k} models, each on {k - 1} of {k} parts of the images")
-        return find_likely_label_errors(spec, cache, k, epochs, progress=job.set_progress, stop=job.stop_event,
-                                        pause=job.pause_event, default_threads=default_threads)
+        return find_likely_label_errors(spec, cache, k, epochs, progress=job.set_progress, control=job.control,
+                                        default_threads=default_threads)
 
     return target

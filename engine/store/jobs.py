@@ -1,10 +1,11 @@
 """Background jobs: one active at a time, a queue behind it, each in its own thread.
 
 A job's worker never touches the UI: it appends events to a lock-protected log that readers
-poll with `since(i)` (or incrementally with an `EventReader`, or `last(kind)` for the newest of a
-kind), and it checks the job's stop and pause `threading.Event`s every batch. Every state change
-(pause, resume, stop, the worker's start and finish) happens under the job's lock, so a pause that
-races the end of a run can never leave the job paused for ever: finishing wins from any state.
+poll with `since(i)` (or `of_kind(kind, since)` for one kind, or `last(kind)` for the newest of a
+kind). Stop, pause and interrupt reach the work one way: the job's `control` (a `RunControl`), which the
+fit loop and its callbacks hold too and check every batch; a paused worker waits on its condition. Every
+state change (pause, resume, stop, the worker's start and finish) happens under the job's lock, so a pause
+that races the end of a run can never leave the job paused for ever: finishing wins from any state.
 
 Each job has an `owner`, an opaque id of whoever submitted it (a browser session), so that one
 window is never shown another window's run as its own.
@@ -39,6 +40,72 @@ SHUTDOWN_SECONDS = 30.0  # how long the exit hook waits for a running job before
 _order = itertools.count()  # submission order: two jobs made within one clock tick still compare
 
 
+class RunControl:
+    """How a run is stopped, paused or interrupted: one object shared by whoever asks (a job, a signal handler) and
+    whatever obeys (the fit loop, its callbacks, an experiment between its runs).
+
+    A stop ends the run at the next batch; an interrupt is a stop because the process is shutting down (the run
+    ends 'interrupted', not 'cancelled'). A paused worker blocks in `wait_while_paused` on a condition that
+    resume and stop notify: it never polls.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._stop = threading.Event()  # set by stop() alone; read through `stopped` (or `stop_flag`)
+        self._paused = self._interrupted = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stop_flag(self) -> threading.Event:
+        """The stop as a `threading.Event`, for a function that takes one (a folder scan); never set it directly."""
+        return self._stop
+
+    def stop(self) -> None:
+        """End the run at its next batch (a paused run wakes up to stop)."""
+        with self._changed:
+            self._stop.set()
+            self._changed.notify_all()
+
+    def interrupt(self) -> None:
+        """Stop because the process is shutting down: the run ends 'interrupted'."""
+        with self._changed:
+            self._interrupted = True  # before the stop: whoever sees the stop sees why
+            self._stop.set()
+            self._changed.notify_all()
+
+    def pause(self) -> None:
+        """Hold the run at its next batch until `resume` (or a stop)."""
+        with self._changed:
+            self._paused = True
+            self._changed.notify_all()
+
+    def resume(self) -> None:
+        with self._changed:
+            self._paused = False
+            self._changed.notify_all()
+
+    def wait_while_paused(self, timeout: float | None = None) -> bool:
+        """Block while paused and not stopped; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._paused or self._stop.is_set(), timeout)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the run is stopped; False if `timeout` seconds passed first."""
+        with self._changed:
+            return self._changed.wait_for(self._stop.is_set, timeout)
+
+
 @dataclass(frozen=True)
 class Event:
     i: int  # position in the job's log
@@ -56,8 +123,7 @@ class Job:
         self.kind, self.title, self.target = kind, title, target
         self.owner = owner  # who submitted it (a browser session id); "" for scripts
         self.meta = dict(meta or {})  # what the submitter wants to remember (e.g. the settings)
-        self.stop_event, self.pause_event = threading.Event(), threading.Event()
-        self.interrupt_event = threading.Event()  # set with stop_event when the process shuts down
+        self.control = RunControl()  # what the worker obeys: stop, pause, interrupt
         self.stop_reason: str | None = None
         self.state = QUEUED
         self.error: str | None = None
@@ -93,11 +159,6 @@ class Job:
     def set_progress(self, done: float, total: float) -> None:
         """Progress as done / total, clamped to [0, 1] (0 when total is 0)."""
         self.progress = min(max(done / total, 0.0), 1.0) if total else 0.0
-
-    def wait_while_paused(self, timeout: float | None = None) -> bool:
-        """Block while the job is paused and not stopping; False if `timeout` seconds passed first."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self.pause_event.is_set() or self.stop_event.is_set(), timeout)
 
     # ---- what readers call
 
@@ -165,7 +226,7 @@ class Job:
         with self._lock:
             if self.state != RUNNING:
                 return
-            self.pause_event.set()
+            self.control.pause()
             self._paused_since = self.clock()
             self.state = PAUSED
             self._append("paused", {})
@@ -194,8 +255,9 @@ class Job:
                 return
             self.stop_reason = reason
             if reason == "shutdown":
-                self.interrupt_event.set()  # before stop_event: a worker that sees the stop sees why
-            self.stop_event.set()
+                self.control.interrupt()
+            else:
+                self.control.stop()
             self._end_pause()
             if self.state == QUEUED:
                 self.state, self.finished = CANCELLED, self.clock()
@@ -210,7 +272,7 @@ class Job:
         if self._paused_since is not None:
             self._paused_total += self.clock() - self._paused_since
             self._paused_since = None
-        self.pause_event.clear()
+        self.control.resume()
 
     # ---- the thread
 
@@ -245,37 +307,12 @@ class Job:
                 self._append("failed", {"error": error})
             else:
                 self.result = result
-                state = (INTERRUPTED if self.interrupt_event.is_set() else CANCELLED if self.stop_event.is_set()
-                         else DONE)
+                state = (INTERRUPTED if self.control.interrupted else CANCELLED if self.control.stopped else DONE)
                 if state == DONE:
                     self.progress = 1.0
                 self._append(state, {})
             self.state, self.finished = state, self.clock()
             self._changed.notify_all()
-
-
-class EventReader:
-    """Reads one job's events incrementally: each `poll()` returns only what is new since the last one.
-
-    It keeps the newest event of every kind in `latest` and every event of the kinds named in `keep`
-    in `kept[kind]`, so a page that redraws every second never rescans the log from the start.
-    """
-
-    def __init__(self, job: Job, keep: Iterable[str] = ()) -> None:
-        self.job = job
-        self.next = 0  # position of the first event not read yet
-        self.latest: dict[str, Event] = {}
-        self.kept: dict[str, list[Event]] = {kind: [] for kind in keep}
-
-    def poll(self) -> list[Event]:
-        """The events appended since the last poll (all of them the first time)."""
-        new = self.job.since(self.next)
-        self.next += len(new)
-        for event in new:
-            self.latest[event.kind] = event
-            if event.kind in self.kept:
-                self.kept[event.kind].append(event)
-        return new
 
 
 class JobManager:

@@ -228,9 +228,6 @@ class RunStore:
     def set_folder(self, run_id: int, folder: str) -> None:
         self._exec("UPDATE runs SET folder = ? WHERE id = ?", (folder, run_id))
 
-    def set_status(self, run_id: int, status: str) -> None:
-        self._exec("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
-
     def finish(self, run_id: int, status: str, weights_path: str | None = None, error: str | None = None,
                kept_epoch: int | None = None, accuracy: float | None = None, valid_loss: float | None = None) -> None:
         """Close a run: its status, where its model went, and the kept model's epoch and metrics."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence, Union
@@ -21,7 +20,7 @@ from typing import Callable, Sequence, Union
 from engine.data.augment import AugSettings
 from engine.data.loaders import PresizeCache
 from engine.errors import UserError
-from engine.store.jobs import Job
+from engine.store.jobs import Job, RunControl
 from engine.train.learner import Callback
 from engine.store.runs import RunStore
 from engine.spec import RunSpec, default_augment, override, total_epochs, validate, with_seed
@@ -272,11 +271,11 @@ def estimate_experiment(specs: Sequence[RunSpec], cache: PresizeCache, default_t
 # ---------------------------------------------------------------- running
 
 class RunInExperiment:
-    """The job as one run of an experiment sees it: its events, stop and pause, and progress within the run's share."""
+    """The job as one run of an experiment sees it: its events, its control, and progress within the run's share."""
 
     def __init__(self, job: Job, start: float, share: float) -> None:
         self.job, self.start, self.share = job, start, share
-        self.stop_event, self.pause_event, self.interrupt_event = job.stop_event, job.pause_event, job.interrupt_event
+        self.control = job.control
 
     def emit(self, kind: str, **data) -> None:
         self.job.emit(kind, **data)
@@ -298,23 +297,23 @@ class RunInExperiment:
 
 def run_experiment(plan: ExperimentPlan, cache: PresizeCache, store: RunStore, source: str = "app",
                    job: Job | None = None, callbacks: Sequence[Callback] = (), default_threads: int | None = None,
-                   stop_event: threading.Event | None = None, interrupt_event: threading.Event | None = None,
+                   control: RunControl | None = None,
                    on_run: Callable[[int, ExperimentPlan], None] | None = None) -> dict:
     """Train the plan's runs one after another, each recorded with the experiment's id; stops (and stays stopped)
     when a run does not end 'done'. Returns {"experiment", "setting", "status", "runs": experiment_rows(…)}.
 
+    Every run obeys `control` (default: the job's); between runs a pause holds the next one back.
     `on_run(i, plan)` is called before run i starts (the command line prints it); a job gets an 'experiment_run'
     event instead.
     """
-    stop = stop_event or (job.stop_event if job is not None else threading.Event())
-    interrupt = interrupt_event or (job.interrupt_event if job is not None else threading.Event())
+    if control is None:
+        control = job.control if job is not None else RunControl()
     weights = [total_epochs(s) for s in plan.specs]  # each run's share of the progress bar
     status = "done"
     for i, spec in enumerate(plan.specs):
-        if job is not None:
-            job.wait_while_paused()
-        if stop.is_set():
-            status = "interrupted" if interrupt.is_set() else "cancelled"
+        control.wait_while_paused()
+        if control.stopped:
+            status = "interrupted" if control.interrupted else "cancelled"
             break
         if job is not None:
             job.emit("experiment_run", index=i, value=plan.values[i], label=plan.labels[i])
@@ -322,8 +321,7 @@ def run_experiment(plan: ExperimentPlan, cache: PresizeCache, store: RunStore, s
             on_run(i, plan)
         step = RunInExperiment(job, sum(weights[:i]) / sum(weights), weights[i] / sum(weights)) if job is not None else None
         result = train_run(spec, cache, store, source=source, job=step, callbacks=callbacks,
-                           default_threads=default_threads, stop_event=stop_event, interrupt_event=interrupt_event,
-                           experiment=plan.id)
+                           default_threads=default_threads, control=control, experiment=plan.id)
         if result["status"] != "done":
             status = result["status"]
             break

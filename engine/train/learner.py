@@ -2,18 +2,20 @@
 
 One fit loop (`Learner._fit`) and one `train_step`. The loop calls the callbacks at
 before_fit, before_epoch, before_batch, after_batch, after_epoch and after_fit with a plain
-`logs` dict. Everything else is a callback on that loop: one-cycle's schedule (`ParamScheduler`),
-the LR finder (`LRFinder`), early stopping, keeping the best epoch. A callback ends the fit by
-setting `learn.stop_training` (checked after every batch and every epoch; an epoch cut short is
-still validated, as in Keras) and skips validation, and with it the epoch report (after_epoch),
-by setting `learn.skip_validation`. A run is stopped or paused by `threading.Event`s checked
-every batch.
+`logs` dict, in the order of their `order` (lowest first; fastai's Callback.order). Everything else
+is a callback on that loop: one-cycle's schedule (`ParamScheduler`), the LR finder (`LRFinder`),
+early stopping, keeping the best epoch. A callback ends the fit with `learn.end_fit(note)` (or by
+setting `learn.stop_training`), checked after every batch and every epoch; an epoch cut short is
+still validated, as in Keras. Whether a fit validates its epochs (and reports them at after_epoch)
+is the learner's `validating`, which the loop sets: not with a callback that declares
+`fit_without_validation` (the LR finder), nor when the learner's owner set `validate_epochs` False.
+A run is stopped, paused or interrupted through its `RunControl` (`learn.control`), checked every
+batch; a pause waits on its condition.
 """
 from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -24,6 +26,7 @@ from torch import nn
 
 from engine.train import models
 from engine.data.loaders import DataLoaders
+from engine.store.jobs import RunControl
 from engine.train.distributed import Dist
 from engine.errors import plain_reason
 from engine.train.lr_suggest import LRFinderError, Suggestion, diverged, smooth_step, suggest_all
@@ -44,10 +47,22 @@ def error_rate(preds: torch.Tensor, targets: torch.Tensor) -> float:
     return 1 - accuracy(preds, targets)
 
 
+def batches_per_epoch(n_train: int, bs: int) -> int:
+    """Training steps in an epoch: full batches only (the last partial one is dropped, as fastai's), at least one."""
+    return max(1, n_train // bs)
+
+
 # ---------------------------------------------------------------- callbacks
 
 class Callback:
-    """Override any of the event methods; each receives the learner and the loop's `logs` dict."""
+    """Override any of the event methods; each receives the learner and the loop's `logs` dict.
+
+    The loop calls callbacks by `order`, lowest first (equal orders: as listed, this fit's own before the learner's).
+    A callback whose fit must not validate (the LR finder) says so with `fit_without_validation`.
+    """
+
+    order = 0
+    fit_without_validation = False
 
     def before_fit(self, learn: "Learner", logs: dict) -> None: ...
     def before_epoch(self, learn: "Learner", logs: dict) -> None: ...
@@ -59,6 +74,8 @@ class Callback:
 
 class Recorder(Callback):
     """Per-batch loss, smoothed loss, LR and momentum; one row per epoch, across every fit of a run."""
+
+    order = -10  # after the hypers are set, before anyone who reads the record
 
     def __init__(self) -> None:
         self.batches: list[dict] = []  # iter, epoch, loss, smooth_loss, lr, mom
@@ -82,6 +99,8 @@ class Recorder(Callback):
 class ParamScheduler(Callback):
     """Sets every batch's LR (one schedule per layer group) and momentum from the fit's progress, as fastai's."""
 
+    order = -20  # first: every other callback sees the batch's hypers
+
     def __init__(self, lr_scheds: Sequence[Schedule], mom_sched: Schedule) -> None:
         self.lr_scheds, self.mom_sched = list(lr_scheds), mom_sched
 
@@ -97,7 +116,11 @@ class LRFinder(Callback):
     The record (`lrs`, `losses`: smoothed) ends at num_it batches, at divergence (stop_div), or at the
     first NaN: fastai runs on past a NaN (it never counts as diverging) but every later smoothed loss
     is NaN too, so stopping there loses nothing (`lr_suggest.trim` treats the record as fastai's).
+    Its fit does not validate.
     """
+
+    order = -20  # first: sets the batch's LR, and at after_fit restores the weights before anyone looks at them
+    fit_without_validation = True
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, stop_div: bool = True) -> None:
         self.start_lr, self.end_lr, self.stop_div = start_lr, end_lr, stop_div
@@ -111,7 +134,6 @@ class LRFinder(Callback):
         rec = learn.recorder
         self.counters = learn.iter, learn.epoch, len(rec.batches), rec.train_seconds, rec.train_images
         self.lrs, self.losses, self.best = [], [], math.inf
-        learn.skip_validation = True
 
     def before_batch(self, learn, logs):
         lr = sched_exp(self.start_lr, self.end_lr, len(self.lrs) / self.num_it)
@@ -152,12 +174,13 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            logs["note"] = f"Early stopping: no better validation loss for {self.patience} epoch(s)."
-            learn.stop_training = True
+            learn.end_fit(f"Early stopping: no better validation loss for {self.patience} epoch(s).")
 
 
 class SaveBest(Callback):
     """Keep the weights of the epoch with the lowest validation loss and restore them when the fit ends."""
+
+    order = 10  # last at after_fit: the weights it restores are the ones the fit ends with
 
     def __init__(self) -> None:
         self.best, self.best_epoch, self.state = math.inf, None, None
@@ -168,7 +191,7 @@ class SaveBest(Callback):
             self.state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
 
     def after_fit(self, learn, logs):
-        if learn.skip_validation:  # a fit without epochs to choose from, such as the LR finder's
+        if not learn.validating:  # a fit without epochs to choose from, such as the LR finder's
             return
         if self.state is not None and logs.get("status") in ("done", "stopped"):
             learn.model.load_state_dict(self.state)
@@ -203,7 +226,8 @@ class Learner:
     """A model trained on DataLoaders with Adam (decoupled weight decay), fastai's defaults."""
 
     def __init__(self, model: nn.Module, dls: DataLoaders, pretrained: bool = False, wd: float = 0.01,
-                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None, precision: str = "auto") -> None:
+                 callbacks: Sequence[Callback] = (), cpu_threads: int | None = None, precision: str = "auto",
+                 control: RunControl | None = None) -> None:
         self.dls, self.pretrained, self.wd = dls, pretrained, wd
         self.device = dls.device
         self.model = model.to(self.device)
@@ -211,9 +235,11 @@ class Learner:
         self.recorder = Recorder()
         self.callbacks: list[Callback] = [self.recorder, *callbacks]
         self.cpu_threads = cpu_threads
-        self.stop_event, self.pause_event = threading.Event(), threading.Event()
-        self.stop_training = False  # set by a callback: the loop ends the fit after this batch
-        self.skip_validation = False  # set by a callback: the loop neither validates nor reports epochs
+        self.control = control if control is not None else RunControl()  # stop, pause, interrupt: from outside
+        self.stop_training = False  # set by a callback (`end_fit`): the loop ends the fit after this batch
+        self.fit_note: str | None = None  # why a callback ended the fit, in words (for the user)
+        self.validate_epochs = True  # the owner's choice: validate (and report) every epoch of every fit
+        self.validating = True  # whether the fit running now validates its epochs (the loop sets it)
         self.iter = 0  # batches trained over the learner's life, across fits
         self.epoch = 0  # epochs done, across fits
         self.groups = models.param_groups(self.model)  # layer groups: early body, late body, head
@@ -234,6 +260,12 @@ class Learner:
                 if chosen:
                     groups.append({"params": chosen, "weight_decay": wd if decay else 0.0, "layer_group": i})
         return groups
+
+    def end_fit(self, note: str | None = None) -> None:
+        """What a callback calls to end the fit after this batch or epoch; `note` says why, to the user."""
+        self.stop_training = True
+        if note:
+            self.fit_note = note
 
     # ---- freezing and hyper-parameters
 
@@ -301,36 +333,40 @@ class Learner:
     # ---- the fit loop
 
     def _wait_while_paused(self) -> float:
-        """Block while paused (stop still works); returns the seconds spent paused."""
-        if not self.pause_event.is_set():
+        """Block while paused (a stop still ends it); returns the seconds spent paused."""
+        if not self.control.paused:
             return 0.0
         start = time.perf_counter()
-        while self.pause_event.is_set() and not self.stop_event.is_set():
-            time.sleep(0.05)
+        self.control.wait_while_paused()
         return time.perf_counter() - start
 
     def _stop_requested(self) -> bool:
-        """Whether to stop now; under torchrun, whether any rank was asked to, so that every rank stops at the same batch."""
+        """Whether to stop now; under torchrun, whether any rank was asked to (and any interrupted), so that every
+        rank stops at the same batch for the same reason."""
+        control = self.control
         if self.dist is None:
-            return self.stop_event.is_set()
-        stop = self.dist.any(self.stop_event.is_set())  # the answer every rank shares, not this rank's own event
-        if stop:
-            self.stop_event.set()
-        return stop
+            return control.stopped
+        stopped, interrupted = self.dist.sum([float(control.stopped), float(control.interrupted)])  # every rank's
+        if interrupted:
+            control.interrupt()
+        elif stopped:
+            control.stop()
+        return stopped > 0
 
     def _fit(self, n_epoch: int, cbs: Sequence[Callback] = (), phase: str = "") -> dict:
-        """The training loop: n_epoch epochs of train_step, each then validated (unless skipped), callbacks at every event."""
+        """The training loop: n_epoch epochs of train_step, each then validated (see `validating`), callbacks (this
+        fit's `cbs` and the learner's) by their order at every event."""
         if self.device.type == "cpu" and self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
-        # this fit's own callbacks (a scheduler, the LR finder) come first, so the others see the hypers they set
-        callbacks = [*cbs, *self.callbacks]
+        callbacks = sorted([*cbs, *self.callbacks], key=lambda cb: cb.order)  # stable: equal orders keep this order
 
         def event(name: str) -> None:
             for cb in callbacks:
                 getattr(cb, name)(self, logs)
 
-        n_batches = n_epoch * (self.dls.n_train // self.dls.bs or 1)
-        self.stop_training = self.skip_validation = False
+        n_batches = n_epoch * batches_per_epoch(self.dls.n_train, self.dls.bs)
+        self.stop_training, self.fit_note = False, None
+        self.validating = self.validate_epochs and not any(cb.fit_without_validation for cb in callbacks)
         logs: dict = {"n_epoch": n_epoch, "n_batches": n_batches, "phase": phase, "status": "running",
                       "epoch": self.epoch, "iter": self.iter}
         self.model.train()
@@ -367,7 +403,7 @@ class Learner:
                     logs["status"] = "stopped"
                     break
                 # validate and report the epoch
-                if not self.skip_validation:
+                if self.validating:
                     logs.update(self.validate())
                     logs.update(train_loss=logs.get("smooth_loss", math.nan),
                                 time=time.perf_counter() - logs["epoch_start"] - paused)
@@ -424,7 +460,7 @@ class Learner:
         if on_step is not None:
             cbs.append(FunctionCallback(lambda event, logs: on_step(logs["done"], logs["lr"], logs["smooth_loss"])
                                         if event == "after_batch" else None))
-        self._fit(finder.num_it // (self.dls.n_train // self.dls.bs or 1) + 1, cbs, phase="lr_find")
+        self._fit(finder.num_it // batches_per_epoch(self.dls.n_train, self.dls.bs) + 1, cbs, phase="lr_find")
         try:
             suggestions = suggest_all(finder.lrs, finder.losses, finder.num_it)
         except LRFinderError:

@@ -2,15 +2,15 @@
 
     result = train_run(spec, cache, store, source="cli")
 
-resolves and seeds the spec, builds the data, model and learner, records every batch and epoch in the
-runs database, trains with the spec's schedule, and writes the model and `spec.json` to the run folder.
+resolves and seeds the spec, builds the data, model and learner (`prepare`: the only route from a spec to a
+Learner), records every batch and epoch in the runs database, trains with the spec's schedule, and writes the model
+and `spec.json` to the run folder.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,19 +20,33 @@ import numpy as np
 import torch
 
 from engine.data.cache import CacheGet
+from engine.data.images import PresizedImages
 from engine.data.loaders import DataLoaders, LabelledItems, PresizeCache, load_items, usable_counts
 from engine.train.device import default_device
 from engine.train.distributed import Dist
 from engine.errors import UserError, plain_reason
 from engine.train.export import export_run
-from engine.store.jobs import Job
-from engine.train.learner import Callback, EarlyStopping, Learner, SaveBest
+from engine.store.jobs import Job, RunControl
+from engine.train.learner import Callback, EarlyStopping, Learner, LRFinderResult, SaveBest, batches_per_epoch
 from engine.train.models import ModelInfo, create_model
 from engine.store.runs import RunStore, run_dir
 from engine.spec import SPEC_FILE, RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
 
-Progress = Callable[[int, int | None], None]
 HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
+
+
+@dataclass
+class PreparedData:
+    """A spec's data, ready: the spec (resolved, seeded, threads recorded), its labelled items and their pixels.
+
+    What a run and its time estimate share: each builds its own DataLoaders (and model) from it, so the estimate's
+    steps never draw from the run's random streams.
+    """
+
+    spec: RunSpec
+    items: LabelledItems
+    images: PresizedImages
+    got: CacheGet  # what getting the pixels cost: a cache hit, or seconds of decoding
 
 
 @dataclass
@@ -43,12 +57,13 @@ class Prepared:
     items: LabelledItems
     learn: Learner
     info: ModelInfo
+    got: CacheGet
 
 
-def ready_spec(spec: RunSpec, default_threads: int | None = None, progress: Progress | None = None) -> RunSpec:
+def ready_spec(spec: RunSpec, default_threads: int | None = None) -> RunSpec:
     """The spec a run records: its data folder made ready, every automatic setting filled, a seed drawn, the
     CPU threads fixed (so a replay on the same machine computes the same numbers)."""
-    prepare_source(spec, progress=progress)
+    prepare_source(spec)
     spec = with_seed(resolve(spec))
     validate(spec)
     threads = spec.device.threads or default_threads or torch.get_num_threads()
@@ -59,49 +74,78 @@ def device_of(spec: RunSpec) -> torch.device:
     return default_device() if spec.device.device == "auto" else torch.device(spec.device.device)
 
 
-def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None,
-            dist: Dist | None = None, split: np.ndarray | None = None) -> Prepared:
-    """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first.
+# ---------------------------------------------------------------- prepare: the one route from a spec to a Learner
+# prepare = prepare_data (spec -> items and pixels) + build_learner (-> DataLoaders, model, Learner); data_loaders is
+# the one place a spec's data settings become DataLoaders (the Data page's preview uses it alone).
 
-    Under torchrun (`dist`), rank 0 makes the spec ready (its seed drawn) and every rank trains that one spec.
-    `split` ('train' / 'valid' / '' per item, in the items' order) replaces the spec's split rule: the label-issue
-    folds each train this way on their own part of the images.
+def prepare_data(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None,
+                 dist: Dist | None = None, split: np.ndarray | None = None) -> PreparedData:
+    """The spec made ready, its items and their pixels (from the shared pixel cache).
+
+    Under torchrun (`dist`), rank 0 makes the spec ready (its seed drawn) and every rank uses that one spec.
+    `split` ('train' / 'valid' / '' per item, in the items' order) replaces the spec's split rule.
     """
-    emit = job.emit if job is not None else None
-    progress = (lambda d, t: emit("download", done=d, total=t)) if emit else None
     if dist is None:
-        spec = ready_spec(spec, default_threads, progress=progress)
+        spec = ready_spec(spec, default_threads)
     else:
         raw = spec
-        spec = dist.from_main(lambda: ready_spec(raw, default_threads, progress=progress))
+        spec = dist.from_main(lambda: ready_spec(raw, default_threads))
         dist.local_first(lambda: prepare_source(spec))  # each machine readies its own copy of the data
     items = load_items(spec.data)
     if split is not None:
-        if len(split) != len(items.rel_paths):
-            raise UserError("The data set changed while Loupe was reading it: start again.")
-        items = replace(items, split=np.asarray(split, dtype=object))
-    if emit:
-        emit("stage", text="Decoding images (first time only)…")
-    images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method,
-                       progress=(lambda d, t: emit("presize", done=d, total=t)) if emit else None)
+        items = with_split(items, split)
+    if job is not None:
+        job.emit("stage", text="Decoding images (first time only)…")
+    images = cache.get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
+    return PreparedData(spec=spec, items=items, images=images, got=cache.last_get)
+
+
+def with_split(items: LabelledItems, split: np.ndarray) -> LabelledItems:
+    """The items with `split` ('train' / 'valid' / '' per item) instead of their split rule's."""
+    if len(split) != len(items.rel_paths):
+        raise UserError("The data set changed while Loupe was reading it: start again.")
+    return replace(items, split=np.asarray(split, dtype=object))
+
+
+def data_loaders(spec: RunSpec, items: LabelledItems, images: PresizedImages, device: torch.device | None = None,
+                 seed: int | None = None) -> DataLoaders:
+    """The DataLoaders a spec's data settings make (size, batch size, augmentation), seeded with `seed` (default: the
+    spec's), on `device` (default: the spec's)."""
+    return DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment,
+                       device=device_of(spec) if device is None else device,
+                       seed=spec.train.seed if seed is None else seed)
+
+
+def build_learner(data: PreparedData, job: Job | None = None, dist: Dist | None = None,
+                  control: RunControl | None = None) -> Prepared:
+    """The DataLoaders, model and learner of a ready spec's data; the learner obeys `control` (default: the job's)."""
+    spec = data.spec
     device = device_of(spec) if dist is None else dist.device(device_of(spec))
-    seed = spec.train.seed
-    dls = DataLoaders(items, images, size=spec.data.size, bs=spec.data.bs, aug=spec.augment, device=device, seed=seed)
+    dls = data_loaders(spec, data.items, data.images, device=device)
     if dist is not None:
         dls.shard(dist.rank, dist.world_size)
-    torch.manual_seed(seed)  # the model's initial weights and dropout follow the seed
+    torch.manual_seed(spec.train.seed)  # the model's initial weights and dropout follow the seed
     want = spec.model.pretrained and spec.model.arch != "small"
-    model, info = create_model(spec.model.arch, len(dls.classes), pretrained=want,
-                               progress=(lambda d, t: emit("weights", done=d, total=t)) if emit else None)
+    model, info = create_model(spec.model.arch, len(dls.classes), pretrained=want)
     if dist is not None and not dist.same([len(dls.classes), dls.n_train, info.pretrained]):
         raise UserError("The processes of this torchrun job do not see the same run (their images, classes or "
                         "pretrained weights differ): give every machine the same data and the same weights.")
+    if control is None and job is not None:
+        control = job.control
     learn = Learner(model, dls, pretrained=info.pretrained, wd=spec.train.wd,
-                    cpu_threads=spec.device.threads if device.type == "cpu" else None, precision=spec.device.precision)
-    if job is not None:
-        learn.stop_event, learn.pause_event = job.stop_event, job.pause_event
+                    cpu_threads=spec.device.threads if device.type == "cpu" else None, precision=spec.device.precision,
+                    control=control)
     learn.dist = dist
-    return Prepared(spec=spec, items=items, learn=learn, info=info)
+    return Prepared(spec=spec, items=data.items, learn=learn, info=info, got=data.got)
+
+
+def prepare(spec: RunSpec, cache: PresizeCache, job: Job | None = None, default_threads: int | None = None,
+            dist: Dist | None = None, split: np.ndarray | None = None, control: RunControl | None = None) -> Prepared:
+    """Data (from the shared pixel cache), the model and the learner of a run; the spec is made ready first.
+
+    The only route from a spec to a Learner: `prepare_data`, then `build_learner` (see those for the arguments).
+    """
+    return build_learner(prepare_data(spec, cache, job, default_threads, dist, split), job, dist, control)
 
 
 def fit(learn: Learner, train: TrainSpec) -> dict:
@@ -111,10 +155,6 @@ def fit(learn: Learner, train: TrainSpec) -> dict:
     learn.unfreeze()
     lr = slice(*train.lr_slice) if train.lr_slice else train.lr
     return learn.fit_one_cycle(train.epochs, lr)
-
-
-def batches_per_epoch(n_train: int, bs: int) -> int:
-    return max(1, n_train // bs)
 
 
 class RunRecorder(Callback):
@@ -132,8 +172,8 @@ class RunRecorder(Callback):
 
 
 class JobEvents(Callback):
-    """Reports a run to its job: progress, an ETA from the steps measured so far, a 'batch' and an 'epoch' event
-    each, and notes."""
+    """Reports a run to its job: progress, an ETA from the steps measured so far, and why a callback ended the fit.
+    (The curves themselves the pages read from the runs database, which `RunRecorder` fills.)"""
 
     RECENT = 20  # batches the ETA's step time is measured over
 
@@ -158,7 +198,6 @@ class JobEvents(Callback):
             left_epochs = max(0, self.n_epochs - self.epochs_done)
             self.job.set_eta((self.n_total - self.done) * per_batch + left_epochs * per_valid)
         self.mark = now
-        self.job.emit("batch", **{k: logs[k] for k in ("iter", "epoch", "loss", "smooth_loss", "lr", "mom")})
 
     def after_epoch(self, learn, logs):
         now = self.job.running_seconds
@@ -166,12 +205,10 @@ class JobEvents(Callback):
             self.valid_seconds.append(max(0.0, now - self.mark))
         self.mark = now  # the next batch's time leaves the validation out
         self.epochs_done += 1
-        row = {k: logs[k] for k in ("epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "time")}
-        self.job.emit("epoch", **row, last_iter=logs["iter"])
 
     def after_fit(self, learn, logs):
-        if logs.get("note"):
-            self.job.emit("note", text=logs["note"])
+        if learn.fit_note:
+            self.job.emit("note", text=learn.fit_note)
 
 
 class Hold(Callback):
@@ -187,8 +224,8 @@ class Hold(Callback):
     def after_batch(self, learn, logs):
         if logs["iter"] != self.at:
             return
-        while not self.path.exists() and not learn.stop_event.is_set():
-            time.sleep(0.05)
+        while not self.path.exists() and not learn.control.wait_stopped(timeout=0.05):  # a file has no condition
+            pass
 
 
 def hold_from_env() -> list[Callback]:
@@ -197,36 +234,27 @@ def hold_from_env() -> list[Callback]:
     return [Hold(int(at), Path(path))] if at and path else []
 
 
-def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source: str = "app",
+def train_run(spec: RunSpec | PreparedData, cache: PresizeCache, store: RunStore | None, source: str = "app",
               out_dir: Path | None = None, job: Job | None = None, callbacks: Sequence[Callback] = (),
-              default_threads: int | None = None, stop_event: threading.Event | None = None,
-              interrupt_event: threading.Event | None = None, dist: Dist | None = None,
-              estimated_s: float | None = None, experiment: str | None = None,
-              prepared_by: CacheGet | None = None) -> dict:
+              default_threads: int | None = None, control: RunControl | None = None, dist: Dist | None = None,
+              estimated_s: float | None = None, experiment: str | None = None) -> dict:
     """Train the run a spec describes, recorded in `store` (if given; tagged with `experiment`'s id, if one), the
     model exported to the run folder.
 
+    `spec` may come as the data `prepare_data` made ready from it (for the time estimate): the run then reuses it.
     The run folder is `out_dir`, else LOUPE_HOME/runs/<id>; it holds spec.json from the start, so even a
     run cut short can be replayed. Returns the results (accuracy and valid_loss are the kept model's).
-    A stop ends the run 'cancelled' (the user's Stop), or 'interrupted' when `interrupt_event` (a job's own,
-    by default) is set too (the process is shutting down); either way its rows, and its model if an epoch
-    finished, are kept. A KeyboardInterrupt (a second Ctrl-C) also ends it 'interrupted', without a model.
+    The run obeys `control` (default: its job's): a stop ends it 'cancelled' (the user's Stop), an interrupt
+    'interrupted' (the process is shutting down); either way its rows, and its model if an epoch finished, are
+    kept. A KeyboardInterrupt (a second Ctrl-C) also ends it 'interrupted', without a model.
     Under torchrun (`dist`) every rank trains, and rank 0 alone records the run and writes its folder.
-    `prepared_by` is what an earlier step of this same run (the time estimate) did to the pixel cache: the
-    reported "cache" and "decode_s" count it as the run's own preparation.
     """
     if dist is not None and not dist.is_main:
         store, out_dir = None, None
-    prepared = prepare(spec, cache, job, default_threads, dist)
-    got = cache.last_get  # what preparing the pixels cost: a cache hit, or seconds of decoding
-    if prepared_by is not None:
-        got = together(prepared_by, got)
+    data = spec if isinstance(spec, PreparedData) else prepare_data(spec, cache, job, default_threads, dist)
+    prepared = build_learner(data, job, dist, control)
+    got = prepared.got  # what preparing the pixels cost: a cache hit, or seconds of decoding
     spec, learn, info = prepared.spec, prepared.learn, prepared.info
-    if stop_event is not None:
-        learn.stop_event = stop_event
-    if interrupt_event is None and job is not None:
-        interrupt_event = job.interrupt_event
-    interrupted = interrupt_event.is_set if interrupt_event is not None else (lambda: False)
     if info.message and job is not None:
         job.emit("note", text=info.message)
     classes = learn.dls.classes
@@ -264,7 +292,8 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
                 store.finish(run_id, "failed", error=plain_reason(e))
         raise
     seconds = time.perf_counter() - start
-    status = "interrupted" if interrupted() else "cancelled" if learn.stop_event.is_set() else "done"
+    control = learn.control
+    status = "interrupted" if control.interrupted else "cancelled" if control.stopped else "done"
     epochs = learn.recorder.epochs
     result = {"run_id": run_id, "status": status, "seed": spec.train.seed, "arch": spec.model.arch,
               "pretrained": info.pretrained, "classes": len(classes), "device": str(learn.device),
@@ -290,13 +319,6 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     return result
 
 
-def together(first: CacheGet, then: CacheGet) -> CacheGet:
-    """What two gets of one run's pixels did between them (e.g. the time estimate's, then the run's own)."""
-    status = first.status if then.status == "hit" else then.status if first.status == "hit" else "partial"
-    return CacheGet(status=status, decoded=first.decoded + then.decoded, decode_s=first.decode_s + then.decode_s,
-                    on_disk=first.on_disk and then.on_disk)
-
-
 def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_threads: int | None = None,
                  estimated_s: float | None = None):
     """A job target that trains a spec (see `train_run`), leaving the UI a core on a CPU; `estimated_s` is the
@@ -309,23 +331,33 @@ def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_th
     return target
 
 
-def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, default_threads: int | None = None):
-    """A job target that runs the LR finder on the learner as the spec's schedule would start it."""
-
-    def target(job: Job):
-        prepared = prepare(spec, cache, job, default_threads)
-        learn = prepared.learn
-        if prepared.info.message:
-            job.emit("note", text=prepared.info.message)
-        if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
-            learn.freeze()
+def find_lr(spec: RunSpec, cache: PresizeCache, num_it: int, start_lr: float = 1e-7, end_lr: float = 10.0,
+            job: Job | None = None, default_threads: int | None = None,
+            on_step: Callable[[int, float, float], None] | None = None,
+            note: Callable[[str], None] | None = None) -> LRFinderResult:
+    """fastai's LR finder on the learner a spec prepares, as its schedule would start it (frozen for fine_tune with
+    pretrained weights); `note` hears what the model could not have (e.g. no pretrained weights)."""
+    prepared = prepare(spec, cache, job, default_threads)
+    learn = prepared.learn
+    if prepared.info.message and note is not None:
+        note(prepared.info.message)
+    if learn.pretrained and prepared.spec.train.schedule == "fine_tune":
+        learn.freeze()  # as fastai: the finder runs on the learner as fine_tune will start it
+    if job is not None:
         job.emit("stage", text="Finding a learning rate")
+    return learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, on_step=on_step)
 
+
+def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, default_threads: int | None = None):
+    """A job target that runs the LR finder (see `find_lr`), its steps and notes reported as events."""
+
+    def target(job: Job) -> LRFinderResult:
         def on_step(i: int, lr: float, loss: float) -> None:
             job.set_progress(i, num_it)
             job.emit("lr_step", i=i, lr=lr, loss=loss if math.isfinite(loss) else None)
 
-        return learn.lr_find(num_it=num_it, on_step=on_step)
+        return find_lr(spec, cache, num_it, job=job, default_threads=default_threads, on_step=on_step,
+                       note=lambda text: job.emit("note", text=text))
 
     return target
 
@@ -363,12 +395,10 @@ def estimate_from_step(step_seconds: float, spec: RunSpec, n_train: int, n_valid
     return step_seconds * steps + per_valid * valid
 
 
-def estimate_seconds(spec: RunSpec, cache: PresizeCache, steps: int = 4, default_threads: int | None = None) -> float:
-    """How long a run would take here: a few real training steps (making each augmented batch, as the run will)
-    and a few validation batches, timed on a throwaway learner with the run's thread count, multiplied out."""
-    spec = replace(spec, model=replace(spec.model, pretrained=False), train=replace(spec.train, seed=0))
-    prepared = prepare(spec, cache, default_threads=default_threads)
-    learn = prepared.learn
+def time_steps(learn: Learner, steps: int, valid_batches: int = 0) -> tuple[float, float | None]:
+    """(seconds of one training step, of one validation batch or None) on this learner, with its thread count: the
+    median of `steps` timed steps (each making its augmented batch, as a run does) after a warm-up step, and the mean
+    of up to `valid_batches` validation batches after a warm-up one. The weights change: use a throwaway learner."""
     threads = torch.get_num_threads()
     if learn.cpu_threads:
         torch.set_num_threads(learn.cpu_threads)
@@ -380,21 +410,46 @@ def estimate_seconds(spec: RunSpec, cache: PresizeCache, steps: int = 4, default
         stream = batches()
         learn.model.train()
         learn.train_step(*next(stream))  # warm-up: the first step pays for one-off set-up
-        start = time.perf_counter()
+        times = []
         for _ in range(steps):
+            start = time.perf_counter()
             learn.train_step(*next(stream))
-        per_step = (time.perf_counter() - start) / steps
-        learn.model.eval()
-        with torch.no_grad():
-            valid = iter(learn.dls.valid())
-            learn.model(next(valid)[0])  # warm-up
-            start, n = time.perf_counter(), 0
-            for x, _ in valid:
-                learn.model(x)
-                n += 1
-                if n == 2:
-                    break
-            per_valid = (time.perf_counter() - start) / n if n else None
+            times.append(time.perf_counter() - start)
+        per_step = float(np.median(times))  # a step slowed by another program on the machine is not the rule
+        per_valid = None
+        if valid_batches:
+            learn.model.eval()
+            with torch.no_grad():
+                valid = iter(learn.dls.valid())
+                learn.model(next(valid)[0])  # warm-up
+                start, n = time.perf_counter(), 0
+                for x, _ in valid:
+                    learn.model(x)
+                    n += 1
+                    if n == valid_batches:
+                        break
+                per_valid = (time.perf_counter() - start) / n if n else None
+            learn.model.train()
     finally:
         torch.set_num_threads(threads)
-    return estimate_from_step(per_step, prepared.spec, learn.dls.n_train, learn.dls.n_valid, per_valid)
+    return per_step, per_valid
+
+
+def timing_learner(data: PreparedData) -> Learner:
+    """A throwaway learner of the data's run, from scratch (timing a step needs no download)."""
+    spec = data.spec
+    return build_learner(replace(data, spec=replace(spec, model=replace(spec.model, pretrained=False)))).learn
+
+
+def estimate_seconds(spec: RunSpec | PreparedData, cache: PresizeCache, steps: int = 4,
+                     default_threads: int | None = None) -> float:
+    """How long a run would take here: a few real training steps (making each augmented batch, as the run will)
+    and a few validation batches, timed on a throwaway learner with the run's thread count, multiplied out.
+    Given the run's prepared data (`prepare_data`), the run can reuse it afterwards."""
+    if isinstance(spec, PreparedData):
+        data = spec
+    else:
+        data = prepare_data(replace(spec, train=replace(spec.train, seed=0)), cache, default_threads=default_threads)
+    learn = timing_learner(data)
+    per_step, per_valid = time_steps(learn, steps, valid_batches=2)
+    return estimate_from_step(per_step, data.spec, learn.dls.n_train, learn.dls.n_valid, per_valid)

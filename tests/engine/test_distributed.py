@@ -156,12 +156,12 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         class StopOnRank0(Callback):
             def after_batch(self, learn, logs):
                 if rank == 0 and logs["iter"] == 2:
-                    learn.stop_event.set()
+                    learn.control.stop()
 
         stopped = learner(1)
         stopped.callbacks.append(StopOnRank0())
         logs = stopped.fit_one_cycle(2, 1e-2)
-        result.update(stop_status=logs["status"], stop_iter=stopped.iter, stop_event=stopped.stop_event.is_set())
+        result.update(stop_status=logs["status"], stop_iter=stopped.iter, stop_event=stopped.control.stopped)
     finally:
         distributed.close()
     (Path(out) / f"rank-{rank}.json").write_text(json.dumps(result))

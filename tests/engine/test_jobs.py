@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import engine.store.jobs
-from engine.store.jobs import (CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPING, EventReader,
+from engine.store.jobs import (CANCELLED, DONE, FAILED, FINISHED, INTERRUPTED, PAUSED, QUEUED, RUNNING, STOPPING,
                          Job, JobManager, stop_all_at_exit)
 
 T = 60  # seconds: a safety net, never a measurement
@@ -42,10 +42,10 @@ class Batches:
         count = 0
         for i in range(self.n):
             assert self._go.acquire(timeout=T), "the test never let this batch begin"
-            if job.pause_event.is_set():
+            if job.control.paused:
                 self.paused.set()
-                assert job.wait_while_paused(timeout=T)
-            if job.stop_event.is_set():
+                assert job.control.wait_while_paused(timeout=T)
+            if job.control.stopped:
                 break
             count += 1
             job.set_progress(count, self.n)
@@ -76,12 +76,12 @@ def test_pause_and_resume_act_within_a_batch():
     job = manager.submit(Job("train", "t", steps))
     assert steps.run(2) == [0, 1]
     job.pause()
-    assert job.state == PAUSED and job.pause_event.is_set()
+    assert job.state == PAUSED and job.control.paused
     steps.go()  # the next batch begins, finds the job paused and waits
     assert steps.paused.wait(T)
     assert kinds(job).count("batch") == 2 and job.state == PAUSED  # nothing happens while paused
     job.resume()
-    assert job.state == RUNNING and not job.pause_event.is_set()
+    assert job.state == RUNNING and not job.control.paused
     assert steps.done.get(timeout=T) == 2  # the batch that waited goes on
     assert steps.run(1) == [3]
     job.stop()
@@ -111,7 +111,7 @@ def test_stop_while_paused_wakes_the_waiting_worker():
     steps.go()
     assert steps.paused.wait(T)  # the worker is waiting for a resume
     job.stop()
-    assert job.state == STOPPING and not job.pause_event.is_set()
+    assert job.state == STOPPING and not job.control.paused
     assert manager.wait(job, timeout=T)
     assert job.state == CANCELLED and job.result == 2
 
@@ -119,14 +119,14 @@ def test_stop_while_paused_wakes_the_waiting_worker():
 def test_wait_while_paused_returns_at_once_unless_paused():
     manager, steps = JobManager(), Batches(2)
     job = Job("train", "t", steps)
-    assert job.wait_while_paused(timeout=0)  # queued: not paused
+    assert job.control.wait_while_paused(timeout=0)  # queued: not paused
     manager.submit(job)
     steps.run(1)
-    assert job.wait_while_paused(timeout=0)
+    assert job.control.wait_while_paused(timeout=0)
     job.pause()
-    assert not job.wait_while_paused(timeout=0)
+    assert not job.control.wait_while_paused(timeout=0)
     job.stop()
-    assert job.wait_while_paused(timeout=0)  # stopping is never held up by a pause
+    assert job.control.wait_while_paused(timeout=0)  # stopping is never held up by a pause
     steps.go()
     assert manager.wait(job, T) and job.state == CANCELLED
 
@@ -162,7 +162,7 @@ def test_the_end_of_a_run_wins_over_a_pause_that_races_it(actions, final):
     job.proceed.set()
     assert manager.wait(job, timeout=T)
     assert job.state == final and job.result == "result"
-    assert not job.pause_event.is_set() and job._paused_since is None
+    assert not job.control.paused and job._paused_since is None
     assert job.since(0)[-1].kind == final
     assert manager.active is None
 
@@ -176,7 +176,7 @@ def test_pause_resume_and_stop_after_the_end_change_nothing(action):
     events, finished = kinds(job), job.finished
     getattr(job, action)()
     assert job.state == DONE and kinds(job) == events and job.finished == finished
-    assert not job.pause_event.is_set() and not job.stop_event.is_set()
+    assert not job.control.paused and not job.control.stopped
 
 
 def test_a_failure_while_paused_ends_the_pause():
@@ -193,7 +193,7 @@ def test_a_failure_while_paused_ends_the_pause():
     job.pause()
     proceed.set()
     assert manager.wait(job, timeout=T)
-    assert job.state == FAILED and job.error == "disk full" and not job.pause_event.is_set()
+    assert job.state == FAILED and job.error == "disk full" and not job.control.paused
     assert kinds(job) == ["started", "paused", "failed"]
 
 
@@ -202,7 +202,7 @@ def test_pause_while_queued_is_ignored_and_the_job_runs_when_its_turn_comes():
     running = manager.submit(Job("train", "1", first))
     waiting = manager.submit(Job("train", "2", second_steps))
     waiting.pause()
-    assert waiting.state == QUEUED and not waiting.pause_event.is_set() and len(waiting) == 0
+    assert waiting.state == QUEUED and not waiting.control.paused and len(waiting) == 0
     second_steps.go()
     first.go()
     assert manager.wait(running, timeout=T) and manager.wait(waiting, timeout=T)
@@ -242,7 +242,7 @@ def test_many_threads_pausing_resuming_and_stopping_while_the_run_ends():
             job.wait(timeout=0.01)
         for t in threads:
             t.join(T)
-        assert job.state == DONE and not job.pause_event.is_set() and job._paused_since is None
+        assert job.state == DONE and not job.control.paused and job._paused_since is None
         assert job.since(0)[-1].kind == DONE and kinds(job).count(DONE) == 1
 
 
@@ -344,24 +344,6 @@ def test_last_and_of_kind_read_without_scanning():
     assert [e.i for e in job.of_kind("stage")] == [0, 2, 4, 6, 8]
 
 
-def test_an_event_reader_returns_only_what_is_new():
-    job = Job("lr_find", "t", Batches(1))
-    reader = EventReader(job, keep=["lr_step", "note"])
-    assert reader.poll() == []
-    job.emit("stage", text="Loading")
-    job.emit("note", text="no pretrained weights")
-    job.emit("lr_step", i=1, lr=1e-7, loss=2.3)
-    assert [e.kind for e in reader.poll()] == ["stage", "note", "lr_step"]
-    assert reader.poll() == []
-    job.emit("lr_step", i=2, lr=2e-7, loss=2.2)
-    job.emit("stage", text="Finding a learning rate")
-    assert [e.i for e in reader.poll()] == [3, 4]
-    assert [e.data["i"] for e in reader.kept["lr_step"]] == [1, 2]
-    assert [e.data["text"] for e in reader.kept["note"]] == ["no pretrained weights"]
-    assert reader.latest["stage"].data["text"] == "Finding a learning rate" and reader.next == 5
-    assert "batch" not in reader.kept
-
-
 def test_concurrent_reads_while_the_worker_writes():
     def chatty(job):
         for i in range(20_000):
@@ -381,18 +363,17 @@ def test_concurrent_reads_while_the_worker_writes():
         except AssertionError as e:
             errors.append(e)
 
-    def by_reader():
-        reader, seen = EventReader(job, keep=["batch"]), 0
+    def by_kind():
+        seen = 0
         try:
-            while job.active or reader.next < len(job):
-                for event in reader.poll():
-                    assert event.i == seen
+            while job.active or seen < 20_000:
+                for event in job.of_kind("batch", since=seen):
+                    assert event.data["i"] == seen
                     seen += 1
-            assert [e.data["i"] for e in reader.kept["batch"]] == list(range(20_000))
         except AssertionError as e:
             errors.append(e)
 
-    readers = [threading.Thread(target=f) for f in (by_position, by_position, by_reader)]
+    readers = [threading.Thread(target=f) for f in (by_position, by_position, by_kind)]
     for t in readers:
         t.start()
     for t in readers:
@@ -436,7 +417,7 @@ class UntilStopped:
     def __call__(self, job: Job) -> int:
         job.emit("batch", i=0)
         self.reached.set()
-        assert job.stop_event.wait(T), "the job was never stopped"
+        assert job.control.wait_stopped(T), "the job was never stopped"
         return 1
 
 
@@ -445,7 +426,7 @@ def test_a_stop_for_shutdown_ends_interrupted_not_cancelled():
     job = manager.submit(Job("train", "t", work))
     assert work.reached.wait(T)
     job.stop(reason="shutdown")
-    assert job.state == STOPPING and job.stop_reason == "shutdown" and job.interrupt_event.is_set()
+    assert job.state == STOPPING and job.stop_reason == "shutdown" and job.control.interrupted
     job.stop()  # a Stop pressed now changes nothing: the first reason stays
     assert manager.wait(job, T)
     assert job.state == INTERRUPTED and job.result == 1 and job.state in FINISHED
@@ -460,7 +441,7 @@ def test_a_users_stop_is_not_an_interruption():
     job.stop()
     job.stop(reason="shutdown")  # the process exits while the job is stopping: it stays the user's stop
     assert manager.wait(job, T)
-    assert job.state == CANCELLED and job.stop_reason == "user" and not job.interrupt_event.is_set()
+    assert job.state == CANCELLED and job.stop_reason == "user" and not job.control.interrupted
     with pytest.raises(ValueError, match="unknown stop reason"):
         Job("train", "t", work).stop(reason="tired")
 

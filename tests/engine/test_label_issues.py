@@ -5,7 +5,6 @@ import itertools
 import json
 import math
 import sys
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,8 +16,8 @@ from engine.cli import main
 from engine.data.loaders import PresizeCache
 from engine.errors import UserError
 from engine.results import label_issues
-from engine.store.jobs import CANCELLED, Job
-from engine.train import precision
+from engine.store.jobs import CANCELLED, Job, RunControl
+from engine.train import precision, run
 from engine.results.label_issues import (COLUMNS, MIN_OOF_ACCURACY, estimate_label_issue_seconds, find_likely_label_errors,
                                  fold_assignment, fold_spec, fold_split, judgement, label_issue_seconds,
                                  label_issues_target, needed_accuracy, percent_sure, planned_steps,
@@ -76,14 +75,14 @@ def test_flipped_labels_rank_at_the_top(flipped_digits, one_thread):
 
 def test_stopping_keeps_the_finished_folds(flipped_digits, one_thread):
     root, _ = flipped_digits
-    stop = threading.Event()
+    control = RunControl()
     spec = small_spec(root)
 
     def progress(done: int, total: int) -> None:
         if done == total // 3 + 1:  # the first step of the second fold
-            stop.set()
+            control.stop()
 
-    table = find_likely_label_errors(spec, PresizeCache(), k=3, epochs=1, progress=progress, stop=stop)
+    table = find_likely_label_errors(spec, PresizeCache(), k=3, epochs=1, progress=progress, control=control)
     folds = fold_assignment(sorted_labels(root), 3, seed=0)
     assert table.attrs["folds_done"] == 1 and len(table) == int((folds == 0).sum())
 
@@ -111,7 +110,7 @@ def sorted_labels(root) -> list[str]:
 def test_estimate_is_planned_steps_times_the_measured_step(flipped_digits, monkeypatch):
     root, _ = flipped_digits
     clock = itertools.count(step=0.25)  # every timed step takes a quarter of a second
-    monkeypatch.setattr(label_issues, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: next(clock)))  # where steps are timed
     spec = small_spec(root)
     seconds = estimate_label_issue_seconds(spec, PresizeCache(), k=3, epochs=2)
     sizes = np.bincount(fold_assignment(sorted_labels(root), 3, seed=0)).tolist()

@@ -15,6 +15,7 @@ from engine.train import precision
 from engine.data.augment import AugSettings
 from engine.data.loaders import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
+from engine.store.jobs import RunControl
 from engine.data.labels import LabelRule
 from engine.train.learner import (Callback, EarlyStopping, FunctionCallback, Learner, LRFinder, SaveBest, accuracy,
                             error_rate)
@@ -46,11 +47,11 @@ def tiny_model(n_classes: int) -> torch.nn.Module:
     return torch.nn.Sequential(body, create_head(16, n_classes))
 
 
-def make_learner(pixels, pretrained=False, callbacks=(), seed=0) -> Learner:
+def make_learner(pixels, pretrained=False, callbacks=(), seed=0, control=None) -> Learner:
     items, images = pixels
     torch.manual_seed(seed)
     dls = DataLoaders(items, images, size=28, bs=32, aug=AugSettings(do_flip=False), seed=seed)
-    return Learner(tiny_model(len(dls.classes)), dls, pretrained=pretrained, callbacks=callbacks)
+    return Learner(tiny_model(len(dls.classes)), dls, pretrained=pretrained, callbacks=callbacks, control=control)
 
 
 def test_metrics():
@@ -199,12 +200,12 @@ def test_fine_tune_from_scratch_never_freezes(pixels):
     assert [r["phase"] for r in learn.recorder.epochs] == ["from_scratch", "from_scratch"]
 
 
-def test_stop_event_ends_cleanly_with_metrics_so_far(pixels):
+def test_a_stop_ends_cleanly_with_metrics_so_far(pixels):
     learn = make_learner(pixels)
 
     def stop_in_second_epoch(event, logs):
         if event == "after_batch" and logs["iter"] == 8:
-            learn.stop_event.set()
+            learn.control.stop()
 
     learn.callbacks.append(FunctionCallback(stop_in_second_epoch))
     logs = learn.fit_one_cycle(3, 1e-3)
@@ -213,33 +214,100 @@ def test_stop_event_ends_cleanly_with_metrics_so_far(pixels):
     assert len(learn.recorder.epochs) == 1 and math.isfinite(learn.recorder.epochs[0]["valid_loss"])
 
 
-def test_pause_blocks_until_resumed(pixels):
+def test_pause_waits_on_the_control_until_resumed(pixels):
+    """The paused loop blocks in the control's condition; resume (from another thread) wakes it. No timers, no sleeps:
+    the pausing thread resumes once it sees the worker waiting, and the events show nothing ran in between."""
+    control = RunControl()
+    learn = make_learner(pixels, control=control)
+    events, waiting = [], threading.Event()
+    real_wait = control.wait_while_paused
+
+    def wait_while_paused(timeout=None):
+        events.append("waiting")
+        waiting.set()
+        return real_wait(timeout)
+
+    control.wait_while_paused = wait_while_paused
+
+    def pause_at_2(event, logs):
+        if event == "after_batch":
+            events.append(logs["iter"])
+            if logs["iter"] == 2:
+                control.pause()
+
+    learn.callbacks.append(FunctionCallback(pause_at_2))
+    worker = threading.Thread(target=lambda: events.append(learn.fit_one_cycle(1, 1e-3)["status"]))
+    worker.start()
+    assert waiting.wait(60)
+    assert worker.is_alive() and events == [0, 1, 2, "waiting"]  # held before batch 3
+    events.append("resume")
+    control.resume()
+    worker.join(60)
+    assert events == [0, 1, 2, "waiting", "resume", 3, 4, 5, "done"]
+    assert not control.paused and len(learn.recorder.batches) == 6
+
+
+def test_a_stop_wakes_a_paused_run(pixels):
     learn = make_learner(pixels)
-    paused_at = []
-
-    def pause_once(event, logs):
-        if event == "after_batch" and logs["iter"] == 2 and not paused_at:
-            learn.pause_event.set()
-            paused_at.append(logs["iter"])
-            threading.Timer(0.5, learn.pause_event.clear).start()
-
-    learn.callbacks.append(FunctionCallback(pause_once))
-    logs = learn.fit_one_cycle(1, 1e-3)
-    assert logs["status"] == "done" and len(learn.recorder.batches) == 6
-    assert not learn.pause_event.is_set()
-
-
-def test_stop_while_paused(pixels):
-    learn = make_learner(pixels)
+    waiting = threading.Event()
+    real_wait = learn.control.wait_while_paused
+    learn.control.wait_while_paused = lambda timeout=None: (waiting.set(), real_wait(timeout))[1]
 
     def pause(event, logs):
         if event == "after_batch" and logs["iter"] == 1:
-            learn.pause_event.set()
-            threading.Timer(0.3, learn.stop_event.set).start()
+            learn.control.pause()
 
     learn.callbacks.append(FunctionCallback(pause))
-    assert learn.fit_one_cycle(2, 1e-3)["status"] == "stopped"
-    assert len(learn.recorder.batches) == 2
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(learn.fit_one_cycle(2, 1e-3)))
+    worker.start()
+    assert waiting.wait(60)
+    learn.control.stop()
+    worker.join(60)
+    assert result["status"] == "stopped" and len(learn.recorder.batches) == 2
+
+
+def test_callbacks_run_by_order_whatever_order_they_are_added_in(pixels):
+    seen = []
+
+    class Named(Callback):
+        def __init__(self, name: str, order: int) -> None:
+            self.name, self.order = name, order
+
+        def before_batch(self, learn_, logs):
+            seen.append((self.name, logs["lr"]))
+
+    learn = make_learner(pixels, callbacks=[Named("late", 5), Named("early", -30), Named("plain", 0)])
+    learn.fit_one_cycle(1, 1e-3)
+    first = seen[:3]
+    assert [name for name, _ in first] == ["early", "plain", "late"]
+    # "early" runs before the one-cycle scheduler (order -20) sets the batch's LR; the others after it
+    assert first[0][1] != first[1][1] == first[2][1] == pytest.approx(one_cycle_lr(1e-3, 25.0, 1e5, 0.25)(0))
+
+
+def test_early_stopping_ends_the_fit_with_a_note_that_the_learner_keeps(pixels):
+    class Worse(Callback):  # makes every epoch's validation loss worse than the last
+        order = -1
+
+        def after_epoch(self, learn_, logs):
+            logs["valid_loss"] = float(logs["epoch"])
+
+    learn = make_learner(pixels, callbacks=[Worse(), EarlyStopping(patience=1)])
+    logs = learn.fit_one_cycle(5, 1e-3)
+    assert logs["status"] == "done" and len(learn.recorder.epochs) == 2
+    assert learn.fit_note == "Early stopping: no better validation loss for 1 epoch(s)." and "note" not in logs
+    learn.fit_one_cycle(1, 1e-3)
+    assert learn.fit_note is None  # every fit starts without one
+
+
+def test_a_learner_that_does_not_validate_reports_no_epochs_and_keep_best_leaves_its_weights(pixels):
+    learn = make_learner(pixels, callbacks=[SaveBest()])
+    learn.fit_one_cycle(1, 1e-3)
+    learn.validate_epochs = False
+    learn.fit_one_cycle(1, 1e-3)
+    after = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    assert len(learn.recorder.epochs) == 1 and not learn.validating
+    assert all(torch.equal(after[k], v) for k, v in learn.model.state_dict().items())
 
 
 def test_an_error_in_the_loop_is_raised_and_reported(pixels):
@@ -261,8 +329,10 @@ def test_an_error_in_the_loop_is_raised_and_reported(pixels):
 
 class FakeLearner:
     def __init__(self):
-        self.stop_training = self.skip_validation = False
+        self.stop_training, self.fit_note, self.validating = False, None, True
         self.model = torch.nn.Linear(2, 1)
+
+    end_fit = Learner.end_fit
 
 
 def test_early_stopping_patience():

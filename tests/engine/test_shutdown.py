@@ -136,10 +136,10 @@ def test_a_second_signal_or_one_before_training_ends_the_command_at_once(monkeyp
     signals = StopOnSignal()
     with pytest.raises(Interrupted) as early:  # nothing to stop yet: the data is still being read
         signals._handle(signal.SIGTERM, None)
-    assert early.value.exit_code == 0 and not signals.stop.is_set()
+    assert early.value.exit_code == 0 and not signals.control.stopped
     signals.before_fit(None, {})
     signals._handle(signal.SIGINT, None)  # the first while training: stop at the end of the batch
-    assert signals.stop.is_set() and signals.interrupt.is_set() and signals.exit_code == 130
+    assert signals.control.stopped and signals.control.interrupted and signals.exit_code == 130
     with pytest.raises(Interrupted) as second:
         signals._handle(signal.SIGTERM, None)
     assert second.value.exit_code == 130  # the first signal decides

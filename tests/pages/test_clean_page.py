@@ -350,8 +350,8 @@ def test_stopping_the_search_keeps_the_finished_models_ranking(app, flipped_digi
                 job.set_progress(done, total)
                 if done == total // k + 1:  # the first step of the second model
                     first_fold_done.set()
-                    job.stop_event.wait(JOB_TIMEOUT)  # until the Stop button is pressed
-            return find_likely_label_errors(spec, cache, k, epochs, progress=progress, stop=job.stop_event)
+                    job.control.wait_stopped(JOB_TIMEOUT)  # until the Stop button is pressed
+            return find_likely_label_errors(spec, cache, k, epochs, progress=progress, control=job.control)
         return target
 
     monkeypatch.setattr(ui.label_issues_view, "label_issues_target", held_target)
