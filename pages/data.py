@@ -11,7 +11,8 @@ from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_
 from engine.train.device import default_device
 from engine.errors import UserError
 from engine.data.labels import LabelRule, read_label_csv
-from engine.spec import NAME_PATTERN, resolve
+from engine.data.resolve import resolve
+from engine.spec import NAME_PATTERN
 from ui.aug_controls import aug_controls
 from ui.background_view import health_progress, page_wait_s, read_progress
 from ui.cache_view import cache_panel

@@ -24,7 +24,8 @@ from engine.store.jobs import JobManager
 from engine.results.review import RunReview, data_fingerprint, loss_table, review_run
 from engine.store.runs import RunStore
 from engine.data.sources import clean_stale_extractions, is_downloaded
-from engine.spec import RunSpec, get, override, resolve
+from engine.data.resolve import data_name, data_root, resolve
+from engine.spec import RunSpec, get, override
 
 T = TypeVar("T")
 _LOG = logging.getLogger("loupe.widgets")
@@ -257,7 +258,7 @@ def source_ready(spec: RunSpec) -> bool:
         return True
     if data.kind == "fastai":
         return is_downloaded(data.key.upper())
-    return data.root.is_dir()
+    return data_root(data).is_dir()
 
 
 def view_spec(spec: RunSpec | None = None) -> RunSpec:
@@ -376,7 +377,7 @@ PENDING = "pending"  # the data set is still being read in the background
 
 def _summary_key(spec: RunSpec) -> tuple[str, str]:
     """What the counts depend on: the data settings and the cleaner's last change to the folder."""
-    return json.dumps(spec.to_dict()["data"]), clean_stamp(spec.data.root)
+    return json.dumps(spec.to_dict()["data"]), clean_stamp(data_root(spec.data))
 
 
 def remember_data(spec: RunSpec, counts: DataCounts) -> None:
@@ -385,7 +386,7 @@ def remember_data(spec: RunSpec, counts: DataCounts) -> None:
 
 
 def _summary(spec: RunSpec, counts: DataCounts) -> DataSummary:
-    return DataSummary(name=spec.data.name, root=str(spec.data.root), classes=counts.classes, n_train=counts.n_train,
+    return DataSummary(name=data_name(spec.data), root=str(data_root(spec.data)), classes=counts.classes, n_train=counts.n_train,
                        n_valid=counts.n_valid, n_unreadable=counts.n_unreadable)
 
 
@@ -402,11 +403,11 @@ def data_status(wait: float | None = None) -> DataSummary | str | None:
     try:
         if spec.data.kind == "builtin":
             ensure_builtin(spec.data.key)  # written on first use, as the Data page would
-        read = data_prep().read(spec.data.root, spec.data.presize, spec.data.presize_method, owner=window_id())
+        read = data_prep().read(data_root(spec.data), spec.data.presize, spec.data.presize_method, owner=window_id())
         if not read.wait(wait):
             return PENDING
         if read.failed or read.images is None:
-            raise UserError(read.failed or f"Reading {spec.data.root} was stopped; open the Data page to read it again.")
+            raise UserError(read.failed or f"Reading {data_root(spec.data)} was stopped; open the Data page to read it again.")
         items = label_items(read.scan, spec.data.label, spec.data.split)
     except (UserError, OSError, ValueError) as e:
         status: DataSummary | str = plain_reason(e)

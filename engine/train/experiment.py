@@ -24,7 +24,8 @@ from engine.errors import UserError
 from engine.store.jobs import Job
 from engine.train.learner import Callback
 from engine.store.runs import RunStore
-from engine.spec import RunSpec, default_augment, override, total_epochs, validate, with_seed
+from engine.data.resolve import default_augment
+from engine.spec import RunSpec, override, total_epochs, validate, with_seed
 from engine.train.run import estimate_seconds, train_run
 from engine.train.verdict import verdict_of_run
 

@@ -29,7 +29,8 @@ from engine.store.jobs import Job
 from engine.train.learner import Callback, EarlyStopping, Learner, SaveBest
 from engine.train.models import ModelInfo, create_model
 from engine.store.runs import RunStore, run_dir
-from engine.spec import SPEC_FILE, RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
+from engine.data.resolve import data_name, prepare_source, resolve
+from engine.spec import SPEC_FILE, RunSpec, TrainSpec, save_spec, total_epochs, validate, with_seed
 
 Progress = Callable[[int, int | None], None]
 HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
@@ -234,7 +235,7 @@ def train_run(spec: RunSpec, cache: PresizeCache, store: RunStore | None, source
     counts = usable_counts(prepared.items, learn.dls.images)  # the numbers the Data page and the sidebar show
     built = {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes, "n_train": counts.n_train,
              "n_valid": counts.n_valid}
-    run_id = store.create_run(spec, built,
+    run_id = store.create_run(spec, built, name=data_name(spec.data),
                               source=source, world_size=world_size, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)

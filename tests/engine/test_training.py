@@ -14,7 +14,8 @@ from engine.store.jobs import DONE, FAILED, INTERRUPTED, Job, JobManager
 from engine.data.labels import LabelRule
 from engine.train.learner import Callback, Learner
 from engine.store.runs import RunStore
-from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, resolve
+from engine.data.resolve import resolve
+from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec
 from engine.train.run import (estimate_from_step, estimate_seconds, lr_find_target, planned_batches, train_run,
                              train_target)
 

@@ -15,7 +15,8 @@ from engine.train.export import load_run, predict
 from engine.data.images import open_image
 from engine.store.jobs import Job
 from engine.data.labels import LabelRule
-from engine.spec import RunSpec, override, resolve
+from engine.data.resolve import resolve
+from engine.spec import RunSpec, override
 from engine.train.run import train_target
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET, DRAFT,
                       PREDICT_CAMERA, PREDICT_SOURCE, SOURCE_KIND, camera_shot, run_store, widget_key)
