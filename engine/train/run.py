@@ -30,7 +30,7 @@ from engine.train.learner import Callback, EarlyStopping, Learner, SaveBest
 from engine.train.models import ModelInfo, create_model
 from engine.store.runs import RunStore, run_dir
 from engine.data.resolve import data_name, prepare_source, resolve
-from engine.spec import SPEC_FILE, RunSpec, TrainSpec, save_spec, total_epochs, validate, with_seed
+from engine.spec import SPEC_FILE, LRFindSpec, RunSpec, TrainSpec, save_spec, total_epochs, validate, with_seed
 
 Progress = Callable[[int, int | None], None]
 HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
@@ -310,8 +310,9 @@ def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_th
     return target
 
 
-def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, default_threads: int | None = None):
-    """A job target that runs the LR finder on the learner as the spec's schedule would start it."""
+def lr_find_target(spec: RunSpec, cache: PresizeCache, finder: LRFindSpec, default_threads: int | None = None):
+    """A job target that runs the LR finder (`finder`'s rates and steps) on the learner as the spec's schedule would
+    start it."""
 
     def target(job: Job):
         prepared = prepare(spec, cache, job, default_threads)
@@ -323,10 +324,10 @@ def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, defaul
         job.emit("stage", text="Finding a learning rate")
 
         def on_step(i: int, lr: float, loss: float) -> None:
-            job.set_progress(i, num_it)
+            job.set_progress(i, finder.num_it)
             job.emit("lr_step", i=i, lr=lr, loss=loss if math.isfinite(loss) else None)
 
-        return learn.lr_find(num_it=num_it, on_step=on_step)
+        return learn.lr_find(start_lr=finder.start_lr, end_lr=finder.end_lr, num_it=finder.num_it, on_step=on_step)
 
     return target
 

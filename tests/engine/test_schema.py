@@ -110,3 +110,17 @@ def test_the_schemas_lists_match_what_the_engine_builds():
 def test_a_run_recorded_before_specs_takes_the_spec_defaults_for_what_it_did_not_record():
     spec = legacy_spec({"root": "/x/builtin/digits-names"}, {}, {})
     assert spec == RunSpec(data=DataSpec(label=LabelRule(), split=SplitRule()), augment=AugSettings())
+
+
+def test_the_readmes_spec_example_shows_every_field_as_the_command_line_prints_it(monkeypatch, tmp_path):
+    import json
+
+    from engine.cli import cmd_spec
+
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```json", readme.index("Every field, as `python -m engine spec --epochs 5` prints it")) + 7
+    example = json.loads(readme[start:readme.index("```", start)])
+    assert example == cmd_spec(build_parser().parse_args(["spec", "--epochs", "5"]))
+    every = RunSpec(data=DataSpec(label=LabelRule(), split=SplitRule()), augment=AugSettings())
+    assert set(RunSpec.from_dict(example).flat()) == set(every.flat())
