@@ -144,7 +144,7 @@ def label_items(scan: FolderScan, label: LabelRule, split: SplitRule) -> Labelle
 def load_items(data: DataSpec, scan: FolderScan | None = None) -> LabelledItems:
     """Scan (unless given the scan), label and split the data set a resolved data spec names."""
     if data.label is None or data.split is None:
-        raise ValueError("load_items needs a resolved data spec (engine.spec.resolve)")
+        raise ValueError("load_items needs a resolved data spec (engine.data.resolve.resolve)")
     return label_items(scan or scan_folder(data_root(data)), data.label, data.split)
 
 
