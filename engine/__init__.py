@@ -2,7 +2,7 @@
 do all of it by importing `engine`, and every step has a command (`python -m engine --help`).
 
 Four packages, imported one way (each imports only the ones listed above it), plus the schema and the CLI:
-  engine.spec     the run spec: dataclasses, defaults, help texts, validation, JSON
+  engine.spec     the run spec's schema: dataclasses, defaults, names and help texts, validation, JSON (no I/O)
   engine.store    where things are kept: LOUPE_HOME, the runs database, drafts, background jobs
   engine.data     data in: sources, labels, split, images and the pixel cache, augmentation, loaders, health, cleaner
   engine.train    models, the fit loop and its callbacks, prepare/train_run, experiments, verdicts, scoring, export

@@ -23,12 +23,14 @@ stop: an orderly stop, not a failure). A second signal ends the process at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import signal
 import sys
 import threading
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,10 +44,10 @@ from engine.store.home import loupe_home
 from engine.data.labels import parse_label_rule
 from engine.train.learner import Callback
 from engine.train.lr_suggest import compare
-from engine.train.models import ARCHS
 from engine.store.runs import RunStore
-from engine.spec import (DEVICES, PRECISIONS, PRESIZE_METHODS, SCHEDULES, DataSpec, RunSpec, check_source, default_augment,
-                         load_spec, override, prepare_source, resolve, validate)
+from engine.data.resolve import check_source, data_root, default_augment, prepare_source, resolve
+from engine.spec import (DataSpec, LRFindSpec, RunSpec, default_text, load_spec, override, schema_field, setting_name,
+                         setting_type, settings, validate)
 from engine.data.split import SplitRule
 from engine.store.jobs import RunControl
 from engine.train.run import device_of, estimate_seconds, find_lr, format_duration, prepare_data, train_run
@@ -61,11 +63,11 @@ def parse_split(text: str, root: Path) -> SplitRule:
     parts = rest.split(":") if rest else []
     try:
         if kind in ("random", "stratified"):
-            pct = float(parts[0]) if parts else 0.2
-            seed = int(parts[1]) if len(parts) > 1 else 42
+            pct = float(parts[0]) if parts else SplitRule().valid_pct
+            seed = int(parts[1]) if len(parts) > 1 else SplitRule().seed
             return SplitRule(kind="random", valid_pct=pct, seed=seed, stratify=kind == "stratified")
     except ValueError:
-        raise UserError(f"Could not read the split '{text}': use random:0.2:42") from None
+        raise UserError(f"Could not read the split '{text}': use random:{SplitRule().valid_pct:g}:{SplitRule().seed}") from None
     if kind == "folder":
         if parts and len(parts) != 2:
             raise UserError("A folder split looks like folder:train:valid")
@@ -95,57 +97,56 @@ def source_text(text: str) -> str:
     return str(Path(text).expanduser().resolve())
 
 
+FLAG_NAMES = {"data.source": "--data"}  # a flag named otherwise than its setting
+FLAG_ALIASES = {"train.schedule": ("--method",), "train.keep_best": ("--save-best",)}  # older names, still read
+FLAG_FORMS = {  # settings whose flag is text in a form of its own (parsed by spec_from_args)
+    "data.label": "regex:PATTERN, path-regex:PATTERN, folder, grandparent, top-folder or csv:FILE:COLUMN",
+    "data.split": "random[:PCT[:SEED]], stratified[:PCT[:SEED]], folder[:TRAIN:VALID] or csv:FILE:COLUMN",
+}
+FLAG_METAVARS = {"train.lr_slice": "LOW:HIGH"}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting ("train.lr_mult" → "--lr-mult")."""
+    return FLAG_NAMES.get(name, "--" + name.rsplit(".", 1)[-1].replace("_", "-"))
+
+
+def add_schema_flags(group, fields: dict[str, str], root: type = RunSpec) -> None:
+    """A flag per setting of `fields` (argparse dest → dotted name): type, choices and help (with the default) from
+    the schema; a yes/no setting gets --X and --no-X."""
+    for dest, name in fields.items():
+        f, t = schema_field(name, root), setting_type(name, root)
+        flags = [flag_of(name), *FLAG_ALIASES.get(name, ())]
+        if t is bool:
+            pair = group.add_mutually_exclusive_group()
+            pair.add_argument(*flags, dest=dest, action="store_true", default=None,
+                              help=f.metadata["help"] + (" (default)" if f.default else ""))
+            pair.add_argument(f"--no-{flags[0][2:]}", dest=dest, action="store_false",
+                              help=f.metadata["off"] + ("" if f.default else " (default)"))
+            continue
+        numbers = [o for o in (typing.get_args(t) or (t,)) if o in (int, float)]
+        form = FLAG_FORMS.get(name)
+        group.add_argument(*flags, dest=dest, type=numbers[0] if numbers else str, choices=f.metadata["choices"] or None,
+                           metavar=FLAG_METAVARS.get(name),
+                           help=f"{form + ': ' if form else ''}{f.metadata['help']} (default: {default_text(f)})"
+                           .replace("%", "%%"))  # argparse formats help with %
+
+
 def add_spec_flags(parser: argparse.ArgumentParser) -> None:
-    """Every flag that overrides a setting of the run spec (each defaults to 'not given')."""
+    """Every flag that overrides a setting of the run spec (each defaults to 'not given'), made from the schema."""
     g = parser.add_argument_group("run spec (each flag overrides --spec, or Loupe's defaults)")
     g.add_argument("--spec", type=Path, help="start from this spec: a JSON file, or a run folder holding spec.json")
-    g.add_argument("--data", help="a folder, builtin:digits-names, builtin:digits-folders or fastai:KEY "
-                                  "(default: builtin:digits-names)")
-    g.add_argument("--label", help="regex:PATTERN, path-regex:PATTERN, folder, grandparent, top-folder or "
-                                   "csv:FILE:COLUMN (default: guessed from the layout)")
-    g.add_argument("--split", help="random[:PCT[:SEED]] (default random:0.2:42), stratified…, folder[:TRAIN:VALID], csv:FILE:COLUMN")
-    g.add_argument("--size", type=int, help="image size the model sees (default 28 for the built-in digits, else 224)")
-    g.add_argument("--presize", type=int, help="size images are decoded to once (default size × 460/224, fastai's ratio)")
-    g.add_argument("--presize-method", choices=PRESIZE_METHODS, help="crop (centre square, default) or squish")
-    g.add_argument("--bs", type=int, help="batch size (default 64)")
-    g.add_argument("--aug", choices=("fastai", "none"), help="fastai's aug_transforms (default; no flips for the "
-                                                             "built-in digits), or none")
-    g.add_argument("--no-flip", action="store_true", default=None, help="no left/right flips (digits, text)")
-    g.add_argument("--arch", choices=list(ARCHS), help="model (default small)")
-    pre = g.add_mutually_exclusive_group()
-    pre.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
-                     help="start from ImageNet weights where they can be had (default)")
-    pre.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="train from scratch")
-    g.add_argument("--schedule", "--method", dest="schedule", choices=SCHEDULES,
-                   help="fine_tune (default: head first, then every layer) or one_cycle (every layer)")
-    g.add_argument("--epochs", type=int, help="epochs (default 3; fine_tune adds --freeze-epochs)")
-    g.add_argument("--lr", type=float, help="fine_tune's base_lr (default 2e-3) or one_cycle's lr_max (default 1e-3)")
-    g.add_argument("--lr-slice", metavar="LOW:HIGH",
-                   help="one_cycle with every layer unfrozen and LRs spread from LOW (first layers) to HIGH (head), "
-                        "as fastai's unfreeze(); fit_one_cycle(n, slice(LOW, HIGH))")
-    g.add_argument("--freeze-epochs", type=int, help="fine_tune: epochs of the head alone first (default 1)")
-    g.add_argument("--lr-mult", type=float, help="fine_tune: earliest layers at lr / lr_mult once unfrozen (default 100)")
-    g.add_argument("--wd", type=float, help="weight decay (default 0.01; never on BatchNorm and bias parameters)")
-    g.add_argument("--patience", type=int, help="early stopping patience in epochs (default 0: off)")
-    best = g.add_mutually_exclusive_group()
-    best.add_argument("--keep-best", "--save-best", dest="keep_best", action="store_true", default=None,
-                      help="end with the weights of the epoch with the lowest validation loss (default)")
-    best.add_argument("--no-keep-best", dest="keep_best", action="store_false", help="end with the last epoch's weights")
-    g.add_argument("--seed", type=int, help="seed for weights, batch order and augmentation (default: drawn and recorded)")
-    g.add_argument("--device", choices=DEVICES, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda or mps")
-    g.add_argument("--threads", type=int, help="CPU threads (default: every core)")
-    g.add_argument("--precision", choices=PRECISIONS,
-                   help="number format of the arithmetic: auto (default: mixed bf16/fp16 on CUDA, fp32 on a CPU, where "
-                        "bf16 measured slower), fp32, bf16 or fp16 (mixed precision: weights stay fp32)")
+    add_schema_flags(g, FLAG_FIELDS)
+    g.add_argument("--aug", choices=("fastai", "none"),
+                   help=f"fastai's aug_transforms, or none (default: {default_text(schema_field('augment'))})")
+    g.add_argument("--no-flip", action="store_true", default=None,
+                   help=f"no left/right flips (digits, text); else as the augmentation's default "
+                        f"({setting_name('augment.do_flip').lower()}: {default_text(schema_field('do_flip', AugSettings))})")
 
 
-FLAG_FIELDS = {  # flag (argparse dest) -> setting of the spec, for the flags that map one to one
-    "size": "data.size", "presize": "data.presize", "presize_method": "data.presize_method", "bs": "data.bs",
-    "arch": "model.arch", "pretrained": "model.pretrained", "schedule": "train.schedule", "epochs": "train.epochs",
-    "lr": "train.lr", "lr_slice": "train.lr_slice", "freeze_epochs": "train.freeze_epochs", "lr_mult": "train.lr_mult",
-    "wd": "train.wd", "patience": "train.patience", "keep_best": "train.keep_best", "seed": "train.seed",
-    "device": "device.device", "threads": "device.threads", "precision": "device.precision",
-}
+# flag (argparse dest) -> setting, for every setting of the spec but the augmentation (--aug, --no-flip) and the version
+FLAG_FIELDS = {flag_of(name)[2:].replace("-", "_"): name for name in settings() if name not in ("augment", "version")}
+LR_FIND_FLAGS = {f.name: f.name for f in dataclasses.fields(LRFindSpec)}  # lr-find's own flags
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -154,16 +155,14 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     changes: dict = {}
     if args.data is not None:
         changes["data.source"] = source_text(args.data)
-        check_source(changes["data.source"])
     data = DataSpec(source=changes.get("data.source", base.data.source))
-    if args.label is not None:
-        changes["data.label"] = parse_label_rule(args.label, data.root)
-    if args.split is not None:
-        changes["data.split"] = parse_split(args.split, data.root)
+    check_source(data.source)
+    parsers = {"data.source": None, "data.label": lambda v: parse_label_rule(v, data_root(data)),
+               "data.split": lambda v: parse_split(v, data_root(data)), "train.lr_slice": parse_lr_slice}
     for dest, name in FLAG_FIELDS.items():
         value = getattr(args, dest)
-        if value is not None:
-            changes[name] = parse_lr_slice(value) if dest == "lr_slice" else value
+        if value is not None and name != "data.source":
+            changes[name] = parsers[name](value) if name in parsers else value
     if args.aug is not None:
         changes["augment"] = AugSettings.off() if args.aug == "none" else None
     if args.no_flip:
@@ -193,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lr_find = sub.add_parser("lr-find", help="run fastai's LR finder and print its suggestions")
     add_spec_flags(lr_find)
-    lr_find.add_argument("--num-it", type=int, default=100)
-    lr_find.add_argument("--start-lr", type=float, default=1e-7)
-    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    finder = lr_find.add_argument_group("the LR finder")
+    add_schema_flags(finder, LR_FIND_FLAGS, LRFindSpec)
+    lr_find.set_defaults(**dataclasses.asdict(LRFindSpec()))
     lr_find.add_argument("--json", action="store_true", help="end with one JSON line of results")
 
     runs = sub.add_parser("runs", help="list the runs database (LOUPE_HOME/runs.sqlite): app, command-line and torchrun runs")
@@ -395,8 +394,8 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     if args.num_it < 1:
         raise UserError(f"--num-it must be a positive number (got {args.num_it}).")
     spec = spec_from_args(args)
-    found = find_lr(spec, PresizeCache(max_entries=1), args.num_it, start_lr=args.start_lr, end_lr=args.end_lr,
-                    note=lambda text: print(text, file=sys.stderr))
+    finder = LRFindSpec(start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it)
+    found = find_lr(spec, PresizeCache(max_entries=1), finder, note=lambda text: print(text, file=sys.stderr))
     where = compare(found.suggestions)
     for s in found.suggestions.values():
         print(f"{s.name:>8}: {s.lr:.2e}  {s.explanation} {where[s.name]}")

@@ -2,14 +2,17 @@
 
 The app's widgets start from it, the command line's flags override it, the job runs it, the runs
 database stores it, every run folder keeps it as `spec.json`, and the exported `train.py` replays it.
+Each setting carries its human name and help text (`setting_name`, `setting_help`): the command line's
+flags, the pages' labels and the Runs page's settings table are made from them.
 
     spec = RunSpec()                                   # fastai's defaults on the built-in digits
     spec = override(spec, {"train.epochs": 5})         # what a flag or a widget changes
-    ready = resolve(spec)                              # source-dependent values filled in (size, label rule, …)
+    ready = resolve(spec)                              # engine.data.resolve: source-dependent values filled in
     RunSpec.from_dict(ready.to_dict()) == ready        # JSON-safe, versioned, unknown keys refused
 
-A field left at None means "pick for me": `resolve` fills it from the data source (the built-in
-digits are 28 px, labelled by their own rule and never flipped; a folder's rules are guessed from its
+This module is the schema alone: it imports no other engine package and never scans, downloads or reads
+LOUPE_HOME. A field left at None means "pick for me": engine.data.resolve fills it from the data source (the
+built-in digits are 28 px, labelled by their own rule and never flipped; a folder's rules are guessed from its
 layout) or from another field (presize follows size by fastai's ratio; the LR follows the schedule).
 A resolved spec is complete: it trains the same way anywhere it is read back.
 """
@@ -18,21 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import secrets
 import types
 import typing
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.data.augment import AugSettings
-from engine.data.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError, plain_reason
-from engine.data.label_levels import VALID_FOLDER_NAMES, guess_rule  # noqa: F401 (VALID_FOLDER_NAMES: also read from here)
-from engine.data.labels import LabelRule
-from engine.data.sources import FASTAI_DATASETS, FolderScan, dataset_path, download_dataset, is_downloaded, scan_folder
-from engine.data.split import SplitRule
 
 SPEC_VERSION = 1
 SPEC_FILE = "spec.json"
@@ -44,21 +40,117 @@ SCHEDULES = ("fine_tune", "one_cycle")
 PRESIZE_METHODS = ("crop", "squish")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # what `auto` picks per device: engine/train/precision.py
+ARCHS = ("small", "resnet18", "resnet34", "resnet50")  # the models engine.train.models builds (a test checks)
+BUILTIN_KEYS = ("digits-names", "digits-folders")  # engine.data.builtin.BUILTINS (a test checks)
 SOURCES = ("builtin", "fastai", "folder")
+LABEL_KINDS = ("regex", "folder", "grandparent", "top-folder", "csv")  # engine.data.labels applies each
+SPLIT_KINDS = ("random", "folder", "csv")  # engine.data.split applies each
 NAME_PATTERN = r"^(.+)_\d+\.\w+$"  # Pets-style: label, underscore, number
+
+
+def setting(default: Any = MISSING, *, name: str, help: str, auto: str = "", off: str = "",
+            factory: Any = MISSING, choices: tuple = ()) -> Any:
+    """A dataclass field that knows what people call it (`name`), what it does (`help`), what its default means
+    (`auto`: for None, "pick for me", what is picked), a boolean's help when switched off, and its allowed values."""
+    meta = {"name": name, "help": help, "auto": auto, "off": off, "choices": choices}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------- the settings
+
+@dataclass(frozen=True)
+class LabelRule:
+    """A serialisable choice of label rule, as the page and the CLI describe it (engine.data.labels applies it)."""
+
+    kind: str = setting("regex", name="Label rule kind", help=", ".join(LABEL_KINDS), choices=LABEL_KINDS)
+    pattern: str = setting(NAME_PATTERN, name="Label regex", help="regex: the first group is the label")
+    on: str = setting("name", name="Regex reads", help="regex: on the file 'name' or the relative 'path'",
+                      choices=("name", "path"))
+    csv_path: str = setting("", name="Label CSV file", help="csv: the file listing each picture's label")
+    file_col: str = setting("name", name="CSV file column", help="csv: the column naming the picture")
+    label_col: str = setting("label", name="CSV label column", help="csv: the column holding the label")
+
+    def describe(self) -> str:
+        if self.kind == "regex":
+            return f"regex on {'file name' if self.on == 'name' else 'relative path'}: {self.pattern}"
+        if self.kind == "folder":
+            return "parent folder name"
+        if self.kind == "grandparent":
+            return "grandparent folder name"
+        if self.kind == "top-folder":
+            return "top-level folder under the data folder"
+        return f"CSV {Path(self.csv_path).name}: {self.file_col} → {self.label_col}"
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """A serialisable choice of split rule, as the page and the CLI describe it (engine.data.split applies it)."""
+
+    kind: str = setting("random", name="Split kind", help=", ".join(SPLIT_KINDS), choices=SPLIT_KINDS)
+    valid_pct: float = setting(0.2, name="Validation share", help="random: the share of pictures that validate")
+    seed: int = setting(42, name="Split seed", help="random: the seed of the permutation (fastai's RandomSplitter)")
+    stratify: bool = setting(False, name="Stratified", help="random: split each class on its own")
+    train_name: str = setting("train", name="Training folder", help="folder: the folder of the training pictures")
+    valid_name: str = setting("valid", name="Validation folder", help="folder: the folder of the validation pictures")
+    csv_path: str = setting("", name="Split CSV file", help="csv: the file saying which pictures validate")
+    file_col: str = setting("name", name="CSV file column", help="csv: the column naming the picture")
+    valid_col: str = setting("is_valid", name="CSV validation column", help="csv: true where a picture validates")
+
+    def describe(self) -> str:
+        if self.kind == "random":
+            return f"random {self.valid_pct:.0%} validation, seed {self.seed}" + (", stratified" if self.stratify else "")
+        if self.kind == "folder":
+            return f"folders '{self.train_name}' / '{self.valid_name}'"
+        return f"CSV column {self.valid_col}"
+
+
+@dataclass(frozen=True)
+class AugSettings:
+    """fastai's aug_transforms defaults (engine.data.augment applies them)."""
+
+    do_flip: bool = setting(True, name="Augmentation: flip left-right", help="mirror pictures at random")
+    flip_vert: bool = setting(False, name="Augmentation: all 8 flips and turns",
+                              help="any of the 8 dihedral flips and quarter turns (fastai's Dihedral)")
+    max_rotate: float = setting(10.0, name="Augmentation: rotation (±degrees)", help="rotate by up to ± this many degrees")
+    min_zoom: float = setting(1.0, name="Augmentation: smallest zoom", help="the smallest zoom factor")
+    max_zoom: float = setting(1.1, name="Augmentation: largest zoom", help="the largest zoom factor")
+    max_lighting: float = setting(0.2, name="Augmentation: lighting change", help="brightness and contrast change, 0 to 1")
+    max_warp: float = setting(0.2, name="Augmentation: warp", help="perspective warp strength")
+    p_affine: float = setting(0.75, name="Augmentation: chance of rotate, zoom, warp",
+                              help="chance, drawn separately for rotate, zoom and warp")
+    p_lighting: float = setting(0.75, name="Augmentation: chance of lighting change",
+                                help="chance, drawn separately for brightness and contrast")
+    min_scale: float = setting(1.0, name="Augmentation: smallest crop (area)",
+                               help="below 1: a random-resized crop of at least this share of the area")
+
+    @classmethod
+    def off(cls) -> "AugSettings":
+        """Every transform disabled: training images are only resized."""
+        return cls(do_flip=False, flip_vert=False, max_rotate=0.0, min_zoom=1.0, max_zoom=1.0,
+                   max_lighting=0.0, max_warp=0.0, min_scale=1.0)
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """Which images, how each gets its label, which validate, and the sizes they are prepared at."""
 
-    source: str = "builtin:digits-names"  # builtin:KEY, fastai:KEY (downloaded once) or a folder path
-    label: LabelRule | None = None  # None: the built-in's own rule, else guessed from the folder's layout
-    split: SplitRule | None = None  # None: likewise
-    size: int | None = None  # side of the square images the model sees; None: 28 for built-ins, else 224
-    presize: int | None = None  # side images are decoded to once; None: size × 460/224 (fastai's Resize(460) for 224)
-    presize_method: str = "crop"  # "crop": centre square; "squish": the whole image, stretched
-    bs: int = 64  # batch size
+    source: str = setting("builtin:digits-names", name="Data set",
+                          help=f"a folder, {', '.join('builtin:' + k for k in BUILTIN_KEYS)} or fastai:KEY "
+                               "(downloaded once)")
+    label: LabelRule | None = setting(None, name="Label rule", help="how each picture gets its label",
+                                      auto="the built-in's own rule, else guessed from the folder's layout")
+    split: SplitRule | None = setting(None, name="Validation split", help="which pictures validate",
+                                      auto=f"the built-in's own split, else train/ and valid/ folders if there are "
+                                           f"some, else random {SplitRule().valid_pct:.0%} with seed {SplitRule().seed}")
+    size: int | None = setting(None, name="Image size (px)", help="side of the square images the model sees",
+                               auto=f"{BUILTIN_SIZE} for the built-in digits, else {DEFAULT_SIZE}")
+    presize: int | None = setting(None, name="Presize (px)", help="side images are decoded to once",
+                                  auto="size × 460/224, fastai's ratio")
+    presize_method: str = setting("crop", name="Presize method", choices=PRESIZE_METHODS,
+                                  help="crop (the centre square) or squish (the whole image, stretched)")
+    bs: int = setting(64, name="Batch size", help="pictures per training step")
 
     @property
     def kind(self) -> str:
@@ -71,69 +163,70 @@ class DataSpec:
         """The built-in or fastai key ('' for a folder)."""
         return self.source.split(":", 1)[1] if self.kind != "folder" else ""
 
-    @property
-    def root(self) -> Path:
-        """The folder holding the images (nothing is written or downloaded to answer this)."""
-        if self.kind == "builtin":
-            return builtin_path(self.key)
-        if self.kind == "fastai":
-            remote = FASTAI_DATASETS[self.key.upper()]
-            return dataset_path(remote.key) / remote.image_subdir if remote.image_subdir else dataset_path(remote.key)
-        return Path(self.source).expanduser()
-
-    @property
-    def name(self) -> str:
-        """What the user calls this data set."""
-        if self.kind == "builtin":
-            return BUILTINS[self.key].title
-        if self.kind == "fastai":
-            return self.key.upper()
-        return self.root.name or str(self.root)
-
 
 @dataclass(frozen=True)
 class ModelSpec:
     """The network: fastai's head on a small convnet or a torchvision ResNet."""
 
-    arch: str = "small"  # small | resnet18 | resnet34 | resnet50
-    pretrained: bool = True  # start from ImageNet weights where they can be had; else from scratch, said plainly
+    arch: str = setting("small", name="Model", help=" | ".join(ARCHS), choices=ARCHS)
+    pretrained: bool = setting(True, name="Start from ImageNet weights",
+                               help="start from ImageNet weights where they can be had; else from scratch, said plainly",
+                               off="train from scratch")
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """How the network is trained: fastai's fine_tune or fit_one_cycle, and what is kept."""
 
-    schedule: str = "fine_tune"  # "fine_tune": head first, then every layer; "one_cycle": every layer, one cycle
-    epochs: int = 3
-    lr: float | None = None  # fine_tune's base_lr or one_cycle's lr_max; None: fastai's (2e-3, 1e-3)
-    lr_slice: tuple[float, float] | None = None  # one_cycle only: unfreeze, LRs spread from lo (first layers) to hi (head)
-    freeze_epochs: int = 1  # fine_tune: epochs of the head alone (pretrained bodies only)
-    lr_mult: float = 100.0  # fine_tune: once unfrozen, the earliest layers train at lr / lr_mult
-    wd: float = 0.01  # decoupled weight decay (not on BatchNorm and bias parameters, as fastai)
-    patience: int = 0  # early stopping: epochs without a lower validation loss; 0 = off
-    keep_best: bool = True  # end with the weights of the epoch with the lowest validation loss
-    seed: int | None = None  # None: drawn when the run starts, and recorded
+    schedule: str = setting("fine_tune", name="Schedule", choices=SCHEDULES,
+                            help="fine_tune: head first, then every layer; one_cycle: every layer, one cycle")
+    epochs: int = setting(3, name="Epochs", help="epochs (fine_tune adds its head-only epochs)")
+    lr: float | None = setting(None, name="Learning rate", help="fine_tune's base_lr or one_cycle's lr_max",
+                               auto=", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
+    lr_slice: tuple[float, float] | None = setting(
+        None, name="Learning rates (earliest : head)", auto="none",
+        help="one_cycle only: every layer unfrozen, LRs spread from LOW (first layers) to HIGH (head), as fastai's "
+             "fit_one_cycle(n, slice(LOW, HIGH))")
+    freeze_epochs: int = setting(1, name="Head-only epochs first",
+                                 help="fine_tune: epochs of the head alone first (pretrained bodies only)")
+    lr_mult: float = setting(100.0, name="Layer LR spread (lr_mult)",
+                             help="fine_tune: once unfrozen, the earliest layers train at lr / lr_mult")
+    wd: float = setting(0.01, name="Weight decay",
+                        help="decoupled weight decay (never on BatchNorm and bias parameters, as fastai)")
+    patience: int = setting(0, name="Early stopping patience", auto="off",
+                            help="early stopping: epochs without a lower validation loss")
+    keep_best: bool = setting(True, name="Keep the epoch with the lowest validation loss",
+                              help="end with the weights of the epoch with the lowest validation loss",
+                              off="end with the last epoch's weights")
+    seed: int | None = setting(None, name="Seed", help="seed for weights, batch order and augmentation",
+                               auto="drawn when the run starts, and recorded")
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
     """Where the arithmetic happens."""
 
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda or mps
-    threads: int = 0  # CPU threads; 0: every core for the command line, all but one for the app
-    precision: str = "auto"  # auto (CUDA: mixed bf16/fp16; CPU: fp32), fp32, bf16 or fp16; a run reports the one used
+    device: str = setting("auto", name="Device", choices=DEVICES,
+                          help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    threads: int = setting(0, name="CPU threads", help="CPU threads", auto="every core for the command line, all "
+                                                                             "but one for the app")
+    precision: str = setting("auto", name="Precision", choices=PRECISIONS,
+                             help="number format of the arithmetic: auto (mixed bf16/fp16 on CUDA, fp32 on a CPU, "
+                                  "where bf16 measured slower), fp32, bf16 or fp16 (mixed precision: weights stay "
+                                  "fp32); a run reports the one used")
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One training run, completely: data, augmentation, model, training and device."""
 
-    data: DataSpec = field(default_factory=DataSpec)
-    augment: AugSettings | None = None  # None: fastai's aug_transforms (no flips for the built-in digits)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    device: DeviceSpec = field(default_factory=DeviceSpec)
-    version: int = SPEC_VERSION
+    data: DataSpec = setting(name="Data", help="which images, their labels, split and sizes", factory=DataSpec)
+    augment: AugSettings | None = setting(None, name="Augmentation", help="fastai's aug_transforms, or none",
+                                          auto="fastai's aug_transforms, no flips for the built-in digits")
+    model: ModelSpec = setting(name="Model settings", help="the network", factory=ModelSpec)
+    train: TrainSpec = setting(name="Training", help="the schedule and what is kept", factory=TrainSpec)
+    device: DeviceSpec = setting(name="Device settings", help="where the arithmetic happens", factory=DeviceSpec)
+    version: int = setting(SPEC_VERSION, name="Spec version", help="the spec format's version")
 
     def to_dict(self) -> dict:
         """JSON-safe nested dict (tuples become lists)."""
@@ -167,30 +260,107 @@ class RunSpec:
         return _flatten(self.to_dict())
 
 
-SETTING_NAMES: dict[str, str] = {  # what people call each setting (the Runs page's settings table)
-    "data.source": "Data set", "data.label": "Label rule", "data.split": "Validation split",
-    "data.size": "Image size (px)", "data.presize": "Presize (px)", "data.presize_method": "Presize method",
-    "data.bs": "Batch size", "augment": "Augmentation",
-    "augment.do_flip": "Augmentation: flip left-right", "augment.flip_vert": "Augmentation: all 8 flips and turns",
-    "augment.max_rotate": "Augmentation: rotation (±degrees)", "augment.min_zoom": "Augmentation: smallest zoom",
-    "augment.max_zoom": "Augmentation: largest zoom", "augment.max_lighting": "Augmentation: lighting change",
-    "augment.max_warp": "Augmentation: warp", "augment.p_affine": "Augmentation: chance of rotate, zoom, warp",
-    "augment.p_lighting": "Augmentation: chance of lighting change",
-    "augment.min_scale": "Augmentation: smallest crop (area)",
-    "model.arch": "Model", "model.pretrained": "Start from ImageNet weights", "train.schedule": "Schedule",
-    "train.epochs": "Epochs", "train.lr": "Learning rate", "train.lr_slice": "Learning rates (earliest : head)",
-    "train.freeze_epochs": "Head-only epochs first", "train.lr_mult": "Layer LR spread (lr_mult)",
-    "train.wd": "Weight decay", "train.patience": "Early stopping patience", "train.keep_best":
-    "Keep the epoch with the lowest validation loss", "train.seed": "Seed", "device.device": "Device",
-    "device.threads": "CPU threads", "device.precision": "Precision", "version": "Spec version",
-}
+@dataclass(frozen=True)
+class LRFindSpec:
+    """fastai's LR finder: the learning rate grows exponentially from start_lr to end_lr over num_it batches."""
+
+    start_lr: float = setting(1e-7, name="Start learning rate", help="the finder's first learning rate")
+    end_lr: float = setting(10.0, name="End learning rate", help="the finder's last learning rate")
+    num_it: int = setting(100, name="Steps", help="batches the finder tries (fewer if the loss diverges)")
 
 
-def setting_name(dotted: str) -> str:
-    """A setting's human name ("data.size" → "Image size (px)"); an unlisted one is spelled out from its own name."""
-    if dotted in SETTING_NAMES:
-        return SETTING_NAMES[dotted]
+# ---------------------------------------------------------------- what a setting is called and does
+
+def schema_field(dotted: str, root: type = RunSpec) -> dataclasses.Field | None:
+    """The dataclass field a dotted name ("data.size") points at; None if there is none."""
+    return _lookup(dotted, root)[0]
+
+
+def setting_type(dotted: str, root: type = RunSpec) -> Any:
+    """A setting's type ("train.lr" → float | None); None for an unknown name."""
+    return _lookup(dotted, root)[1]
+
+
+def _lookup(dotted: str, root: type) -> tuple[dataclasses.Field | None, Any]:
+    cls: Any = root
+    found = None
+    for part in dotted.split("."):
+        cls = _dataclass_of(cls)
+        by_name = {f.name: f for f in fields(cls)} if cls is not None else {}
+        if part not in by_name:
+            return None, None
+        found = by_name[part]
+        cls = typing.get_type_hints(cls)[part]
+    return found, cls
+
+
+def _dataclass_of(t: Any) -> type | None:
+    """The dataclass a type hint holds (`X`, or `X | None`), else None."""
+    if is_dataclass(t):
+        return t
+    options = [o for o in typing.get_args(t) if is_dataclass(o)]
+    return options[0] if options else None
+
+
+def setting_name(dotted: str, root: type = RunSpec) -> str:
+    """A setting's human name ("data.size" → "Image size (px)"); an unknown one is spelled out from its own name."""
+    f = schema_field(dotted, root)
+    if f is not None and f.metadata.get("name"):
+        return f.metadata["name"]
     return dotted.rsplit(".", 1)[-1].replace("_", " ").capitalize()
+
+
+def setting_help(dotted: str, root: type = RunSpec) -> str:
+    """A setting's help text, ending with its default ("…(default: 64)")."""
+    f = schema_field(dotted, root)
+    if f is None:
+        return ""
+    return f"{f.metadata.get('help', '')} (default: {default_text(f)})"
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """A field's default as people read it: the value, then what it means ("0, off"); for None, what is picked."""
+    value = f.default if f.default is not MISSING else None
+    auto = f.metadata.get("auto", "")
+    if value is None:
+        return auto or "automatic"
+    shown = f"{value:g}" if isinstance(value, float) else ("yes" if value is True else "no" if value is False
+                                                           else str(value))
+    return f"{shown}, {auto}" if auto else shown
+
+
+def settings(root: type = RunSpec, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf setting by dotted name, in the order of the dataclasses (a rule or the augmentation counts once)."""
+    out: dict[str, dataclasses.Field] = {}
+    hints = typing.get_type_hints(root)
+    for f in fields(root):
+        t = hints[f.name]
+        if is_dataclass(t):  # a part of the spec (data, model…), not a value
+            out.update(settings(t, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = f
+    return out
+
+
+SETTING_NAMES: dict[str, str] = {  # every dotted name (rules and augmentation's parts too) → its human name
+    name: setting_name(name) for name in [*settings(), *(f"data.label.{f.name}" for f in fields(LabelRule)),
+                                          *(f"data.split.{f.name}" for f in fields(SplitRule)),
+                                          *(f"augment.{f.name}" for f in fields(AugSettings))]}
+
+
+def default_size(data: DataSpec) -> int:
+    """The image size a data source gets when none is set: 28 px for the built-in digits, else 224."""
+    return BUILTIN_SIZE if data.kind == "builtin" else DEFAULT_SIZE
+
+
+def default_lr(schedule: str) -> float:
+    """fastai's learning rate for a schedule: fine_tune's base_lr, fit_one_cycle's lr_max."""
+    return DEFAULT_LR.get(schedule, DEFAULT_LR["fine_tune"])
+
+
+def default_presize(size: int) -> int:
+    """fastai's ratio: Resize(460) for 224 px batches."""
+    return max(size, (size * 460 + 112) // 224)  # rounded to the nearest pixel, in whole numbers
 
 
 # ---------------------------------------------------------------- reading and writing
@@ -350,80 +520,10 @@ def get(spec: RunSpec, name: str):
     return value
 
 
-# ---------------------------------------------------------------- filling in what depends on the source
-
-def suggest_rules(scan: FolderScan) -> tuple[LabelRule, SplitRule]:
-    """Guess a label and split rule from a folder's layout, as a starting point the user can change.
-
-    train/ and valid/ (or val/) folders → label by parent folder, split by those folders;
-    names like `beagle_12.jpg` → regex on the name, random split; otherwise the folder level that
-    engine.data.label_levels.guess_level picks (never classes inside other classes: a nested category/subcategory
-    collection is read by its top-level folders, Tango's <size>/<category>/ by the parent), random split;
-    the parent folder (or the top-level one, if the parent's classes nest) when no level fits.
-    """
-    rel = [p.relative_to(scan.root).as_posix() for p in scan.images]
-    tops = {r.split("/", 1)[0] for r in rel if "/" in r}
-    valid_name = next((v for v in VALID_FOLDER_NAMES if v in tops), None)
-    if "train" in tops and valid_name:
-        return LabelRule(kind="folder"), SplitRule(kind="folder", train_name="train", valid_name=valid_name)
-    sample = [r.rsplit("/", 1)[-1] for r in rel[:: max(1, len(rel) // 200)]]
-    named = sum(1 for name in sample if re.match(NAME_PATTERN, name))
-    if sample and named >= 0.9 * len(sample):
-        return LabelRule(kind="regex", pattern=NAME_PATTERN, on="name"), SplitRule(kind="random")
-    return guess_rule(rel), SplitRule(kind="random")
-
-
-def default_augment(data: DataSpec) -> AugSettings:
-    """fastai's aug_transforms, without flips for the built-in digits (a mirrored digit is another shape)."""
-    builtin = BUILTINS.get(data.key) if data.kind == "builtin" else None
-    return builtin.aug if builtin is not None else AugSettings()
-
-
-def default_presize(size: int) -> int:
-    """fastai's ratio: Resize(460) for 224 px batches."""
-    return max(size, (size * 460 + 112) // 224)  # rounded to the nearest pixel, in whole numbers
-
-
-def check_source(source: str) -> None:
-    """UserError for a built-in or fastai key that does not exist."""
-    data = DataSpec(source=source)
-    if data.kind == "builtin" and data.key not in BUILTINS:
-        raise UserError(f"Unknown built-in data set “{data.key}”. Choose one of: {', '.join(BUILTINS)}.")
-    if data.kind == "fastai" and data.key.upper() not in FASTAI_DATASETS:
-        raise UserError(f"Unknown fastai data set “{data.key}”. Choose one of: {', '.join(FASTAI_DATASETS)}.")
-
-
-def prepare_source(spec: RunSpec, progress=None) -> Path:
-    """Make the data folder exist: write a built-in set, download a fastai one (once); returns the folder."""
-    check_source(spec.data.source)
-    data = spec.data
-    if data.kind == "builtin":
-        return ensure_builtin(data.key)
-    if data.kind == "fastai":
-        download_dataset(data.key.upper(), progress=progress)
-    return data.root
-
-
-def resolve(spec: RunSpec, scan: FolderScan | None = None, guess_rules: bool = True) -> RunSpec:
-    """Fill every automatic (None) setting except the seed; a folder is scanned only if its rules must be guessed.
-
-    A fastai data set that is not downloaded yet keeps its label and split rules automatic, and so does a
-    folder with `guess_rules=False` (which never scans).
-    """
-    check_source(spec.data.source)
-    data, augment, train = spec.data, spec.augment, spec.train
-    builtin = BUILTINS.get(data.key) if data.kind == "builtin" else None
-    label, split = data.label, data.split
-    if builtin is not None:
-        label, split = label or builtin.label_rule, split or builtin.split_rule
-    elif (label is None or split is None) and guess_rules:
-        if data.kind != "fastai" or is_downloaded(data.key.upper()):
-            guessed = suggest_rules(scan or scan_folder(data.root))
-            label, split = label or guessed[0], split or guessed[1]
-    size = data.size or (BUILTIN_SIZE if builtin is not None else DEFAULT_SIZE)
-    data = replace(data, label=label, split=split, size=size, presize=data.presize or default_presize(size))
-    train = replace(train, lr=train.lr if train.lr is not None else DEFAULT_LR.get(train.schedule, DEFAULT_LR["fine_tune"]))
-    return replace(spec, data=data, augment=augment or default_augment(data), train=train)
+def check_builtin(data: DataSpec) -> None:
+    """UserError for a built-in data set that does not exist (engine.data.resolve.check_source checks fastai's too)."""
+    if data.kind == "builtin" and data.key not in BUILTIN_KEYS:
+        raise UserError(f"Unknown built-in data set “{data.key}”. Choose one of: {', '.join(BUILTIN_KEYS)}.")
 
 
 def with_seed(spec: RunSpec) -> RunSpec:
@@ -434,11 +534,9 @@ def with_seed(spec: RunSpec) -> RunSpec:
 
 
 def validate(spec: RunSpec) -> None:
-    """UserError with a plain message for a setting no run can use."""
-    from engine.train.models import ARCHS  # torchvision is slow to import: only when checking
-
+    """UserError with a plain message for a setting no run can use (engine.data.resolve.check_source: the source)."""
     d, t = spec.data, spec.train
-    check_source(d.source)
+    check_builtin(d)
     for name, value in (("data.size", d.size), ("data.presize", d.presize), ("data.bs", d.bs), ("train.epochs", t.epochs)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be a positive number (got {value}).")
@@ -482,23 +580,19 @@ def total_epochs(spec: RunSpec) -> int:
 # ---------------------------------------------------------------- runs recorded before the spec existed
 
 def legacy_spec(data: dict, model: dict, train: dict) -> RunSpec:
-    """Best reading of a run recorded before spec.json existed (its data, model and train columns)."""
-    def pick(cls, values):
+    """Best reading of a run recorded before spec.json existed (its data, model and train columns); what they did not
+    record is left at the spec's defaults."""
+    def pick(cls, values: dict | None, renamed: dict[str, str] | None = None) -> dict:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in (values or {}).items() if k in names})
+        values = {(renamed or {}).get(k, k): v for k, v in (values or {}).items()}
+        return {k: v for k, v in values.items() if k in names and v is not None}
 
     root = Path(data.get("root", ""))
-    key = root.name if root.parent.name == "builtin" and root.name in BUILTINS else None
-    source = f"builtin:{key}" if key else str(root)
-    spec = RunSpec(
-        data=DataSpec(source=source, label=pick(LabelRule, data.get("label")), split=pick(SplitRule, data.get("split")),
-                      size=data.get("size"), presize=data.get("presize"), presize_method=data.get("method", "crop"),
-                      bs=data.get("bs", 64)),
-        augment=pick(AugSettings, data.get("aug")),
-        model=ModelSpec(arch=train.get("arch") or model.get("arch", "small"), pretrained=bool(train.get("pretrained", True))),
-        train=TrainSpec(schedule=train.get("method", "fine_tune"), epochs=train.get("epochs", 3), lr=train.get("lr"),
-                        freeze_epochs=train.get("freeze_epochs", 1), lr_mult=float(train.get("lr_mult", 100.0)),
-                        patience=train.get("patience", 0), keep_best=bool(train.get("save_best", True)),
-                        seed=train.get("seed")),
-    )
-    return spec
+    key = root.name if root.parent.name == "builtin" and root.name in BUILTIN_KEYS else None
+    return RunSpec.from_dict({
+        "data": {**pick(DataSpec, data, {"method": "presize_method"}), "source": f"builtin:{key}" if key else str(root),
+                 "label": pick(LabelRule, data.get("label")), "split": pick(SplitRule, data.get("split"))},
+        "augment": pick(AugSettings, data.get("aug")),
+        "model": pick(ModelSpec, {"arch": train.get("arch") or model.get("arch"), "pretrained": train.get("pretrained")}),
+        "train": pick(TrainSpec, train, {"method": "schedule", "save_best": "keep_best"}),
+    })

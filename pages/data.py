@@ -10,7 +10,8 @@ import streamlit as st
 from engine.data.loaders import PresizeCache, health_report, label_items, memory_budget_bytes, presize_bytes, usable_counts
 from engine.errors import UserError
 from engine.data.labels import LabelRule, read_label_csv
-from engine.spec import NAME_PATTERN, resolve
+from engine.data.resolve import resolve
+from engine.spec import NAME_PATTERN, PRESIZE_METHODS, setting_name
 from engine.train.run import data_loaders
 from ui.aug_controls import aug_controls
 from ui.background_view import health_progress, page_wait_s, read_progress
@@ -158,7 +159,7 @@ st.segmented_control("Which images check the model (validation)?", list(SPLIT_KI
 split_kind = view_spec().data.split.kind
 if split_kind == "random":
     c1, c2, c3 = st.columns(3)
-    c1.slider("Validation share", 0.05, 0.5, step=0.05, **bind("data.split.valid_pct"))
+    c1.slider(setting_name("data.split.valid_pct"), 0.05, 0.5, step=0.05, **bind("data.split.valid_pct"))
     c2.number_input("Seed", 0, 2**31 - 1, step=1, help="The same seed picks the same images.", **bind("data.split.seed"))
     c3.checkbox("Stratified (same share per class)", **bind("data.split.stratify"))
 elif split_kind == "folder":
@@ -197,14 +198,14 @@ for warning in items.warnings():
 # ---- presizing
 st.header("4 · Image size", divider="orange")
 c1, c2, c3, c4 = st.columns(4)
-c1.number_input("Size the model sees (px)", 16, 1024, step=8, **bind("data.size"))
-c2.number_input("Presize (px)", 16, 2048, step=8, **bind("data.presize"),
+c1.number_input(setting_name("data.size"), 16, 1024, step=8, **bind("data.size"))
+c2.number_input(setting_name("data.presize"), 16, 2048, step=8, **bind("data.presize"),
                 help="Each image is decoded once to this size and cached on disk; augmentation then crops and resizes "
                      "whole batches to the model size. It follows the size by fastai's ratio (460 px for 224) until "
                      "you change it.")
-c3.selectbox("Presize by", ["crop", "squish"], help="crop: centre square. squish: whole image, stretched.",
+c3.selectbox(setting_name("data.presize_method"), list(PRESIZE_METHODS), help="crop: centre square. squish: whole image, stretched.",
              **bind("data.presize_method"))
-c4.number_input("Batch size", 1, 1024, step=8, **bind("data.bs"))
+c4.number_input(setting_name("data.bs"), 1, 1024, step=8, **bind("data.bs"))
 spec = view_spec()
 needed = presize_bytes(len(scan.images), spec.data.presize)
 st.caption(f"Presized images take {needed / 1024**2:,.0f} MB, cached on disk and reused after a restart; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from engine.data.resolve import data_name
 from engine.errors import UserError
 from engine.results.learning import picture_numbers, speed_data
 from ui.charts_learning import loss_history_figure, pixel_grid_figure, speed_figure
@@ -35,7 +36,7 @@ except (UserError, OSError) as e:
     st.stop()
 if why_not_draft:
     st.caption(f"The built-in digits are shown: {md(why_not_draft)}")
-st.caption(f"Pictures of **{md(spec.data.name)}**, as Loupe holds them ({images.size} × {images.size} px).")
+st.caption(f"Pictures of **{md(data_name(spec.data))}**, as Loupe holds them ({images.size} × {images.size} px).")
 if LEARN_CLASS.get() not in items.classes:
     LEARN_CLASS.set(items.classes[0])
 c1, c2, c3 = st.columns([2, 1, 2])

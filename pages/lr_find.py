@@ -13,6 +13,7 @@ from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.model_choice import model_choice
 from ui.text import md
+from engine.spec import LRFindSpec
 from ui.train_view import ask_for_data
 from ui.data_status import data_problem, data_summary, run_spec
 from ui.draft import update_draft, window_id
@@ -21,7 +22,7 @@ from ui.state import LR_FOUND_FOR, LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB
 
 require_app_frame("pages/lr_find.py")
 
-NUM_IT = 100  # fastai's lr_find default
+FINDER = LRFindSpec()  # fastai's lr_find defaults
 
 
 def chart_clicked() -> None:
@@ -49,7 +50,7 @@ if spec is None and not (running and running.active):
 arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
     job = manager.submit(Job("lr_find", f"LR finder · {summary.name} · {arch}",
-                             lr_find_target(spec, presize_cache(), num_it=NUM_IT, default_threads=background_threads()),
+                             lr_find_target(spec, presize_cache(), FINDER, default_threads=background_threads()),
                              meta={"data": lr_finder_key(spec)}, owner=owner))
     LRF_JOB.set(job.id)
     LRF_CHOSEN.clear()
@@ -66,7 +67,7 @@ def live(job_id: str) -> None:
     steps = [e.data for e in job.of_kind("lr_step")]
     stage = job.last("stage").data["text"] if job.last("stage") else "Starting…"
     place = manager.queue_position(job)
-    st.progress(job.progress, text=f"{stage} · {len(steps)} of {NUM_IT} steps"
+    st.progress(job.progress, text=f"{stage} · {len(steps)} of {FINDER.num_it} steps"
                 + (f" (queued behind another window's job: number {place} in line)" if place else ""))
     if st.button("Stop", key="lrf.stop"):
         job.stop()
@@ -99,7 +100,7 @@ if LRF_CHOSEN.get() is None and "valley" in result.suggestions:
     LRF_CHOSEN.set(result.suggestions["valley"].lr)  # fastai's default suggestion, until another is picked
 chosen = LRF_CHOSEN.get()
 # the callback runs only when the user clicks the chart: a suggestion picked after a click on the chart stays
-show_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=NUM_IT),
+show_chart(lr_finder_figure(result.lrs, result.losses, result.suggestions, chosen, num_it=FINDER.num_it),
            key=LRF_CHART.key, on_select=chart_clicked, selection_mode="points")
 
 st.subheader("Suggestions")

@@ -7,7 +7,7 @@ from engine.train.device import background_threads, describe_device
 from engine.errors import UserError
 from engine.store.jobs import CANCELLED, FAILED, Job
 from engine.train.precision import resolve_precision
-from engine.spec import PRECISIONS, total_epochs
+from engine.spec import PRECISIONS, setting_name, total_epochs
 from engine.train.learner import batches_per_epoch
 from engine.train.run import device_of, estimate_seconds, train_target
 from engine.train.verdict import verdict_of_run
@@ -48,20 +48,20 @@ def lr_slice_toggled() -> None:
 def settings_form() -> None:
     """The training settings of the draft spec, with fastai's defaults and a word on each."""
     arch, pretrained = model_choice()  # pretrained: the weights will really be loaded
-    st.segmented_control("Schedule", list(SCHEDULES), format_func=SCHEDULES.get, required=True,
+    st.segmented_control(setting_name("train.schedule"), list(SCHEDULES), format_func=SCHEDULES.get, required=True,
                          **bind("train.schedule"))
     train = view_spec().train
     c1, c2, c3 = st.columns(3)
-    c1.number_input("Epochs", 1, 500, help="Passes over the training images.", **bind("train.epochs"))
-    c2.number_input("Learning rate", 1e-7, 10.0, format="%.1e", step=1e-4,
+    c1.number_input(setting_name("train.epochs"), 1, 500, help="Passes over the training images.", **bind("train.epochs"))
+    c2.number_input(setting_name("train.lr"), 1e-7, 10.0, format="%.1e", step=1e-4,
                     help=lr_help(), **bind("train.lr"))
     lr = train.lr
     if train.schedule == "fine_tune":
-        c3.number_input("Head-only epochs first", 0, 50,
+        c3.number_input(setting_name("train.freeze_epochs"), 0, 50,
                         help="With pretrained weights, the new head trains alone first. From scratch there is no "
                              "head-only phase: these epochs are added to the one cycle of every layer.",
                         **bind("train.freeze_epochs"))
-        c3.number_input("Layer LR spread (lr_mult)", 1.0, 1000.0, **bind("train.lr_mult"))
+        c3.number_input(setting_name("train.lr_mult"), 1.0, 1000.0, **bind("train.lr_mult"))
         if pretrained:
             st.caption(f"Head only for {train.freeze_epochs} epoch(s) at {lr:.1e}; then every layer, from "
                        f"{lr / 2 / train.lr_mult:.1e} (earliest layers) to {lr / 2:.1e} (head), as fastai's fine_tune.")
@@ -83,19 +83,19 @@ def settings_form() -> None:
         else:
             st.caption(f"Every layer trains with one cycle: the LR warms up to {lr:.1e}, then anneals.")
     c1, c2 = st.columns(2)
-    c1.number_input("Early stopping patience (0 = off)", 0, 100,
+    c1.number_input(f"{setting_name('train.patience')} (0 = off)", 0, 100,
                     help="Stop when the validation loss has not improved for this many epochs.", **bind("train.patience"))
-    c2.toggle("Keep the epoch with the lowest validation loss",
+    c2.toggle(setting_name("train.keep_best"),
               help="At the end, go back to the weights of the epoch with the lowest validation loss (fastai's "
                    "SaveModelCallback); off: keep the last epoch's.", **bind("train.keep_best"))
     with st.expander("More settings"):
         c1, c2 = st.columns(2)
-        c1.number_input("Weight decay", 0.0, 1.0, format="%.3f", step=0.01,
+        c1.number_input(setting_name("train.wd"), 0.0, 1.0, format="%.3f", step=0.01,
                         help="fastai's decoupled weight decay; never on BatchNorm and bias parameters.", **bind("train.wd"))
-        c2.number_input("Seed (0 = draw one)", 0, 2**31 - 1, step=1,
+        c2.number_input(f"{setting_name('train.seed')} (0 = draw one)", 0, 2**31 - 1, step=1,
                         help="The same seed trains the same model again. Left at 0, each run draws one and records it.",
                         **bind("train.seed", lambda s: s or 0, lambda v: int(v) or None))
-        c1.selectbox("Precision", list(PRECISIONS), **bind("device.precision"),
+        c1.selectbox(setting_name("device.precision"), list(PRECISIONS), **bind("device.precision"),
                      help="bf16 and fp16 compute in 16-bit numbers while the weights stay 32-bit: about twice as fast "
                           "on a recent GPU. On this kind of CPU bf16 measured slower, so auto keeps fp32 there.")
         spec = view_spec()

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from engine.data.resolve import data_root
 from engine.data.builtin import BUILTINS, builtin_path
 from engine.data.clean import DELETE, KEEP, RELABEL, Change, apply_changes, history, reset_builtin, trash_dir, undo_last
 from engine.data.loaders import LabelledItems, load_items, usable_counts
@@ -180,7 +181,7 @@ def draft_data() -> tuple[RunSpec, LabelledItems, Target] | None:
     except (UserError, OSError) as e:
         st.error(md(e))
         return None
-    return spec, items, items_target(spec.data.root, spec.data.label, items)
+    return spec, items, items_target(data_root(spec.data), spec.data.label, items)
 
 
 # ---------------------------------------------------------------- the views
@@ -193,7 +194,7 @@ def hardest_view() -> Target:
     if config.split.kind == "random":
         st.caption("This data set uses a random split, drawn from the list of files as fastai does: deleting or "
                    "relabelling images changes which images validate. Compare runs trained after the same cleaning.")
-    target = items_target(config.root, config.label, review.dls.items)
+    target = items_target(data_root(config), config.label, review.dls.items)
     choices = pending_choices(target)
     classes = target.classes
     c1, c2, c3 = st.columns([2, 1, 1])

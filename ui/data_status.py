@@ -9,6 +9,7 @@ from engine.data.builtin import ensure_builtin
 from engine.data.data_prep import clean_stamp
 from engine.data.loaders import DataCounts, label_items, usable_counts
 from engine.errors import UserError, plain_reason
+from engine.data.resolve import data_name, data_root
 from engine.spec import RunSpec
 from ui.draft import source_ready, view_spec, window_id
 from ui.shared import data_prep
@@ -32,7 +33,7 @@ PENDING = "pending"  # the data set is still being read in the background
 
 def _summary_key(spec: RunSpec) -> tuple[str, str]:
     """What the counts depend on: the data settings and the cleaner's last change to the folder."""
-    return json.dumps(spec.to_dict()["data"]), clean_stamp(spec.data.root)
+    return json.dumps(spec.to_dict()["data"]), clean_stamp(data_root(spec.data))
 
 
 def remember_data(spec: RunSpec, counts: DataCounts) -> None:
@@ -41,7 +42,7 @@ def remember_data(spec: RunSpec, counts: DataCounts) -> None:
 
 
 def _summary(spec: RunSpec, counts: DataCounts) -> DataSummary:
-    return DataSummary(name=spec.data.name, root=str(spec.data.root), classes=counts.classes, n_train=counts.n_train,
+    return DataSummary(name=data_name(spec.data), root=str(data_root(spec.data)), classes=counts.classes, n_train=counts.n_train,
                        n_valid=counts.n_valid, n_unreadable=counts.n_unreadable)
 
 
@@ -58,11 +59,11 @@ def data_status(wait: float | None = None) -> DataSummary | str | None:
     try:
         if spec.data.kind == "builtin":
             ensure_builtin(spec.data.key)  # written on first use, as the Data page would
-        read = data_prep().read(spec.data.root, spec.data.presize, spec.data.presize_method, owner=window_id())
+        read = data_prep().read(data_root(spec.data), spec.data.presize, spec.data.presize_method, owner=window_id())
         if not read.wait(wait):
             return PENDING
         if read.failed or read.images is None:
-            raise UserError(read.failed or f"Reading {spec.data.root} was stopped; open the Data page to read it again.")
+            raise UserError(read.failed or f"Reading {data_root(spec.data)} was stopped; open the Data page to read it again.")
         items = label_items(read.scan, spec.data.label, spec.data.split)
     except (UserError, OSError, ValueError) as e:
         status: DataSummary | str = plain_reason(e)

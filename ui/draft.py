@@ -11,7 +11,8 @@ import streamlit as st
 
 from engine.data.sources import is_downloaded
 from engine.errors import UserError
-from engine.spec import RunSpec, get, override, resolve
+from engine.data.resolve import data_root, resolve
+from engine.spec import RunSpec, get, override
 from engine.store.drafts import new_draft_id, valid_draft_id
 from ui.shared import draft_store
 from ui.state import DRAFT, DRAFT_ID, MOVED_BY_USER, PUSHED
@@ -79,7 +80,7 @@ def source_ready(spec: RunSpec) -> bool:
         return True
     if data.kind == "fastai":
         return is_downloaded(data.key.upper())
-    return data.root.is_dir()
+    return data_root(data).is_dir()
 
 
 def view_spec(spec: RunSpec | None = None) -> RunSpec:

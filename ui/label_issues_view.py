@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.data.resolve import data_name
 from engine.data.clean import RELABEL, Change, apply_changes
 from engine.train.device import background_threads
 from engine.errors import UserError
@@ -93,7 +94,7 @@ def start_form(spec: RunSpec, n_images: int, target: Target) -> None:
         st.caption("Another job is running now: this search waits for it to end "
                    "(the time above does not count the wait).")
     if st.button("Find likely wrong labels", type="primary", key="clean.issues_start", icon=":material/manage_search:"):
-        job = Job(KIND, f"Likely wrong labels · {spec.data.name}",
+        job = Job(KIND, f"Likely wrong labels · {data_name(spec.data)}",
                   label_issues_target(spec, presize_cache(), int(k), int(epochs), background_threads()),
                   meta={"root": str(target.root), "fingerprint": data_fingerprint(spec.data), "n_images": n_images},
                   owner=window_id())

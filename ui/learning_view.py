@@ -17,7 +17,8 @@ from engine.data.loaders import LabelledItems, label_items
 from engine.errors import UserError
 from engine.results.learning import (Baseline, Descent, SpeedData, advance, baseline, initialise, run_steps,
                                      same_validation)
-from engine.spec import RunSpec, resolve
+from engine.data.resolve import data_root, resolve
+from engine.spec import RunSpec
 from engine.store.runs import ACTIVE
 from ui.data_status import data_problem, run_spec
 from ui.draft import window_id
@@ -48,11 +49,11 @@ def learning_data() -> tuple[RunSpec, LabelledItems, PresizedImages, str | None]
         spec = resolve(RunSpec(), guess_rules=False)  # the built-in digits
     if spec.data.kind == "builtin":
         ensure_builtin(spec.data.key)
-    read = data_prep().read(spec.data.root, spec.data.presize, spec.data.presize_method, owner=window_id())
+    read = data_prep().read(data_root(spec.data), spec.data.presize, spec.data.presize_method, owner=window_id())
     with st.spinner("Reading the pictures…"):
         read.wait(None)
     if read.failed or read.images is None:
-        raise UserError(read.failed or f"Reading {spec.data.root} was stopped; open the Data page to read it again.")
+        raise UserError(read.failed or f"Reading {data_root(spec.data)} was stopped; open the Data page to read it again.")
     return spec, label_items(read.scan, spec.data.label, spec.data.split), read.images, why
 
 
@@ -63,7 +64,7 @@ def _baseline(key: tuple[str, str], _items: LabelledItems, _images: PresizedImag
 
 def data_baseline(spec: RunSpec, items: LabelledItems, images: PresizedImages) -> Baseline:
     """The closest-average baseline of the data set, computed once per data settings and cleaner change."""
-    return _baseline((json.dumps(spec.to_dict()["data"]), clean_stamp(spec.data.root)), items, images)
+    return _baseline((json.dumps(spec.to_dict()["data"]), clean_stamp(data_root(spec.data))), items, images)
 
 
 def trained_accuracy(spec: RunSpec) -> tuple[int, float] | None:

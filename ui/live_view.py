@@ -49,7 +49,7 @@ def live_model(weights_path: str, mtime_ns: int) -> ExportedModel:
 
 
 def _is_camera_run(run: dict) -> bool:
-    source = run["data"].get("source") or ""
+    source = run["spec"].data.source or ""
     return bool(source) and Path(source).parent == camera_root()
 
 
@@ -186,7 +186,7 @@ def wrong_frame_panel(run: dict, stream: LiveStream) -> None:
     if not sets:
         st.info("To keep frames the model gets wrong, make a camera data set first (Take shots).")
         return
-    own = Path(run["data"].get("source") or "").name if _is_camera_run(run) else None
+    own = Path(run["spec"].data.source or "").name if _is_camera_run(run) else None
     if CAMERA_SET.get() not in sets:
         CAMERA_SET.set(own if own in sets else sets[-1])
     set_name = st.selectbox("Camera data set", sets, key=CAMERA_SET.key, help=f"Kept in {md(camera_root())}")

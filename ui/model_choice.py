@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.spec import setting_name
 from engine.train.models import ARCHS, WeightsStatus, weights_file, weights_status
 from ui.draft import bind, draft
 
@@ -11,9 +12,9 @@ def model_choice() -> tuple[str, bool]:
     """Architecture and whether the run will start from ImageNet weights (False when they cannot be had here, whatever
     the toggle says: the run then trains from scratch), with a plain note on what will happen."""
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-    arch = c1.selectbox("Model", list(ARCHS), format_func=lambda a: f"{a} — {ARCHS[a]}", **bind("model.arch"))
+    arch = c1.selectbox(setting_name("model.arch"), list(ARCHS), format_func=lambda a: f"{a} — {ARCHS[a]}", **bind("model.arch"))
     has_weights = arch != "small"
-    c2.toggle("Start from ImageNet weights", disabled=not has_weights,
+    c2.toggle(setting_name("model.pretrained"), disabled=not has_weights,
               help="Pretrained models learn much faster. The small model has no pretrained weights.",
               **bind("model.pretrained"))
     pretrained = draft().model.pretrained

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.results.review import RunReview, data_fingerprint, loss_table, review_run
-from engine.spec import resolve
+from engine.data.resolve import resolve
 from engine.train.export import ExportedModel, load_run
 from ui.shared import presize_cache, run_store
 

@@ -1,6 +1,7 @@
 """The sidebar every page shares: the running job and the chosen data set."""
 import streamlit as st
 
+from engine.data.resolve import data_name
 from engine.train.device import background_threads, describe_device
 from engine.store.jobs import PAUSED
 from ui.data_status import PENDING, DataSummary, data_status
@@ -21,7 +22,7 @@ def sidebar_content() -> None:
     st.subheader("Data set")
     summary = data_status(wait=0)  # never holds the page: a data set still being read says so
     if summary == PENDING:
-        st.caption(f"{md(view_spec().data.name)}: counting the images…")
+        st.caption(f"{md(data_name(view_spec().data))}: counting the images…")
         return
     if not isinstance(summary, DataSummary):
         st.caption("None chosen yet: start on the Data page.")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from engine.data.resolve import data_name, data_root
 from engine.data.builtin import BUILTINS, ensure_builtin
 from engine.data.camera import camera_root, list_sets
 from engine.errors import UserError
@@ -45,9 +46,9 @@ def source_kind(data: DataSpec) -> str | None:
         return "builtin"
     if data.kind == "fastai":
         return "download"
-    if data.root.parent == camera_root():
+    if data_root(data).parent == camera_root():
         return "camera"
-    return "zip" if data.root.parent == _uploads() else "folder"
+    return "zip" if data_root(data).parent == _uploads() else "folder"
 
 
 def _first_source(kind: str) -> str:
@@ -127,7 +128,7 @@ def _folder() -> ChosenSource | None:
     if not data.source or source_kind(data) != "folder":
         st.info("Type the path of a folder that holds your images.")
         return None
-    return ChosenSource(data.root, data.name, data.source, "folder")
+    return ChosenSource(data_root(data), data_name(data), data.source, "folder")
 
 
 def _previous_uploads() -> list[str]:
@@ -161,7 +162,7 @@ def _zip() -> ChosenSource | None:
         st.info("Upload a zip whose images sit in one folder per class, or have the class in their file names.")
         return None
     data = draft().data
-    if source_kind(data) != "zip" or data.root.name not in previous:
+    if source_kind(data) != "zip" or data_root(data).name not in previous:
         update_draft({"data.source": str(uploads / previous[-1])})
     name = st.selectbox("Uploaded data set", previous,
                         **bind("data.source", lambda s: Path(s).name, lambda n: str(uploads / n)))
@@ -200,7 +201,7 @@ def _camera() -> ChosenSource | None:
         st.page_link(**link)
         return None
     data = draft().data
-    if source_kind(data) != "camera" or data.root.name not in sets:
+    if source_kind(data) != "camera" or data_root(data).name not in sets:
         update_draft({"data.source": str(root / sets[-1])})
     name = st.selectbox("Camera data set", sets, **bind("data.source", lambda s: Path(s).name, lambda n: str(root / n)))
     st.page_link(**link)

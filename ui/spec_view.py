@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import UserError
-from engine.spec import SPEC_FILE, RunSpec, override, resolve, setting_name
+from engine.data.resolve import resolve
+from engine.spec import SPEC_FILE, RunSpec, override, setting_name
 
 GREY = "color: #9a9a9a"
 

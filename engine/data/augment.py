@@ -11,36 +11,16 @@ align_corners=False). With every part switched off the matrix is exactly the ide
 why `augment_batch(x, s, AugSettings.off())` equals `resize_batch(x, s)` bit for bit.
 """
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from engine.spec import AugSettings  # the schema owns the settings; re-exported here
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _LOGIT_EPS = 1e-6  # keeps logit finite on pure black / pure white pixels
-
-
-@dataclass(frozen=True)
-class AugSettings:
-    """fastai's aug_transforms defaults."""
-    do_flip: bool = True
-    flip_vert: bool = False      # True: any of the 8 dihedral flips/rotations (fastai's Dihedral)
-    max_rotate: float = 10.0     # degrees, uniform ±
-    min_zoom: float = 1.0
-    max_zoom: float = 1.1
-    max_lighting: float = 0.2
-    max_warp: float = 0.2
-    p_affine: float = 0.75       # chance, drawn separately for rotate, zoom and warp
-    p_lighting: float = 0.75     # chance, drawn separately for brightness and contrast
-    min_scale: float = 1.0       # <1 adds a random-resized crop of at least this area fraction
-
-    @classmethod
-    def off(cls) -> "AugSettings":
-        """Every transform disabled: training images are only resized."""
-        return cls(do_flip=False, flip_vert=False, max_rotate=0.0, min_zoom=1.0, max_zoom=1.0,
-                   max_lighting=0.0, max_warp=0.0, min_scale=1.0)
 
 
 # Columns of the one block of uniform draws per item; a fixed layout means changing one

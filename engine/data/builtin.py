@@ -40,7 +40,8 @@ def _write_digits_names(dest: Path) -> None:
 def _write_digits_folders(dest: Path) -> None:
     """MNIST_SAMPLE layout train/<digit>/<i>.png, valid/<digit>/<i>.png, plus labels.csv (name,label,is_valid)."""
     images, targets = digit_images()
-    split = random_splitter(len(targets), valid_pct=0.2, seed=42, labels=[str(t) for t in targets])
+    rule = SplitRule()  # the spec's default random split
+    split = random_splitter(len(targets), rule.valid_pct, rule.seed, labels=[str(t) for t in targets])
     rows = ["name,label,is_valid"]
     for i, (im, t, s) in enumerate(zip(images, targets, split)):
         rel = f"{s}/{t}/{i}.png"
@@ -68,7 +69,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
         title="Digits — file names",
         description="1,797 handwritten digits (28×28) in one folder, named like seven_123.png: label them with a regex.",
         label_rule=LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$", on="name"),
-        split_rule=SplitRule(kind="random", valid_pct=0.2, seed=42),
+        split_rule=SplitRule(kind="random"),
         writer=_write_digits_names,
     ),
     "digits-folders": BuiltinDataset(

@@ -16,7 +16,7 @@ from engine.store.files import write_bytes
 from engine.store.home import home_subdir
 from engine.data.images import decode
 from engine.data.sources import IMAGE_EXTENSIONS, move_to_loupe_trash
-from engine.spec import VALID_FOLDER_NAMES
+from engine.data.label_levels import VALID_FOLDER_NAMES
 
 SHOT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}  # shots are kept in the format the browser sent
 MAX_NAME_CHARS = 64

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 
 from engine.data.builtin import BUILTINS, builtin_path, ensure_builtin
 from engine.errors import UserError
-from engine.data.labels import CSVLabeller, LabelRule, compile_pattern
+from engine.data.labels import CSVLabeller, LabelRule, compile_pattern, labeller_for
 from engine.data.sources import TRASH_DIR, move_to_loupe_trash
 from engine.store.files import write_bytes
 
@@ -310,7 +310,7 @@ def _renamed_by_regex(rule: LabelRule, rel: str, new_label: str) -> str:
 def _plan_move_relabel(root: Path, real_root: str, rule: LabelRule, rel: str, new_label: str,
                        taken: set[str], plan: _Plan) -> None:
     """Plan the move or rename that makes a folder or regex rule read new_label for this file."""
-    labeller = rule.labeller()
+    labeller = labeller_for(rule)
 
     def gets_label(candidate: str) -> bool:
         return labeller.label_all([candidate])[0] == new_label
@@ -542,7 +542,7 @@ def _plan_batch(root: Path, real_root: str, rule: LabelRule, todo: list[Change],
     todo = list(seen.values())
     deletes = [c.rel_path for c in todo if c.action == DELETE]
     relabels = [(c.rel_path, _check_label(c.new_label, c.rel_path)) for c in todo if c.action == RELABEL]
-    old_labels = rule.labeller().label_all([rel for rel, _ in relabels]) if relabels else []
+    old_labels = labeller_for(rule).label_all([rel for rel, _ in relabels]) if relabels else []
     for (rel, new_label), old in zip(relabels, old_labels):
         if old == new_label:
             raise UserError(f"'{rel}' is already labelled '{new_label}'.")
@@ -595,7 +595,7 @@ def apply_changes(root: str | Path, rule: LabelRule, changes: list[Change]) -> C
     if not todo:
         return None
     if rule.kind not in ("regex", "folder", "grandparent", "top-folder", "csv"):
-        rule.labeller()  # raises the UserError naming the known kinds
+        labeller_for(rule)  # raises the UserError naming the known kinds
 
     # check and plan once before taking the lock, so a refused batch writes nothing (not even the lock file),
     # then again under the lock, where no other Loupe process can change the folder between check and move

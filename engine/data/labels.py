@@ -18,9 +18,9 @@ import pandas as pd
 import regex  # like `re`, but matching can be given a timeout (a pathological pattern must not hang the app)
 
 from engine.errors import UserError, plain_reason
+from engine.spec import LABEL_KINDS, LabelRule  # the schema owns the rule; re-exported here
 
 REGEX_TIME_BUDGET_S = 1.5  # for labelling a whole data set; the page must answer within ~2 s
-LABEL_KINDS = ("regex", "folder", "grandparent", "top-folder", "csv")
 # regex.compile unrolls counted repeats: (a{1000}){1000} costs it ~0.35 s and ~270 MB, and
 # ((a{1000}){1000}){1000} grows the server past 8 GB. Patterns are measured before compiling.
 MAX_PATTERN_CHARS = 2_000
@@ -235,40 +235,19 @@ def read_label_csv(csv_path: str | Path, needed: Sequence[str] = ()) -> pd.DataF
     return df
 
 
-@dataclass(frozen=True)
-class LabelRule:
-    """A serialisable choice of label rule, as the page and the CLI describe it."""
-
-    kind: str = "regex"  # "regex" | "folder" | "csv"
-    pattern: str = r"^(.+)_\d+\.\w+$"
-    on: str = "name"
-    csv_path: str = ""
-    file_col: str = "name"
-    label_col: str = "label"
-
-    def labeller(self) -> RegexLabeller | ParentLabeller | GrandparentLabeller | TopFolderLabeller | CSVLabeller:
-        if self.kind == "regex":
-            return RegexLabeller(self.pattern, self.on)
-        if self.kind == "folder":
-            return ParentLabeller()
-        if self.kind == "grandparent":
-            return GrandparentLabeller()
-        if self.kind == "top-folder":
-            return TopFolderLabeller()
-        if self.kind == "csv":
-            return CSVLabeller(self.csv_path, self.file_col, self.label_col)
-        raise UserError(f"Unknown label rule {self.kind!r}; choose one of {', '.join(LABEL_KINDS)}.")
-
-    def describe(self) -> str:
-        if self.kind == "regex":
-            return f"regex on {'file name' if self.on == 'name' else 'relative path'}: {self.pattern}"
-        if self.kind == "folder":
-            return "parent folder name"
-        if self.kind == "grandparent":
-            return "grandparent folder name"
-        if self.kind == "top-folder":
-            return "top-level folder under the data folder"
-        return f"CSV {Path(self.csv_path).name}: {self.file_col} → {self.label_col}"
+def labeller_for(rule: LabelRule) -> RegexLabeller | ParentLabeller | GrandparentLabeller | TopFolderLabeller | CSVLabeller:
+    """The labeller that applies a label rule."""
+    if rule.kind == "regex":
+        return RegexLabeller(rule.pattern, rule.on)
+    if rule.kind == "folder":
+        return ParentLabeller()
+    if rule.kind == "grandparent":
+        return GrandparentLabeller()
+    if rule.kind == "top-folder":
+        return TopFolderLabeller()
+    if rule.kind == "csv":
+        return CSVLabeller(rule.csv_path, rule.file_col, rule.label_col)
+    raise UserError(f"Unknown label rule {rule.kind!r}; choose one of {', '.join(LABEL_KINDS)}.")
 
 
 def parse_label_rule(text: str, root: str | Path | None = None) -> LabelRule:
@@ -316,7 +295,7 @@ class LabelReport:
 
 def apply_label_rule(rule: LabelRule, rel_paths: Sequence[str], n_examples: int = 5) -> LabelReport:
     """Label every file and count matches, misses (with examples) and classes."""
-    labeller = rule.labeller()
+    labeller = labeller_for(rule)
     if isinstance(labeller, CSVLabeller):
         labels, warnings = labeller.label_all_with_warnings(rel_paths)
     else:

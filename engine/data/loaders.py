@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from engine.data.resolve import data_root
 from engine.data.augment import AugSettings, augment_batch, augment_preview, normalize, resize_batch
 from engine.data.cache import CacheGet, MappedPixels, presize_cached
 from engine.errors import UserError
@@ -143,8 +144,8 @@ def label_items(scan: FolderScan, label: LabelRule, split: SplitRule) -> Labelle
 def load_items(data: DataSpec, scan: FolderScan | None = None) -> LabelledItems:
     """Scan (unless given the scan), label and split the data set a resolved data spec names."""
     if data.label is None or data.split is None:
-        raise ValueError("load_items needs a resolved data spec (engine.spec.resolve)")
-    return label_items(scan or scan_folder(data.root), data.label, data.split)
+        raise ValueError("load_items needs a resolved data spec (engine.data.resolve.resolve)")
+    return label_items(scan or scan_folder(data_root(data)), data.label, data.split)
 
 
 # ---------------------------------------------------------------- presized pixels, cached

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Sequence
 
@@ -12,8 +11,8 @@ import numpy as np
 import torch
 
 from engine.errors import UserError
+from engine.spec import SPLIT_KINDS, SplitRule  # the schema owns the rule; re-exported here
 
-SPLIT_KINDS = ("random", "folder", "csv")
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "t", "valid", "validation"})
 
 
@@ -76,28 +75,6 @@ def col_splitter(values: Sequence[object]) -> np.ndarray:
         return str(v).strip().lower() in TRUE_WORDS
 
     return np.array(["valid" if is_true(v) else "train" for v in values], dtype=object)
-
-
-@dataclass(frozen=True)
-class SplitRule:
-    """A serialisable choice of split rule, as the page and the CLI describe it."""
-
-    kind: str = "random"  # "random" | "folder" | "csv"
-    valid_pct: float = 0.2
-    seed: int = 42
-    stratify: bool = False
-    train_name: str = "train"
-    valid_name: str = "valid"
-    csv_path: str = ""
-    file_col: str = "name"
-    valid_col: str = "is_valid"
-
-    def describe(self) -> str:
-        if self.kind == "random":
-            return f"random {self.valid_pct:.0%} validation, seed {self.seed}" + (", stratified" if self.stratify else "")
-        if self.kind == "folder":
-            return f"folders '{self.train_name}' / '{self.valid_name}'"
-        return f"CSV column {self.valid_col}"
 
 
 def apply_split_rule(rule: SplitRule, rel_paths: Sequence[str], labels: Sequence[str]) -> np.ndarray:

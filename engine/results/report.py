@@ -39,7 +39,8 @@ from engine.data.images import fit_to_box, open_image
 from engine.results.interpret import confusion_matrix, most_confused, per_class_metrics, top_losses
 from engine.results.review import RunReview, review_run
 from engine.store.runs import RunStore
-from engine.spec import SPEC_FILE, RunSpec, load_spec, prepare_source, setting_name
+from engine.data.resolve import data_name, prepare_source
+from engine.spec import SPEC_FILE, RunSpec, load_spec, setting_name
 from engine.train.run import format_duration
 from engine.train.verdict import verdict_of_run
 
@@ -276,7 +277,7 @@ def setting_rows(spec: RunSpec) -> list[tuple[str, str, str]]:
             value = rule.describe() if rule is not None else None
         seen.add(name)
         if name == "data.source" and spec.data.kind != "folder":
-            value = f"{spec.data.name} ({value})"
+            value = f"{data_name(spec.data)} ({value})"
         if isinstance(value, bool):
             shown = "yes" if value else "no"
         elif value is None:
@@ -338,7 +339,7 @@ def build_report(folder: Path, store: RunStore | None = None, cache: PresizeCach
     record = read_record(folder, store, spec)
     load_run(record.folder)  # the model is needed for everything below: UserError now if the folder lacks it
     spec, result = record.spec, record.result
-    name = spec.data.name
+    name = data_name(spec.data)
     title = f"Run #{record.run_id}" if record.run_id is not None else f"Run {record.folder.name}"
     review, data_problem = None, None
     try:
@@ -393,7 +394,7 @@ def report_or_message(folder: Path, store: RunStore | None = None, cache: Presiz
 
 
 def _data_section(spec: RunSpec, review: RunReview | None, problem: str | None) -> str:
-    parts = [f"<h2>The data set</h2><p><b>{esc(spec.data.name)}</b> · {esc(spec.data.source)}</p>"]
+    parts = [f"<h2>The data set</h2><p><b>{esc(data_name(spec.data))}</b> · {esc(spec.data.source)}</p>"]
     if review is None:
         parts.append(f"<p class=\"note\">The data cannot be read now, so its pictures, the confusion matrix and the "
                      f"top losses are left out: {esc(problem)}</p>")

@@ -21,7 +21,8 @@ from engine.results.gradcam import grad_cam
 from engine.results.interpret import Predictions
 from engine.train.scoring import EVAL_BS, item_inputs, score
 from engine.data.sources import scan_folder
-from engine.spec import DataSpec, resolve
+from engine.data.resolve import data_root, resolve
+from engine.spec import DataSpec
 
 
 def load_run_model(run: dict) -> ExportedModel:
@@ -129,7 +130,7 @@ def loss_table(review: RunReview, split: str | None = None, label: str | None = 
 
 def data_fingerprint(config: DataSpec) -> str:
     """Changes whenever an image of the data set is added, removed, renamed or rewritten, or the label CSV changes."""
-    scan = scan_folder(config.root)
+    scan = scan_folder(data_root(config))
     paths = list(scan.images)
     for csv_path in (config.label.csv_path if config.label.kind == "csv" else "",
                      config.split.csv_path if config.split.kind == "csv" else ""):

@@ -7,7 +7,9 @@ by its heartbeat, written every HEARTBEAT_SECONDS while the run is active, and g
 The app, the command line (and torchrun) write to the same database, so the Runs page lists them all, and a
 dashboard on any machine sharing LOUPE_HOME draws them live. On a network disk (NFS, SMB…, or LOUPE_SHARED_DB=1)
 the database keeps SQLite's rollback journal: WAL mode needs memory shared by every reader, so one machine.
-Databases made by older versions are migrated in place (columns are added, never dropped).
+Databases made by older versions are migrated in place when opened: columns are added, and a run recorded before
+the spec existed gets its spec rebuilt from the old `data` and `train` columns, which are then dropped (a run's spec
+is kept in one shape only).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.store.home import home_subdir, loupe_home
+from engine.errors import UserError
 from engine.spec import RunSpec, legacy_spec
 
 SCHEMA = """
@@ -30,10 +33,8 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
     kind TEXT NOT NULL DEFAULT 'train',
-    name TEXT NOT NULL,
-    data TEXT NOT NULL,        -- JSON: the spec's data part (kept for older readers)
+    name TEXT NOT NULL,        -- what the user calls the data set
     model TEXT NOT NULL,       -- JSON: arch, pretrained (as trained), classes
-    train TEXT NOT NULL,       -- JSON: the spec's train part (kept for older readers)
     status TEXT NOT NULL,      -- running, paused, done, cancelled, failed, interrupted
     owner TEXT NOT NULL,       -- process that writes it (to detect interrupted runs)
     started REAL, finished REAL, seconds REAL,
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS epochs (
 """
 # columns added since the first version: (name, declaration); older databases get them on open
 MIGRATIONS = (
-    ("spec", "TEXT"),  # JSON: the run's whole RunSpec, resolved and seeded
+    ("spec", "TEXT"),  # JSON: the run's whole RunSpec, resolved and seeded (older runs: rebuilt on open)
     ("source", "TEXT NOT NULL DEFAULT 'app'"),  # app | cli | torchrun
     ("kept_epoch", "INTEGER"),  # the epoch whose weights the saved model has
     ("accuracy", "REAL"),  # validation accuracy of the saved model (of the latest epoch while running)
@@ -66,6 +67,7 @@ MIGRATIONS = (
     ("heartbeat", "REAL"),  # when that process last said it is alive (while the run is active)
     ("experiment", "TEXT"),  # the experiment the run is one value of ("lr-3f9a2c"; engine.train.experiment), else NULL
 )
+LEGACY_COLUMNS = {"data", "train"}  # JSON parts of a run's settings, from before the spec kept them all
 HEARTBEAT_SECONDS = 15.0
 STALE_SECONDS = 120.0  # a run of another machine without a heartbeat this long is interrupted (clocks may differ a little)
 NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "fuse.sshfs", "lustre", "gpfs", "ceph",
@@ -144,27 +146,45 @@ class RunStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-            for name, decl in MIGRATIONS:
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
-        self._backfill_kept_epochs()
+            self._db.execute("BEGIN IMMEDIATE")  # one process migrates; another opening at once waits, then sees it done
+            try:
+                for statement in SCHEMA.split(";"):  # (executescript would commit the transaction first)
+                    if statement.strip():
+                        self._db.execute(statement)
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+                for name, decl in MIGRATIONS:
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+                if LEGACY_COLUMNS & have:
+                    self._migrate_legacy_rows()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         self.mark_interrupted()
 
-    def _backfill_kept_epochs(self) -> None:
-        """Runs recorded before kept_epoch existed: the epoch their model kept (lowest validation loss with
-        save_best, else the last), and its accuracy — never the max-accuracy epoch older versions called best."""
-        rows = self._exec("SELECT id, train FROM runs WHERE spec IS NULL AND kept_epoch IS NULL").fetchall()
+    def _migrate_legacy_rows(self) -> None:
+        """Runs recorded before the spec existed get one, rebuilt from their `data` and `train` columns, which are then
+        dropped. Those recorded before kept_epoch existed also get the epoch their model kept (lowest validation loss
+        with save_best, else the last) and its accuracy — never the max-accuracy epoch older versions called best.
+        Runs under the store's lock, inside the transaction that opened the database."""
+        rows = self._db.execute("SELECT id, data, model, train, kept_epoch FROM runs WHERE spec IS NULL").fetchall()
         for r in rows:
-            epochs = self._exec("SELECT epoch, accuracy, valid_loss FROM epochs WHERE run_id = ? ORDER BY epoch",
-                                (r["id"],)).fetchall()
-            if not epochs:
+            data, model, train = (json.loads(r[k] or "{}") for k in ("data", "model", "train"))
+            try:
+                spec = legacy_spec(data, model, train)
+            except UserError:  # a column no reading makes sense of: the defaults, on the same data
+                spec = RunSpec()
+            self._db.execute("UPDATE runs SET spec = ? WHERE id = ?", (json.dumps(spec.to_dict()), r["id"]))
+            epochs = self._db.execute("SELECT epoch, accuracy, valid_loss FROM epochs WHERE run_id = ? ORDER BY epoch",
+                                      (r["id"],)).fetchall()
+            if r["kept_epoch"] is not None or not epochs:
                 continue
-            keep_best = json.loads(r["train"]).get("save_best", False)
-            kept = min(epochs, key=lambda e: (e["valid_loss"], e["epoch"])) if keep_best else epochs[-1]
-            self._exec("UPDATE runs SET kept_epoch = ?, accuracy = ?, valid_loss = ? WHERE id = ?",
-                       (kept["epoch"], kept["accuracy"], kept["valid_loss"], r["id"]))
+            kept = min(epochs, key=lambda e: (e["valid_loss"], e["epoch"])) if train.get("save_best", False) else epochs[-1]
+            self._db.execute("UPDATE runs SET kept_epoch = ?, accuracy = ?, valid_loss = ? WHERE id = ?",
+                             (kept["epoch"], kept["accuracy"], kept["valid_loss"], r["id"]))
+        for column in LEGACY_COLUMNS:
+            self._db.execute(f"ALTER TABLE runs DROP COLUMN {column}")  # SQLite 3.35 or later
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -194,18 +214,18 @@ class RunStore:
     # ---- writing, from the worker
 
     def create_run(self, spec: RunSpec, model: dict, source: str = "app", kind: str = "train",
-                   world_size: int = 1, experiment: str | None = None) -> int:
+                   world_size: int = 1, experiment: str | None = None, name: str | None = None) -> int:
         """A new run, 'running', with its spec; `model` is what was built (arch, pretrained as loaded, classes);
-        `world_size` the processes that train it (torchrun); `experiment` the id of the experiment it belongs to."""
+        `world_size` the processes that train it (torchrun); `experiment` the id of the experiment it belongs to;
+        `name` what the user calls the data set (engine.data.resolve.data_name; else its source)."""
         if source not in SOURCES:
             raise ValueError(f"unknown run source {source!r}")
-        d = spec.to_dict()
         now = time.time()
         cur = self._exec(
-            "INSERT INTO runs (created, kind, name, data, model, train, status, owner, started, spec, source, "
-            "world_size, host, heartbeat, experiment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (now, kind, spec.data.name, json.dumps(d["data"]), json.dumps(model), json.dumps(d["train"]),
-             "running", _owner(), now, json.dumps(d), source, world_size, socket.gethostname(), now, experiment),
+            "INSERT INTO runs (created, kind, name, model, status, owner, started, spec, source, "
+            "world_size, host, heartbeat, experiment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (now, kind, name or spec.data.source, json.dumps(model), "running", _owner(), now,
+             json.dumps(spec.to_dict()), source, world_size, socket.gethostname(), now, experiment),
         )
         run_id = int(cur.lastrowid)
         with self._lock:
@@ -256,19 +276,19 @@ class RunStore:
         """One row per run, newest first: id, date, source, data, arch, pretrained, schedule, epochs, accuracy,
         kept_epoch, status, seconds, weights_path, error."""
         self.mark_interrupted()  # another process's run may have died since
-        sql = ("SELECT id, created, source, name, model, train, status, seconds, accuracy, kept_epoch, "
+        sql = ("SELECT id, created, source, name, model, spec, status, seconds, accuracy, kept_epoch, "
                "weights_path, error, "
                "(SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs FROM runs")
         rows = self._exec(sql + (" WHERE kind = ?" if kind else "") + " ORDER BY id DESC", (kind,) if kind else ()).fetchall()
         records = []
         for r in rows:
-            model, train = json.loads(r["model"]), json.loads(r["train"])
+            model, train = json.loads(r["model"]), json.loads(r["spec"])["train"]
             accuracy = r["accuracy"]
             kept = r["kept_epoch"]
             records.append({
                 "id": r["id"], "date": pd.Timestamp(r["created"], unit="s").tz_localize("UTC").tz_convert(None).floor("s"),
                 "source": r["source"] or "app", "data": r["name"], "images": _images(model), "arch": model.get("arch"),
-                "pretrained": model.get("pretrained"), "schedule": train.get("schedule", train.get("method")),
+                "pretrained": model.get("pretrained"), "schedule": train.get("schedule"),
                 "epochs": r["epochs"], "accuracy": accuracy, "kept_epoch": kept, "status": r["status"],
                 "seconds": r["seconds"], "weights_path": r["weights_path"], "error": r["error"],
             })
@@ -277,15 +297,13 @@ class RunStore:
         return frame
 
     def run(self, run_id: int) -> dict | None:
-        """One run's row, with `data`, `model`, `train` and `spec` (a RunSpec, rebuilt for runs older than specs)."""
+        """One run's row, with `model` (what was built) and `spec` (its RunSpec)."""
         row = self._exec("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None
         out = dict(row)
-        for key in ("data", "model", "train"):
-            out[key] = json.loads(out[key])
-        out["spec"] = (RunSpec.from_dict(json.loads(out["spec"])) if out.get("spec")
-                       else legacy_spec(out["data"], out["model"], out["train"]))
+        out["model"] = json.loads(out["model"])
+        out["spec"] = RunSpec.from_dict(json.loads(out["spec"]))
         return out
 
     def active_runs(self, kind: str = "train") -> list[dict]:

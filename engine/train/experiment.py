@@ -23,7 +23,8 @@ from engine.errors import UserError
 from engine.store.jobs import Job, RunControl
 from engine.train.learner import Callback
 from engine.store.runs import RunStore
-from engine.spec import RunSpec, default_augment, override, total_epochs, validate, with_seed
+from engine.data.resolve import default_augment
+from engine.spec import RunSpec, default_lr, default_size, override, total_epochs, validate, with_seed
 from engine.train.run import estimate_seconds, train_run
 from engine.train.verdict import verdict_of_run
 
@@ -153,12 +154,12 @@ def default_values(setting: str, spec: RunSpec, valley: float | None = None) -> 
     """Values to start from: for the LR, ÷10, ×1 and ×10 of the LR finder's valley (else of the spec's LR)."""
     check_setting(setting)
     if setting == "lr":
-        lr = valley or spec.train.lr or 1e-3
+        lr = valley or spec.train.lr or default_lr(spec.train.schedule)
         return [float(f"{lr * k:.2g}") for k in (0.1, 1, 10)]
     if setting == "aug":
         return ["off", 1.0, 2.0]
     if setting == "size":
-        size = spec.data.size or 224
+        size = spec.data.size or default_size(spec.data)
         return [max(MIN_SIZE, size // 2), size]
     if setting == "arch":
         return [spec.model.arch, "resnet18" if spec.model.arch != "resnet18" else "small"]

@@ -183,18 +183,49 @@ requirements installed:
     python path/to/train.py
 
 It runs `python -m engine train --spec spec.json --out model` and writes the new model to ./model.
-The run's seed and CPU threads are in the spec, so on the same kind of CPU it computes the same
-numbers. The data folder must be where it was (the built-in digits are made again if missing).
+Every setting of the run is in the spec (its seed and CPU threads too); CANNOT_REPEAT lists what the
+command line cannot repeat by itself, and the script prints it first.
 """
 import subprocess
 import sys
 from pathlib import Path
 
 SPEC = Path(__file__).resolve().with_name("spec.json")
+CANNOT_REPEAT = [
+{cannot_repeat}]
 
 if __name__ == "__main__":
+    for note in CANNOT_REPEAT:
+        print(f"not in the spec: {{note}}", file=sys.stderr)
     sys.exit(subprocess.run([sys.executable, "-m", "engine", "train", "--spec", str(SPEC), "--out", "model"]).returncode)
 '''
+
+
+def cannot_repeat(spec: RunSpec) -> list[str]:
+    """What `train --spec` needs from outside the spec to train this run again: the data, downloads, a device."""
+    data, notes = spec.data, []
+    if data.kind == "folder":
+        notes.append(f"the pictures: read from {data.source}; on another computer, copy them to the same path")
+    elif data.kind == "fastai":
+        notes.append(f"the fastai data set {data.key.upper()}: downloaded on first use (the network, once)")
+    for rule in (data.label, data.split):
+        if rule is not None and rule.kind == "csv":
+            notes.append(f"the CSV file {rule.csv_path}")
+    if spec.model.pretrained and spec.model.arch != "small":
+        notes.append(f"{spec.model.arch}'s ImageNet weights: downloaded on first use unless in the torch cache "
+                     "(the network, once); without them the run trains from scratch")
+    if spec.device.device in ("cuda", "mps"):
+        notes.append(f"a {spec.device.device} device")
+    if spec.train.seed is None:
+        notes.append("the seed: none was recorded, so each run draws its own")
+    notes.append("the same numbers: only on the same kind of processor (CPU or GPU model) with the same torch")
+    return notes
+
+
+def train_script(spec: RunSpec) -> str:
+    """A run's train.py: replays its spec.json with the command line, and lists what the command line cannot repeat."""
+    return TRAIN_SCRIPT.format(cannot_repeat="".join(f"    {note!r},\n" for note in cannot_repeat(spec)))  # repr: a
+    # folder's name is data, never code
 
 
 def _readme(folder: str, classes: list[str], prep: dict, has_train: bool) -> str:
@@ -255,7 +286,7 @@ def export_zip(run_dir: Path, dest: Path | None = None, spec: RunSpec | None = N
             spec = load_spec(run_dir / SPEC_FILE)
         if spec is not None:
             zf.writestr(f"{folder}/{SPEC_FILE}", spec.to_json())
-            zf.writestr(f"{folder}/train.py", TRAIN_SCRIPT)
+            zf.writestr(f"{folder}/train.py", train_script(spec))
         zf.writestr(f"{folder}/README.txt", _readme(folder, classes, prep, spec is not None))
     data = buffer.getvalue()
     if dest is not None:

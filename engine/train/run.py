@@ -30,7 +30,8 @@ from engine.store.jobs import Job, RunControl
 from engine.train.learner import Callback, EarlyStopping, Learner, LRFinderResult, SaveBest, batches_per_epoch
 from engine.train.models import ModelInfo, create_model
 from engine.store.runs import RunStore, run_dir
-from engine.spec import SPEC_FILE, RunSpec, TrainSpec, prepare_source, resolve, save_spec, total_epochs, validate, with_seed
+from engine.data.resolve import data_name, prepare_source, resolve
+from engine.spec import SPEC_FILE, LRFindSpec, RunSpec, TrainSpec, save_spec, total_epochs, validate, with_seed
 
 HOLD_BATCH_ENV, HOLD_FILE_ENV = "LOUPE_HOLD_AT_BATCH", "LOUPE_HOLD_FILE"
 
@@ -262,7 +263,7 @@ def train_run(spec: RunSpec | PreparedData, cache: PresizeCache, store: RunStore
     counts = usable_counts(prepared.items, learn.dls.images)  # the numbers the Data page and the sidebar show
     built = {"arch": spec.model.arch, "pretrained": info.pretrained, "classes": classes, "n_train": counts.n_train,
              "n_valid": counts.n_valid}
-    run_id = store.create_run(spec, built,
+    run_id = store.create_run(spec, built, name=data_name(spec.data),
                               source=source, world_size=world_size, experiment=experiment) if store is not None else None
     if job is not None and run_id is not None:
         job.emit("run", run_id=run_id)
@@ -331,12 +332,12 @@ def train_target(spec: RunSpec, cache: PresizeCache, store: RunStore, default_th
     return target
 
 
-def find_lr(spec: RunSpec, cache: PresizeCache, num_it: int, start_lr: float = 1e-7, end_lr: float = 10.0,
-            job: Job | None = None, default_threads: int | None = None,
-            on_step: Callable[[int, float, float], None] | None = None,
+def find_lr(spec: RunSpec, cache: PresizeCache, finder: LRFindSpec, job: Job | None = None,
+            default_threads: int | None = None, on_step: Callable[[int, float, float], None] | None = None,
             note: Callable[[str], None] | None = None) -> LRFinderResult:
-    """fastai's LR finder on the learner a spec prepares, as its schedule would start it (frozen for fine_tune with
-    pretrained weights); `note` hears what the model could not have (e.g. no pretrained weights)."""
+    """fastai's LR finder (`finder`'s rates and steps) on the learner a spec prepares, as its schedule would start it
+    (frozen for fine_tune with pretrained weights); `note` hears what the model could not have (e.g. no pretrained
+    weights)."""
     prepared = prepare(spec, cache, job, default_threads)
     learn = prepared.learn
     if prepared.info.message and note is not None:
@@ -345,18 +346,18 @@ def find_lr(spec: RunSpec, cache: PresizeCache, num_it: int, start_lr: float = 1
         learn.freeze()  # as fastai: the finder runs on the learner as fine_tune will start it
     if job is not None:
         job.emit("stage", text="Finding a learning rate")
-    return learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, on_step=on_step)
+    return learn.lr_find(start_lr=finder.start_lr, end_lr=finder.end_lr, num_it=finder.num_it, on_step=on_step)
 
 
-def lr_find_target(spec: RunSpec, cache: PresizeCache, num_it: int = 100, default_threads: int | None = None):
+def lr_find_target(spec: RunSpec, cache: PresizeCache, finder: LRFindSpec, default_threads: int | None = None):
     """A job target that runs the LR finder (see `find_lr`), its steps and notes reported as events."""
 
     def target(job: Job) -> LRFinderResult:
         def on_step(i: int, lr: float, loss: float) -> None:
-            job.set_progress(i, num_it)
+            job.set_progress(i, finder.num_it)
             job.emit("lr_step", i=i, lr=lr, loss=loss if math.isfinite(loss) else None)
 
-        return find_lr(spec, cache, num_it, job=job, default_threads=default_threads, on_step=on_step,
+        return find_lr(spec, cache, finder, job=job, default_threads=default_threads, on_step=on_step,
                        note=lambda text: job.emit("note", text=text))
 
     return target

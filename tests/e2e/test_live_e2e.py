@@ -13,7 +13,8 @@ from browser_steps import nav, new_window, wait_idle
 from engine.data.builtin import digit_images
 from engine.data.camera import add_shot, create_set
 from engine.data.loaders import PresizeCache
-from engine.spec import RunSpec, override, resolve
+from engine.data.resolve import resolve
+from engine.spec import RunSpec, override
 from engine.store.jobs import Job
 from engine.store.runs import RunStore
 from engine.train.run import train_target

@@ -13,7 +13,8 @@ from engine.data.camera import (add_class, add_shot, camera_root, class_shots, c
 from engine.errors import UserError
 from engine.data.labels import LabelRule
 from engine.data.sources import scan_folder
-from engine.spec import SplitRule, suggest_rules
+from engine.data.resolve import suggest_rules
+from engine.spec import SplitRule
 from engine.store.files import temp_path
 
 

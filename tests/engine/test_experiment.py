@@ -96,6 +96,15 @@ def test_default_values_start_from_the_valley_else_the_specs_value():
     assert default_values("aug", spec) == ["off", 1.0, 2.0]
 
 
+def test_default_values_of_automatic_settings_are_the_specs_defaults():
+    """An LR or size left automatic starts from what the run would use: the schedule's LR, the source's size."""
+    auto = RunSpec()
+    assert default_values("lr", auto) == [2e-4, 2e-3, 2e-2]  # fine_tune's base_lr
+    assert default_values("lr", replace(auto, train=replace(auto.train, schedule="one_cycle"))) == [1e-4, 1e-3, 1e-2]
+    assert default_values("size", auto) == [14, 28]  # the built-in digits' 28 px
+    assert default_values("size", replace(auto, data=DataSpec(source="/some/folder"))) == [112, 224]
+
+
 def override_lr(spec: RunSpec, lr: float) -> RunSpec:
     return replace(spec, train=replace(spec.train, lr=lr))
 
@@ -320,11 +329,13 @@ def test_an_experiment_plan_is_plain_data():
 
 
 def test_an_older_database_gains_the_experiment_column(tmp_path, monkeypatch):
-    from engine.store.runs import SCHEMA
-
     monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
     db = sqlite3.connect(tmp_path / "runs.sqlite")
-    db.executescript(SCHEMA)  # the first version's tables: none of the columns added since
+    db.executescript(  # the first version's runs table: none of the columns added since
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, kind TEXT NOT NULL DEFAULT "
+        "'train', name TEXT NOT NULL, data TEXT NOT NULL, model TEXT NOT NULL, train TEXT NOT NULL, status TEXT NOT NULL, "
+        "owner TEXT NOT NULL, started REAL, finished REAL, seconds REAL, best_accuracy REAL, best_epoch INTEGER, "
+        "weights_path TEXT, error TEXT)")
     db.execute("INSERT INTO runs (created, name, data, model, train, status, owner) "
                "VALUES (0, 'Digits', '{}', '{\"arch\": \"small\"}', '{}', 'done', '1@x')")
     db.commit()

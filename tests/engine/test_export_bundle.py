@@ -18,12 +18,12 @@ from engine.data.augment import AugSettings
 from engine.data.builtin import BUILTINS, ensure_builtin
 from engine.data.loaders import DataLoaders, PresizeCache, label_items
 from engine.errors import UserError
-from engine.train.export import PREDICT_TEMPLATE, TRAIN_SCRIPT, export_run, export_zip, load_run, predict
+from engine.train.export import PREDICT_TEMPLATE, cannot_repeat, export_run, export_zip, load_run, predict, train_script
 from engine.data.decode_pool import presize_all
 from engine.data.images import open_image
 from engine.train.models import create_model
 from engine.data.sources import scan_folder
-from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
+from engine.spec import DataSpec, LabelRule, ModelSpec, RunSpec, TrainSpec, load_spec, save_spec
 from engine.train.run import train_run
 
 DIGITS = BUILTINS["digits-names"]
@@ -132,7 +132,7 @@ def test_the_zip_holds_the_model_the_spec_and_the_scripts(small_run, records):
         assert zf.read("loupe-digits-run-7/predict.py").decode() == PREDICT_TEMPLATE.read_text()
         assert RunSpec.from_json(zf.read("loupe-digits-run-7/spec.json").decode()) == records
         readme = zf.read("loupe-digits-run-7/README.txt").decode()
-        assert zf.read("loupe-digits-run-7/train.py").decode() == TRAIN_SCRIPT
+        assert zf.read("loupe-digits-run-7/train.py").decode() == train_script(records)
     assert "python loupe-digits-run-7/predict.py image.png" in readme and "spec.json" in readme
     # no spec, no train.py; written to dest as well
     dest = small_run.parent / "bundle.zip"
@@ -255,7 +255,7 @@ def test_the_zip_replays_a_run_with_squish_presize_and_custom_augmentation(home,
 def test_the_generated_train_py_runs_the_command_line_on_its_spec(tmp_path):
     script = tmp_path / "bundle" / "train.py"
     script.parent.mkdir()
-    script.write_text(TRAIN_SCRIPT)
+    script.write_text(train_script(RunSpec(data=DataSpec(source="/pictures/pets"))))
     # a stand-in Loupe checkout whose `python -m engine` prints the arguments it gets (training is tested above)
     checkout = tmp_path / "checkout"
     (checkout / "engine").mkdir(parents=True)
@@ -266,3 +266,17 @@ def test_the_generated_train_py_runs_the_command_line_on_its_spec(tmp_path):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["train", "--spec", str(script.with_name("spec.json")), "--out", "model"]
+    assert "not in the spec: the pictures: read from /pictures/pets" in result.stderr  # said before it trains
+
+
+def test_train_py_lists_what_the_command_line_cannot_repeat():
+    folder = RunSpec(data=DataSpec(source='/pics/a """ \\N b\n', label=LabelRule(kind="csv", csv_path="/pics/l.csv")),
+                     model=ModelSpec(arch="resnet34"), train=TrainSpec(seed=3))
+    notes = cannot_repeat(folder)
+    assert notes[0].startswith('the pictures: read from /pics/a """ \\N b\n') and "the CSV file /pics/l.csv" in notes
+    assert any(n.startswith("resnet34's ImageNet weights") for n in notes) and not any("seed" in n for n in notes)
+    namespace = {"__file__": "train.py", "__name__": "not main"}
+    exec(compile(train_script(folder), "train.py", "exec"), namespace)  # a folder's name stays data, never code
+    assert namespace["CANNOT_REPEAT"] == notes
+    builtin = cannot_repeat(RunSpec(train=TrainSpec(seed=1)))  # the digits are made again; the small model has no weights
+    assert builtin == ["the same numbers: only on the same kind of processor (CPU or GPU model) with the same torch"]

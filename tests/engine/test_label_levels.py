@@ -13,7 +13,8 @@ from engine.cli import main
 from engine.data.label_levels import depth_rule, folder_levels, guess_level, guess_rule, label_options, top_is_facet
 from engine.data.labels import LabelRule, apply_label_rule
 from engine.data.sources import scan_folder
-from engine.spec import NAME_PATTERN, suggest_rules
+from engine.data.resolve import suggest_rules
+from engine.spec import NAME_PATTERN
 
 MODES = ("RGBA", "P", "LA", "RGB")
 

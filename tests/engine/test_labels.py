@@ -5,7 +5,7 @@ import pytest
 
 from engine.errors import UserError
 from engine.data import labels
-from engine.data.labels import (MAX_PATTERN_SIZE, MAX_REPEAT_COUNT, CSVLabeller, LabelRule, ParentLabeller, RegexLabeller,
+from engine.data.labels import (MAX_PATTERN_SIZE, labeller_for, MAX_REPEAT_COUNT, CSVLabeller, LabelRule, ParentLabeller, RegexLabeller,
                            apply_label_rule, compile_pattern, parse_label_rule, pattern_size)
 
 PETS = r"^(.+)_\d+\.jpg$"
@@ -223,7 +223,7 @@ def test_parse_regex_rules():
 
 def test_parse_folder_rule():
     assert parse_label_rule("folder") == LabelRule(kind="folder")
-    assert isinstance(parse_label_rule("folder").labeller(), ParentLabeller)
+    assert isinstance(labeller_for(parse_label_rule("folder")), ParentLabeller)
 
 
 def test_parse_csv_rule_relative_to_root(tmp_path):
@@ -248,7 +248,7 @@ def test_bad_rule_is_a_user_error(text):
 
 def test_unknown_kind_in_label_rule_is_a_user_error():
     with pytest.raises(UserError, match="Unknown label rule 'magic'"):
-        LabelRule(kind="magic").labeller()
+        labeller_for(LabelRule(kind="magic"))
 
 
 # ---------------------------------------------------------------- apply_label_rule

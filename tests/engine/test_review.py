@@ -11,7 +11,8 @@ from engine.results.gradcam import grad_cam
 from engine.results.interpret import get_preds, top_losses
 from engine.train.models import create_model
 from engine.results.review import loss_table, review_run
-from engine.spec import DataSpec, RunSpec, resolve
+from engine.data.resolve import resolve
+from engine.spec import DataSpec, RunSpec
 
 SPEC = BUILTINS["digits-names"]
 

@@ -1,7 +1,9 @@
 """Run history: written as a run goes, read back mid-run, interrupted runs detected, deletion to trash."""
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 
 import pytest
 
@@ -29,7 +31,7 @@ def epoch_row(e, acc):
 
 
 def test_a_run_written_midway_is_read_back_by_another_connection(store, tmp_path):
-    run_id = store.create_run(SPEC, {"arch": "small", "pretrained": False}, source="cli")
+    run_id = store.create_run(SPEC, {"arch": "small", "pretrained": False}, source="cli", name="Digits — file names")
     for i in range(15):
         store.add_batch(run_id, batch(i, epoch=i // 10))
     store.add_epoch(run_id, epoch_row(0, 0.8))
@@ -54,9 +56,10 @@ def test_finish_records_status_time_the_kept_epoch_and_weights(store):
     run = store.run(run_id)
     assert run["status"] == "done" and run["kept_epoch"] == 1 and run["accuracy"] == 0.9 and run["valid_loss"] == 0.1
     assert run["weights_path"] == "/x/run" and run["seconds"] >= 0 and run["source"] == "app"
-    assert run["model"] == {"arch": "small"} and run["train"]["schedule"] == "one_cycle"
+    assert run["model"] == {"arch": "small"} and run["spec"].train.schedule == "one_cycle"
     row = store.runs().iloc[0]
     assert row["kept_epoch"] == 1 and row["accuracy"] == 0.9
+    assert row["data"] == SPEC.data.source and row["schedule"] == "one_cycle"  # no name given: the source
 
 
 OLD_SCHEMA = """
@@ -101,6 +104,45 @@ def test_a_database_of_an_older_version_is_migrated_and_keeps_its_runs(tmp_path,
     new = store.create_run(SPEC, {"arch": "small"})  # and new runs go in beside them
     assert store.run(new)["spec"] == SPEC
     store.close()
+    # one shape: the spec column alone holds the settings; the old data and train columns are gone
+    db = sqlite3.connect(tmp_path / "runs.sqlite")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    specs = [json.loads(text) for (text,) in db.execute("SELECT spec FROM runs ORDER BY id")]
+    db.close()
+    assert "data" not in columns and "train" not in columns and {"spec", "model", "name"} <= columns
+    assert [s["train"]["keep_best"] for s in specs] == [True, False, SPEC.train.keep_best]
+    assert specs[0]["data"]["size"] == 28 and specs[0]["data"]["bs"] == 16 and specs[0]["data"]["presize"] == 32
+    again = RunStore(tmp_path / "runs.sqlite")  # opening a migrated database again changes nothing
+    assert again.run(1)["spec"] == spec and again.runs().set_index("id").loc[1, "kept_epoch"] == 2
+    again.close()
+
+
+def test_two_stores_opening_an_old_database_at_once_migrate_it_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOUPE_HOME", str(tmp_path))
+    db = sqlite3.connect(tmp_path / "runs.sqlite")
+    db.executescript(OLD_SCHEMA)
+    db.execute("INSERT INTO runs (created, name, data, model, train, status, owner) VALUES (0, 'Digits', "
+               "'{\"root\": \"/x/builtin/digits-names\"}', '{}', '{\"epochs\": 5}', 'done', '1@x')")
+    db.commit()
+    db.close()
+    stores = [None, None]
+    errors = []
+
+    def open_store(i):
+        try:
+            stores[i] = RunStore(tmp_path / "runs.sqlite")
+        except Exception as e:  # noqa: BLE001 (the test reports it)
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_store, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [s.run(1)["spec"].train.epochs for s in stores] == [5, 5]
+    for s in stores:
+        s.close()
 
 
 def test_runs_of_a_dead_process_show_as_interrupted(store, tmp_path):

@@ -14,9 +14,8 @@ from engine.cli import build_parser, spec_from_args
 from engine.errors import UserError
 from engine.data.labels import LabelRule
 from engine.data.sources import scan_folder
-from engine.spec import (NAME_PATTERN, SPEC_VERSION, DataSpec, ModelSpec, RunSpec, TrainSpec, default_presize, get,
-                         legacy_spec, load_spec, override, resolve, save_spec, suggest_rules, total_epochs, validate,
-                         with_seed)
+from engine.data.resolve import resolve, suggest_rules
+from engine.spec import NAME_PATTERN, SPEC_VERSION, DataSpec, ModelSpec, RunSpec, TrainSpec, default_presize, get, legacy_spec, load_spec, override, save_spec, total_epochs, validate, with_seed
 from engine.data.split import SplitRule
 
 

@@ -16,7 +16,8 @@ from engine.train import run
 from engine.data.labels import LabelRule
 from engine.train.learner import Callback, Learner
 from engine.store.runs import RunStore
-from engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec, load_spec, resolve
+from engine.data.resolve import resolve
+from engine.spec import DataSpec, LRFindSpec, ModelSpec, RunSpec, TrainSpec, load_spec
 from engine.train.run import (build_learner, data_loaders, estimate_from_step, estimate_seconds, lr_find_target,
                              planned_batches, prepare_data, train_run, train_target)
 
@@ -182,7 +183,7 @@ def test_a_bad_data_configuration_fails_the_job_with_its_message(env, tmp_path):
 
 def test_lr_find_job(config, env):
     manager, _, cache = env
-    job = manager.submit(Job("lr_find", "lr", lr_find_target(config, cache, num_it=40)))
+    job = manager.submit(Job("lr_find", "lr", lr_find_target(config, cache, LRFindSpec(num_it=40))))
     assert manager.wait(job, timeout=120) and job.state == DONE, job.error_detail
     steps = [e for e in job.since(0) if e.kind == "lr_step"]
     assert len(steps) == len(job.result.lrs) and steps[0].data["lr"] == pytest.approx(1e-7)

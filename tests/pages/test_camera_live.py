@@ -17,7 +17,8 @@ from engine.data.builtin import digit_images
 from engine.data.camera import add_shot, class_shots, create_set
 from engine.data.loaders import PresizeCache
 from engine.results.live import LiveStream
-from engine.spec import RunSpec, override, resolve
+from engine.data.resolve import resolve
+from engine.spec import RunSpec, override
 from engine.store.jobs import Job
 from engine.train.run import train_target
 from ui.live_view import CAMERA_VIEW, LIVE_CLASS, LIVE_RUN, LIVE_STREAM, NO_WEBRTC

@@ -15,7 +15,8 @@ from engine.train.export import load_run, predict
 from engine.data.images import open_image
 from engine.store.jobs import Job
 from engine.data.labels import LabelRule
-from engine.spec import RunSpec, override, resolve
+from engine.data.resolve import resolve
+from engine.spec import RunSpec, override
 from engine.train.run import train_target
 from ui.draft import widget_key
 from ui.shared import run_store

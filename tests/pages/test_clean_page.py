@@ -12,6 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import ui.label_issues_view
+from engine.data.resolve import data_root
 from engine.data.builtin import DIGIT_WORDS, digit_images, ensure_builtin
 from engine.data.loaders import PresizeCache
 from engine.store.drafts import DraftStore, new_draft_id
@@ -94,7 +95,7 @@ def test_drop_stale_choices():
 
 
 def test_a_choice_for_an_image_that_undo_took_away_is_dropped(app, run_id):
-    root = run_store().run(run_id)["spec"].data.root
+    root = data_root(run_store().run(run_id)["spec"].data)
     before = tree(root)
     app.switch_page("pages/clean.py").run()
     assert not app.exception, app.exception
@@ -128,7 +129,7 @@ def test_a_choice_for_an_image_that_undo_took_away_is_dropped(app, run_id):
 
 
 def test_choices_left_by_a_late_widget_or_another_window_are_dropped(app, run_id):
-    root = run_store().run(run_id)["spec"].data.root
+    root = data_root(run_store().run(run_id)["spec"].data)
     existing = sorted(p.name for p in root.glob("seven_*.png"))[0]
     app.switch_page("pages/clean.py").run()
     # what a widget callback arriving after Apply, or another window's Apply, leaves behind

@@ -14,7 +14,7 @@ from engine.train.experiment import setting_of
 from engine.store.jobs import DONE, Job
 from engine.train.learner import LRFinderResult
 from engine.train.lr_suggest import Suggestion
-from engine.spec import resolve
+from engine.data.resolve import resolve
 from engine.train.run import HOLD_BATCH_ENV, HOLD_FILE_ENV, lr_finder_key
 from ui.experiment_view import EXPERIMENT_SETTING, RUNS_EXPERIMENT
 from ui.draft import widget_key

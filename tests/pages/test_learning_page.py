@@ -9,7 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from engine.data.split import SplitRule
 from engine.results.learning import gradient, initialise, speed_data
-from engine.spec import RunSpec, override, resolve
+from engine.data.resolve import resolve
+from engine.spec import RunSpec, override
 from ui.learning_view import LEARN_CLASS, LEARN_DESCENT, LEARN_INDEX, LEARN_LR
 from ui.shared import run_store
 from ui.state import EXPLAIN

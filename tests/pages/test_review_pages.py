@@ -9,6 +9,7 @@ import onnx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.data.resolve import data_root
 from engine.data.builtin import ensure_builtin
 from engine.data.loaders import PresizeCache
 from engine.results.interpret import most_confused, top_losses
@@ -100,7 +101,7 @@ def test_predict_validation_images_and_export_buttons(app, run_id):
 
 
 def test_clean_delete_and_relabel_then_undo(app, run_id, home):
-    root = run_store().run(run_id)["spec"].data.root
+    root = data_root(run_store().run(run_id)["spec"].data)
     before = tree(root)
     app.switch_page("pages/clean.py").run()
     assert not app.exception, app.exception
@@ -122,7 +123,7 @@ def test_clean_delete_and_relabel_then_undo(app, run_id, home):
 
 
 def test_reset_builtin_from_the_clean_page(app, run_id):
-    root = run_store().run(run_id)["spec"].data.root
+    root = data_root(run_store().run(run_id)["spec"].data)
     victim = sorted(root.glob("three_*.png"))[0]
     victim.unlink()  # as if cleaned outside Loupe
     app.switch_page("pages/clean.py").run()
