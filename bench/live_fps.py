@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import threading
 import time
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 from engine.data.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from engine.results.live import CAMERA_SIZE, MAX_PREDICTIONS_PER_S, LiveStream  # noqa: E402
 from engine.spec import default_presize  # noqa: E402
+from engine.train.device import cpu_name  # noqa: E402
 from engine.train.export import ExportedModel  # noqa: E402
 from engine.train.models import create_model  # noqa: E402
 
@@ -118,16 +118,6 @@ def training_with_streams(exported: ExportedModel, pictures: list[np.ndarray], n
     elapsed = time.perf_counter() - start
     return steps[0] / elapsed, [(s.reading().count if s.reading() else 0) / elapsed for s in streams]
 
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else what `platform` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ again (the health check then runs in the background). Target: about a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
@@ -107,43 +108,29 @@ def rule_latencies(page, clicks: int, expected: dict[str, str]) -> list[float]:
 
 def folder_case(args) -> None:
     """The label-rule change on a 1,000-picture nested folder (the first visit decodes; the clicks come after)."""
-    from playwright.sync_api import sync_playwright
-
-    home = Path(tempfile.mkdtemp(prefix="loupe-latency-"))
-    folder = nested_folder(home / "pictures")
-    proc, url = start_server(home)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_default_timeout(300_000)
-            page.goto(url)
-            box = page.get_by_role("textbox", name="Folder path")
-            lost = 0
-            for _ in range(5):  # a click the page dropped would show here as a second, third… click
-                page.get_by_role("radio", name="A folder on this computer").click()
-                try:
-                    box.wait_for(timeout=60_000)
-                    break
-                except Exception:
-                    lost += 1
-            print(f"clicks on 'A folder on this computer' lost by the page: {lost}")
-            box.fill(str(folder))
-            box.press("Enter")
-            start = time.perf_counter()
-            page.locator(".st-key-show_batch img").nth(8).wait_for()
-            first = time.perf_counter() - start
-            expected = class_counts(folder)
-            assert expected["Top-level folder"] != expected["Parent folder"]
-            page.get_by_role("radio", name="Top-level folder", exact=True).click()
-            page.wait_for_function(f"(want) => ({CLASSES})() === want", arg=expected["Top-level folder"])
-            time.sleep(1)
-            latencies = rule_latencies(page, args.clicks, expected)
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)  # a health check still running finishes first
-        shutil.rmtree(home, ignore_errors=True)
+    with loupe_page(args, 300_000, 60) as (page, home):
+        folder = nested_folder(home / "pictures")
+        box = page.get_by_role("textbox", name="Folder path")
+        lost = 0
+        for _ in range(5):  # a click the page dropped would show here as a second, third… click
+            page.get_by_role("radio", name="A folder on this computer").click()
+            try:
+                box.wait_for(timeout=60_000)
+                break
+            except Exception:
+                lost += 1
+        print(f"clicks on 'A folder on this computer' lost by the page: {lost}")
+        box.fill(str(folder))
+        box.press("Enter")
+        start = time.perf_counter()
+        page.locator(".st-key-show_batch img").nth(8).wait_for()
+        first = time.perf_counter() - start
+        expected = class_counts(folder)
+        assert expected["Top-level folder"] != expected["Parent folder"]
+        page.get_by_role("radio", name="Top-level folder", exact=True).click()
+        page.wait_for_function(f"(want) => ({CLASSES})() === want", arg=expected["Top-level folder"])
+        time.sleep(1)
+        latencies = rule_latencies(page, args.clicks, expected)
     xs = latencies
     p90 = sorted(xs)[int(0.9 * (len(xs) - 1))]
     print(f"cpu cores {os.cpu_count()}, 1,000 pictures from {'Tango' if TANGO.is_dir() else 'the digits'}, "
@@ -151,6 +138,27 @@ def folder_case(args) -> None:
     print(f"first visit (scan + decode, in the background) until the batch grid: {first:.1f} s")
     print(f"{'':24}{'median':>10}{'p90':>10}{'max':>10}")
     print(f"{'label rule change':24}{statistics.median(xs):>9.3f}s{p90:>9.3f}s{max(xs):>9.3f}s")
+
+
+@contextlib.contextmanager
+def loupe_page(args, timeout_ms: int, stop_wait_s: float):
+    """A fresh Loupe server (its own LOUPE_HOME) and a Chromium page on it: yields (page, home); all gone after."""
+    from playwright.sync_api import sync_playwright
+
+    home = Path(tempfile.mkdtemp(prefix="loupe-latency-"))
+    proc, url = start_server(home)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(timeout_ms)
+            page.goto(url)
+            yield page, home
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=stop_wait_s)  # a health check still running finishes first
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def click_latencies(page, clicks: int) -> list[float]:
@@ -176,41 +184,27 @@ def main() -> None:
     args = parser.parse_args()
     if args.folder:
         return folder_case(args)
-    from playwright.sync_api import sync_playwright
+    with loupe_page(args, 120_000, 20) as (page, _):
+        page.locator(".st-key-show_batch img").nth(8).wait_for()
+        click_latencies(page, 2)  # warm-up
+        idle = click_latencies(page, args.clicks)
 
-    home = Path(tempfile.mkdtemp(prefix="loupe-latency-"))
-    proc, url = start_server(home)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(url)
-            page.locator(".st-key-show_batch img").nth(8).wait_for()
-            click_latencies(page, 2)  # warm-up
-            idle = click_latencies(page, args.clicks)
+        # start a long run from the Train page, then come back to the Data page
+        page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
+        page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
+        epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+        epochs.fill("100")
+        epochs.press("Enter")
+        time.sleep(1)
+        page.get_by_role("button", name="Train").click()
+        page.locator(".st-key-train-live_chart").wait_for()
+        page.locator('.st-key-loupe-nav').get_by_text("Data", exact=True).click()
+        page.locator(".st-key-show_batch img").nth(8).wait_for()
+        training = click_latencies(page, args.clicks)
+        still_training = page.locator('[data-testid="stSidebar"]').get_by_text("Running").count() > 0
 
-            # start a long run from the Train page, then come back to the Data page
-            page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
-            page.get_by_role("radio", name="fit_one_cycle (all layers)").click()
-            epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
-            epochs.fill("100")
-            epochs.press("Enter")
-            time.sleep(1)
-            page.get_by_role("button", name="Train").click()
-            page.locator(".st-key-train-live_chart").wait_for()
-            page.locator('.st-key-loupe-nav').get_by_text("Data", exact=True).click()
-            page.locator(".st-key-show_batch img").nth(8).wait_for()
-            training = click_latencies(page, args.clicks)
-            still_training = page.locator('[data-testid="stSidebar"]').get_by_text("Running").count() > 0
-
-            page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
-            page.get_by_role("button", name="Stop").click()
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        shutil.rmtree(home, ignore_errors=True)
+        page.locator('.st-key-loupe-nav').get_by_text("Train", exact=True).click()
+        page.get_by_role("button", name="Stop").click()
 
     print(f"cpu cores {os.cpu_count()}, {args.clicks} clicks each")
     print(f"{'':24}{'median':>10}{'p90':>10}{'max':>10}")

@@ -476,10 +476,9 @@ def cmd_export(args: argparse.Namespace) -> dict:
     return written
 
 
-def cmd_health(args: argparse.Namespace) -> dict:
-    """The data health check of the data set the spec names; the JSON's keys: engine.data.health.HealthCheck.to_dict."""
+def _data_of(args: argparse.Namespace):
+    """The flags' data set, read: (resolved spec, folder scan, labelled items, presized pixels)."""
     from engine.data.loaders import load_items
-    from engine.data.health import health_check, report_text
     from engine.data.sources import scan_folder
 
     spec = spec_from_args(args)
@@ -487,7 +486,15 @@ def cmd_health(args: argparse.Namespace) -> dict:
     scan = scan_folder(root)
     spec = resolve(spec, scan)
     items = load_items(spec.data, scan)
-    images = PresizeCache(max_entries=1).get(items.scanned_paths, spec.data.presize, spec.data.presize_method)
+    return spec, scan, items, PresizeCache(max_entries=1).get(items.scanned_paths, spec.data.presize,
+                                                              spec.data.presize_method)
+
+
+def cmd_health(args: argparse.Namespace) -> dict:
+    """The data health check of the data set the spec names; the JSON's keys: engine.data.health.HealthCheck.to_dict."""
+    from engine.data.health import health_check, report_text
+
+    spec, scan, items, images = _data_of(args)
     check = health_check(items, images, broken_links=scan.broken_links, unreadable_folders=scan.unreadable)
     if not args.json:
         print(report_text(check))
@@ -581,17 +588,10 @@ def cmd_report(args: argparse.Namespace) -> dict:
 
 def cmd_baseline(args: argparse.Namespace) -> dict:
     """Closest-average accuracy, by mean absolute (L1) and root-mean-square (L2) difference (engine/results/learning.py)."""
-    from engine.data.loaders import load_items
-    from engine.data.sources import scan_folder
     from engine.results.learning import baseline
 
-    spec = spec_from_args(args)
-    root = prepare_source(spec, progress=_print_download(spec.data.key.upper()) if spec.data.kind == "fastai" else None)
-    scan = scan_folder(root)
-    spec = resolve(spec, scan)
-    items = load_items(spec.data, scan)
-    result = baseline(items, PresizeCache(max_entries=1).get(items.scanned_paths, spec.data.presize,
-                                                             spec.data.presize_method)).to_dict()
+    _, _, items, images = _data_of(args)
+    result = baseline(items, images).to_dict()
     if not args.json:
         print(f"closest average, {result['n_valid']:,} validation pictures: {result['accuracy_l1']:.1%} by mean absolute "
               f"difference, {result['accuracy_l2']:.1%} by root-mean-square difference "

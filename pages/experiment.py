@@ -11,7 +11,7 @@ from ui.experiment_view import (EXPERIMENT_JOB, estimate, experiment_results, lr
                                 setting_picker, value_inputs)
 from ui.explain import explain
 from ui.frame import require_app_frame
-from ui.job_controls import live_job, progress_and_controls
+from ui.job_controls import live_job, last_job_header, notes_then_live, progress_and_controls, start_job
 from ui.data_status import data_problem, data_summary, run_spec
 from ui.draft import window_id
 from ui.shared import job_manager, presize_cache, run_store
@@ -48,10 +48,8 @@ def launch_panel() -> None:
                f"settings on the Train page, with {seed} for all of them.")
     if st.button(f"Start {len(plan.specs)} runs", type="primary", key="experiment.start", icon=":material/compare:"):
         title = f"Compare {SETTINGS[setting]}: {', '.join(plan.labels)}"
-        job = manager.submit(Job("experiment", title, experiment_target(plan, presize_cache(), store, background_threads()),
-                                 meta={"plan": plan, "n_train": summary.n_train}, owner=owner))
-        EXPERIMENT_JOB.set(job.id)
-        st.rerun()
+        start_job(manager, Job("experiment", title, experiment_target(plan, presize_cache(), store, background_threads()),
+                                meta={"plan": plan, "n_train": summary.n_train}, owner=owner), EXPERIMENT_JOB)
 
 
 @st.fragment(run_every=1.0)
@@ -68,23 +66,14 @@ def live(job_id: str) -> None:
                        n_batches=planned_batches(plan, job.meta["n_train"]))
 
 
-for event in (job.of_kind("note") if job else []):
-    st.info(md(event.data["text"]))
-
-if job is not None and job.active:
-    st.subheader(md(job.title), anchor=False)
-    live(job.id)
-    st.stop()
+notes_then_live(job, live)
 if spec is None:
     ask_for_data(data_problem())
 else:
     launch_panel()
 
 # ---- the last experiment, finished
-if job is None:
-    st.stop()
-st.divider()
-st.subheader(f"Last experiment: {md(job.title)}", anchor=False)
+job = last_job_header(job, "experiment")
 if job.state == FAILED:
     st.error(f"The experiment failed: {md(job.error)}")
 elif job.state in (CANCELLED, INTERRUPTED):

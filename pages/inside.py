@@ -6,15 +6,13 @@ import io
 import streamlit as st
 
 from engine.data.images import decode, open_image
-from engine.errors import UserError
 from engine.results.inside import look_inside
 from engine.train.export import preprocess
 from ui.explain import explain
 from ui.frame import require_app_frame
 from ui.inside_view import (INSIDE_CAMERA, INSIDE_ITEM, INSIDE_SOURCE, INSIDE_UPLOAD, draw_inside,
                             review_or_problem)
-from ui.run_picker import pick_run
-from ui.run_cache import run_model
+from ui.run_picker import pick_model
 from ui.text import md
 
 require_app_frame("pages/inside.py")
@@ -23,14 +21,7 @@ st.title("Look inside")
 explain("inside")
 st.caption("Follow one picture through the network: what each stage makes of it, which feature maps light up, where "
            "the model looks, and what it decides. Click a feature map to see what its channel responds to.")
-run = pick_run()
-if run is None:
-    st.stop()
-try:
-    exported = run_model(run)
-except UserError as e:
-    st.error(md(e))
-    st.stop()
+run, exported = pick_model()
 review, problem = review_or_problem(run)
 
 source = st.segmented_control("Picture", ["Validation picture", "Upload", "Camera"], key=INSIDE_SOURCE.key,

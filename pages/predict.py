@@ -13,9 +13,9 @@ from ui.charts_show import show_chart
 from ui.export_buttons import export_buttons
 from ui.explain import explain
 from ui.frame import require_app_frame
-from ui.run_picker import pick_run
+from ui.run_picker import pick_model
 from ui.text import md
-from ui.run_cache import run_model, run_review
+from ui.run_cache import run_review
 from ui.state import PREDICT_CAMERA, PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS
 
 require_app_frame("pages/predict.py")
@@ -25,14 +25,7 @@ MAX_SHOWN = 24  # predictions drawn at once
 st.title("Predict & export")
 explain("predict")
 st.caption("Try the model on pictures it has never seen, then take it away.")
-run = pick_run()
-if run is None:
-    st.stop()
-try:
-    exported = run_model(run)
-except UserError as e:
-    st.error(md(e))
-    st.stop()
+run, exported = pick_model()
 st.caption(f"{len(exported.classes)} classes · {exported.preprocessing['arch']} · "
            f"images presized to {exported.preprocessing['presize']} px, seen at {exported.preprocessing['size']} px")
 

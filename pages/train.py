@@ -15,7 +15,7 @@ from ui.charts_show import show_chart
 from ui.charts_train import training_figure
 from ui.explain import explain
 from ui.frame import require_app_frame
-from ui.job_controls import live_job, progress_and_controls
+from ui.job_controls import live_job, last_job_header, notes_then_live, progress_and_controls, start_job
 from ui.model_choice import model_choice
 from ui.present import technical
 from ui.report_button import report_button
@@ -131,11 +131,9 @@ def launch_panel() -> None:
     if c1.button(f"Train ({epochs} epoch{'s' if epochs != 1 else ''})", type="primary", key="train.start",
                  icon=":material/model_training:"):
         title = f"{summary.name} · {ready.model.arch} · {total_epochs(ready)} epochs"
-        job = manager.submit(Job("train", title, train_target(draft(), presize_cache(), store, background_threads(),
-                                                              estimated_s=estimated_s),
-                                 meta={"spec": ready, "n_train": summary.n_train}, owner=owner))
-        TRAIN_JOB.set(job.id)
-        st.rerun()
+        start_job(manager, Job("train", title, train_target(draft(), presize_cache(), store, background_threads(),
+                                                             estimated_s=estimated_s),
+                                meta={"spec": ready, "n_train": summary.n_train}, owner=owner), TRAIN_JOB)
 
 
 @st.fragment(run_every=1.0)
@@ -156,13 +154,7 @@ def live(job_id: str) -> None:
             st.table(epoch_table(epochs), hide_index=True)
 
 
-for event in (job.of_kind("note") if job else []):
-    st.info(md(event.data["text"]))
-
-if job is not None and job.active:
-    st.subheader(md(job.title), anchor=False)
-    live(job.id)
-    st.stop()
+notes_then_live(job, live)
 watch_runs_elsewhere("train")  # no run of this window: show those of the command line, torchrun, other machines
 if spec is None:
     ask_for_data(data_problem())
@@ -170,10 +162,7 @@ else:
     launch_panel()
 
 # ---- the last run, finished
-if job is None:
-    st.stop()
-st.divider()
-st.subheader(f"Last run: {md(job.title)}", anchor=False)
+job = last_job_header(job, "run")
 run_id = job.last("run").data["run_id"] if job.last("run") else None
 if job.state == FAILED:
     st.error(f"The run failed: {md(job.error)}")

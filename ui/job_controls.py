@@ -2,10 +2,14 @@
 with the ETA, and Pause / Resume / Stop. The Train and Compare pages share it."""
 from __future__ import annotations
 
+from typing import Callable
+
 import streamlit as st
 
 from engine.store.jobs import PAUSED, QUEUED, Job, JobManager
 from engine.train.run import format_duration
+from ui.state import SessionKey
+from ui.text import md
 
 
 def queued_notice(manager: JobManager, job: Job, owner: str, what: str, key: str) -> None:
@@ -45,3 +49,28 @@ def progress_and_controls(job: Job, text: str, key: str, stop_help: str | None =
         job.pause()
     if c2.button("Stop", key=f"{key}.stop", icon=":material/stop:", help=stop_help):
         job.stop()
+
+
+def start_job(manager: JobManager, job: Job, remember: SessionKey[str]) -> None:
+    """Queue this window's job, keep its id as the page's job, and draw the page again (now showing it)."""
+    remember.set(manager.submit(job).id)
+    st.rerun()
+
+
+def notes_then_live(job: Job | None, live: Callable[[str], None]) -> None:
+    """A page's job: its notes, then, while it is active, its title and live fragment (the rest of the page stops)."""
+    for event in (job.of_kind("note") if job else []):
+        st.info(md(event.data["text"]))
+    if job is not None and job.active:
+        st.subheader(md(job.title), anchor=False)
+        live(job.id)
+        st.stop()
+
+
+def last_job_header(job: Job | None, what: str) -> Job:
+    """The heading of the page's last (finished) job, 'Last run: …'; with none, the page ends here."""
+    if job is None:
+        st.stop()
+    st.divider()
+    st.subheader(f"Last {what}: {md(job.title)}", anchor=False)
+    return job

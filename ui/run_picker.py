@@ -5,8 +5,9 @@ import streamlit as st
 
 from engine.errors import UserError
 from engine.results.review import RunReview
+from engine.train.export import ExportedModel
 from engine.store.runs import ACTIVE
-from ui.run_cache import run_review
+from ui.run_cache import run_model, run_review
 from ui.shared import run_store
 from ui.state import REVIEW_RUN
 from ui.text import md
@@ -43,6 +44,18 @@ def pick_review() -> tuple[dict, RunReview]:
         st.stop()
     try:
         return run, run_review(run)
+    except UserError as e:
+        st.error(md(e))
+        st.stop()
+
+
+def pick_model() -> tuple[dict, ExportedModel]:
+    """The chosen run and its saved model; stops the page (with a message) when there is none or it cannot be read."""
+    run = pick_run()
+    if run is None:
+        st.stop()
+    try:
+        return run, run_model(run)
     except UserError as e:
         st.error(md(e))
         st.stop()

@@ -17,7 +17,6 @@ import html
 import io
 import json
 import math
-import platform
 import shlex
 import socket
 import time
@@ -41,6 +40,7 @@ from engine.results.review import RunReview, review_run
 from engine.store.runs import RunStore
 from engine.data.resolve import data_name, prepare_source
 from engine.spec import SPEC_FILE, RunSpec, load_spec, setting_name
+from engine.train.device import cpu_name
 from engine.train.run import format_duration
 from engine.train.verdict import verdict_of_run
 
@@ -297,15 +297,6 @@ def replay_command(folder: Path) -> str:
     return f"python -m engine train --spec {shlex.quote(str(Path(folder).resolve() / SPEC_FILE))}"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 # ---------------------------------------------------------------- the report
 
@@ -499,7 +490,7 @@ def _machine_section(record: RunRecord) -> str:
             ["device", r.get("device") or spec.device.device], ["number precision", r.get("precision") or "–"],
             ["CPU threads", spec.device.threads or "all"]]
     if host and host == socket.gethostname():
-        rows.append(["processor", _cpu_name()])
+        rows.append(["processor", cpu_name()])
     if r.get("world_size", 1) > 1:
         rows.append(["processes (torchrun)", r["world_size"]])
     rows += [["time taken", _duration(r.get("seconds", row.get("seconds")))],

@@ -1,5 +1,7 @@
 """Pick the compute device: CUDA, then MPS, then CPU."""
 import os
+import platform
+from pathlib import Path
 
 import torch
 
@@ -29,3 +31,14 @@ def describe_device(device: torch.device | str | None = None, threads: int | Non
     cores = os.cpu_count() or 1
     used = threads or torch.get_num_threads()
     return f"CPU, {used} of {cores} core{'s' if cores != 1 else ''}"
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
