@@ -7,11 +7,14 @@ only checks health again:
     read   (folder, as the cleaner last left it, presize, method) -> FolderScan, PresizedImages
     check  (those pixels, the data rules)                          -> HealthCheck
 
-A read is reused for `READ_FRESH_S` seconds (a folder changed by another program is read again after that;
-the cleaner's own changes are seen at once, by `clean_stamp`).
+A read is reused for `READ_FRESH_S` seconds (a folder changed deep inside by another program is read again
+after that); the cleaner's changes, and pictures added to or taken from the folder or one of the folders directly in
+it (a camera shot, a file dropped into a class folder), are seen at once, by `folder_stamp`.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +28,7 @@ from engine.data.images import PresizedImages
 from engine.store.jobs import CANCELLED, DONE, FAILED, Job, JobManager
 from engine.data.sources import TRASH_DIR, FolderScan, ScanStopped, scan_folder
 
+MAX_STAMPED_FOLDERS = 2000  # folders directly in a data set whose times make its stamp (more are left out)
 READ_FRESH_S = 30.0  # a finished read older than this is done again (cheap: the pixels come from the disk cache)
 KEEP_READS, KEEP_CHECKS = 4, 8
 
@@ -37,6 +41,24 @@ def clean_stamp(root: str | Path) -> str:
     except OSError:
         return ""
     return f"{stat.st_mtime_ns}-{stat.st_size}"
+
+
+def folder_stamp(root: str | Path) -> str:
+    """Changes with `clean_stamp`, and when a picture is added to or taken from the folder or one of the folders
+    directly in it (their modification times): what a read of the folder, and the counts shown, depend on."""
+    root = Path(root)
+    parts = [clean_stamp(root)]
+    try:
+        parts.append(str(root.stat().st_mtime_ns))
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if len(parts) > MAX_STAMPED_FOLDERS:
+                    break
+                if entry.name != TRASH_DIR and entry.is_dir(follow_symlinks=False):
+                    parts.append(f"{entry.name}:{entry.stat(follow_symlinks=False).st_mtime_ns}")
+    except OSError:
+        pass
+    return hashlib.sha1("|".join(sorted(parts)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class FolderRead:
@@ -119,7 +141,7 @@ class DataPrep:
     def read(self, root: str | Path, presize: int, method: str = "crop", owner: str = "") -> FolderRead:
         """The read of this folder at this presize: the running or recent one, else a new one started now."""
         root = Path(root).expanduser()
-        stamp = clean_stamp(root)
+        stamp = folder_stamp(root)
         key = (str(root), stamp, presize, method)
         with self._lock:
             known = self._reads.get(key)

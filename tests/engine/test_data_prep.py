@@ -9,7 +9,7 @@ import pytest
 
 from engine.data.clean import DELETE, Change, apply_changes
 from engine.data.loaders import DataLoaders, PresizeCache, health_report, label_items, usable_counts
-from engine.data.data_prep import DataPrep, clean_stamp, read_now
+from engine.data.data_prep import DataPrep, clean_stamp, folder_stamp, read_now
 from engine.errors import UserError
 from engine.store.jobs import CANCELLED, DONE, FAILED
 from engine.data.labels import LabelRule
@@ -65,6 +65,22 @@ def test_a_read_is_kept_until_the_cleaner_changes_the_folder(digits, prep):
     before = usable_counts(label_items(read.scan, NAMES, SPLIT), read.images)
     after = usable_counts(label_items(again.scan, NAMES, SPLIT), again.images)
     assert after.n_train + after.n_valid == before.n_train + before.n_valid - 1
+
+
+def test_a_picture_added_to_a_class_folder_is_read_at_once(digits, prep):
+    """A camera shot or a file dropped into a class folder: the counts follow now, not after READ_FRESH_S."""
+    classes = digits / "classes"
+    for p in sorted(digits.glob("*.png"))[3:13]:  # ten readable digits, in one folder per digit name
+        (classes / p.name.split("_")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, classes / p.name.split("_")[0] / p.name)
+    read = read_now(prep, classes, 16)
+    stamp = folder_stamp(classes)
+    assert prep.read(classes, 16) is read and folder_stamp(classes) == stamp  # nothing changed: the same read
+    first = next(d for d in sorted(classes.iterdir()) if d.is_dir())
+    shutil.copy(next(first.iterdir()), first / "one_more.png")  # into a class folder: the data set's root is as it was
+    assert folder_stamp(classes) != stamp
+    again = read_now(prep, classes, 16)
+    assert again is not read and len(again.scan.images) == len(read.scan.images) + 1
 
 
 def test_another_presize_reuses_a_fresh_scan(digits, prep):
