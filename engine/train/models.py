@@ -129,6 +129,11 @@ def _check_resnet(arch: str) -> None:
         raise UserError(f"There are no pretrained weights for the model “{arch}”; only for {have}.")
 
 
+def has_pretrained_weights(arch: str) -> bool:
+    """Whether ImageNet weights exist for this model (the ResNets; never the small convnet)."""
+    return arch in _RESNETS
+
+
 def weights_url(arch: str) -> str:
     """Where the ImageNet weights of `arch` are downloaded from (LOUPE_WEIGHTS_URL replaces the server)."""
     _check_resnet(arch)

@@ -28,7 +28,7 @@ from engine.errors import UserError, plain_reason
 from engine.train.export import export_run
 from engine.store.jobs import Job, RunControl
 from engine.train.learner import Callback, EarlyStopping, Learner, LRFinderResult, SaveBest, batches_per_epoch
-from engine.train.models import ModelInfo, create_model
+from engine.train.models import ModelInfo, create_model, has_pretrained_weights
 from engine.store.runs import RunStore, run_dir
 from engine.data.resolve import data_name, prepare_source, resolve
 from engine.spec import SPEC_FILE, LRFindSpec, RunSpec, TrainSpec, save_spec, total_epochs, validate, with_seed
@@ -369,8 +369,9 @@ def lr_finder_key(spec: RunSpec) -> str:
     A rate found for one data set or model is not another's: pages offer a found rate only where this matches.
     """
     d = spec.to_dict()
-    return json.dumps({"data": d["data"], "augment": d["augment"], "model": d["model"],
-                       "frozen": spec.train.schedule == "fine_tune"}, sort_keys=True)
+    frozen = spec.train.schedule == "fine_tune" and spec.model.pretrained and has_pretrained_weights(spec.model.arch)
+    return json.dumps({"data": d["data"], "augment": d["augment"], "model": d["model"], "frozen": frozen},
+                      sort_keys=True)
 
 
 def format_duration(seconds: float) -> str:

@@ -257,3 +257,17 @@ def test_the_eta_comes_from_the_steps_measured_so_far():
     assert job.eta_seconds == pytest.approx(4 * step + 1 * 6.0)  # and the one validation left, as measured
     now[0] += 3.0  # no new batch: the estimate counts down, never stale
     assert job.eta_seconds == pytest.approx(4 * step + 6.0 - 3.0)
+
+
+def test_an_lr_found_for_one_schedule_holds_for_the_other_unless_fine_tune_freezes_a_pretrained_body():
+    from engine.spec import RunSpec, override
+    from engine.train.run import lr_finder_key
+
+    def key(arch: str, schedule: str, pretrained: bool = True) -> str:
+        return lr_finder_key(override(RunSpec(), {"model.arch": arch, "model.pretrained": pretrained,
+                                                  "train.schedule": schedule}))
+
+    assert key("small", "fine_tune") == key("small", "one_cycle")  # nothing to freeze: the same finder
+    assert key("resnet18", "fine_tune", pretrained=False) == key("resnet18", "one_cycle", pretrained=False)
+    assert key("resnet18", "fine_tune") != key("resnet18", "one_cycle")  # the finder ran on a frozen body
+    assert key("small", "one_cycle") != key("resnet18", "one_cycle")  # another model
