@@ -131,15 +131,20 @@ def verdict(smooth_losses: Sequence[float | None], train_losses: Sequence[float 
     before_valid = valid[-2] if len(valid) > 1 else start
     before_train = train[-2] if len(train) > 1 else start
     drop = before_valid - valid[-1]
+    one = len(valid) == 1  # one epoch: compared with the untrained model; whether the losses level off is not seen
     if drop >= UNDERFIT_FALL * before_valid and drop >= UNDERFIT_ABS and train[-1] < before_train:
+        if one:
+            return Verdict("underfitting", "Underfitting: both losses fell a long way in the one epoch trained, and "
+                                           "nothing shows them levelling off yet — train longer.")
         return Verdict("underfitting", "Underfitting: the training and validation losses are both still falling — "
                                        "train longer.")
+    after = ("after one epoch (train more to see whether it levels off)" if one else "and has levelled off")
     if fell < TOO_LOW_FALL:  # judged good by the levels reached, not by the fall
         if accurate:
-            return Verdict("good", f"Good: the model gets {accuracy:.0%} of the validation pictures right, and its "
-                                   "validation loss has levelled off.")
-        return Verdict("good", f"Good: the validation loss is low ({valid[-1]:.3f}) and has levelled off.")
-    return Verdict("good", "Good: the validation loss came down and has levelled off.")
+            level = f"its validation loss is {valid[-1]:.3f} {after}" if one else "its validation loss has levelled off"
+            return Verdict("good", f"Good: the model gets {accuracy:.0%} of the validation pictures right, and {level}.")
+        return Verdict("good", f"Good: the validation loss is low ({valid[-1]:.3f}) {after}.")
+    return Verdict("good", f"Good: the validation loss came down {after}.")
 
 
 def _change(fell: float) -> str:

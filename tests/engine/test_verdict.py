@@ -203,3 +203,13 @@ def test_a_real_run_that_learns_wrong_labels_by_heart_is_overfitting(memorising)
     v = verdict_of_run(store.batches(run["run_id"]), store.epochs(run["run_id"]))
     assert v.code == "overfitting", v.text
     assert v.text.startswith("Overfitting: the validation loss has been rising since epoch ")
+
+
+def test_after_one_epoch_a_verdict_never_claims_the_losses_levelled_off():
+    assert verdict(falling(2.3, 0.9, 10), [0.9], [0.6]) == (
+        "underfitting", "Underfitting: both losses fell a long way in the one epoch trained, and nothing shows them "
+                        "levelling off yet — train longer.")
+    camera = verdict([0.70], [0.70], [0.055], [1.0])  # one batch, one epoch, every validation picture right
+    assert camera == ("good", "Good: the model gets 100% of the validation pictures right, and its validation loss is "
+                              "0.055 after one epoch (train more to see whether it levels off).")
+    assert all("levelled off" not in v.text for v in (camera, verdict([0.70], [0.70], [0.055])))
