@@ -4,7 +4,8 @@
 The video goes through streamlit-webrtc: the browser sends the camera's frames to this server, whose frame thread
 draws the prediction on each (engine.results.live) and sends them back. The stream stops when the page no longer
 draws the component (another page, or the Take shots view). On localhost no STUN/TURN server is needed, and none is
-configured, so nothing is fetched from the network.
+configured, so nothing is fetched from the network. A busy computer answers WebRTC's consent checks late; those late
+answers count (ui/live_consent.py), so the stream does not end by itself.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.data.camera import camera_root, class_shots, list_sets
+from engine.data.resolve import resolve
 from engine.errors import UserError
 from engine.results.live import CAMERA_SIZE, MAX_PREDICTIONS_PER_S, LiveStream, save_frame
 from engine.spec import override
@@ -20,6 +22,7 @@ from engine.store.runs import ACTIVE
 from engine.train.export import ExportedModel, load_run
 from ui.explain import explain
 from ui.draft import set_draft
+from ui.live_consent import patient_consent
 from ui.shared import run_store
 from ui.state import CAMERA_SET, SessionKey
 from ui.text import md
@@ -29,6 +32,8 @@ try:
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 except ImportError:  # said plainly on the page, with the shot-by-shot camera offered instead
     webrtc_streamer = None
+else:
+    patient_consent()
 
 CAMERA_VIEW = SessionKey[str]("camera.view", "shots")  # the Camera page's view: "shots" or "live"
 LIVE_RUN = SessionKey[int]("live.run_id")  # the run whose model watches
@@ -107,8 +112,17 @@ def _wrong(stream: LiveStream, set_dir: Path, class_name: str) -> None:
 
 
 def _train_again(run: dict, set_dir: Path) -> None:
-    """This window's settings become the run's, on the camera data set (with its new shots)."""
-    set_draft(override(run["spec"], {"data.source": str(set_dir)}))
+    """This window's settings become the run's, on the camera data set (with its new shots); a run of another data
+    set brings its training settings, and the set's own label and split rules are guessed, as the Data page does."""
+    spec = override(run["spec"], {"data.source": str(set_dir)})
+    if Path(run["spec"].data.source or "") != set_dir:  # another data set's rules do not fit this one
+        try:
+            guessed = resolve(override(spec, {"data.label": None, "data.split": None}))
+        except UserError as e:
+            LIVE_MESSAGE.set(("error", f"“{set_dir.name}” cannot be trained on yet: {e}"))
+            return
+        spec = override(spec, {"data.label": guessed.data.label, "data.split": guessed.data.split})
+    set_draft(spec)
 
 
 def _readout(stream: LiveStream) -> None:

@@ -15,14 +15,8 @@ from streamlit.testing.v1 import AppTest
 import ui.live_view
 from engine.data.builtin import digit_images
 from engine.data.camera import add_shot, class_shots, create_set
-from engine.data.loaders import PresizeCache
 from engine.results.live import LiveStream
-from engine.data.resolve import resolve
-from engine.spec import RunSpec, override
-from engine.store.jobs import Job
-from engine.train.run import train_target
 from ui.live_view import CAMERA_VIEW, LIVE_CLASS, LIVE_RUN, LIVE_STREAM, NO_WEBRTC
-from ui.shared import run_store
 from ui.state import CAMERA_SET, DRAFT
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -35,20 +29,13 @@ def jpeg(index: int) -> bytes:
     return out.getvalue()
 
 
-def train(source: Path) -> int:
-    spec = override(RunSpec(), {"data.source": str(source), "data.size": 28, "data.presize": 32, "data.bs": 4,
-                                "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3, "train.seed": 0})
-    job = Job("train", source.name, train_target(resolve(spec), PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
-    return job.result["run_id"]
-
-
 @pytest.fixture(scope="module")
-def runs(home, tmp_path_factory):
+def runs(home, tmp_path_factory, train_now):
     """A run on a camera data set, then a newer one on an ordinary folder."""
-    import os
-    os.environ["LOUPE_HOME"] = str(home)
+
+    def train(source: Path) -> int:
+        return train_now(source.name, {"data.source": str(source), "data.size": 28, "data.bs": 4})
+
     folder = create_set("hands", ["left", "right"])
     for i in range(12):
         add_shot(folder, ["left", "right"][i % 2], jpeg(i))
@@ -125,6 +112,17 @@ def test_thats_wrong_saves_the_frame_on_screen_and_train_again_opens_train_on_th
     assert draft.data.source == str(runs["set"])
     assert draft.train.epochs == 1 and draft.data.size == 28  # the run's settings
     assert at.button(key="train.start").label.startswith("Train (")
+
+
+def test_train_again_from_another_data_sets_run_guesses_the_sets_own_rules(monkeypatch, home, runs, digits_run):
+    at = live_app(monkeypatch, home)
+    at.selectbox(key=LIVE_RUN.key).set_value(digits_run).run()  # the built-in digits, labelled by their file names
+    at.button(key="live.train_again").click().run()
+    assert not at.exception
+    draft = at.session_state[DRAFT.key]
+    assert draft.data.source == str(runs["set"]) and draft.train.epochs == 1  # the set, with the run's training
+    assert draft.data.label is not None and draft.data.label.kind == "folder"  # one folder per class, as guessed
+    assert at.button(key="train.start").label.startswith("Train (")  # ready to train: no "choose a data set first"
 
 
 def test_when_webrtc_cannot_start_it_says_so_and_offers_take_shots(monkeypatch, home, runs):
