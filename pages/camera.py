@@ -18,6 +18,7 @@ from ui.text import md
 from ui.draft import update_draft
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_MESSAGE, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET,
                       CAMERA_SHOTS_TAKEN, SessionKey, camera_shot)
+from ui.stop import stop_page
 
 require_app_frame("pages/camera.py")
 
@@ -86,7 +87,7 @@ CAMERA_VIEW.setdefault("shots")
 if st.segmented_control("View", list(VIEWS), format_func=VIEWS.get, key=CAMERA_VIEW.key, required=True,
                         label_visibility="collapsed") == "live":
     live_view()
-    st.stop()
+    stop_page()
 
 sets = list_sets()
 with st.expander("New data set", expanded=not sets, icon=":material/add_a_photo:"):
@@ -95,7 +96,7 @@ with st.expander("New data set", expanded=not sets, icon=":material/add_a_photo:
     st.button("Create", key="camera.create", type="primary", on_click=create)
 if not sets:
     st.info("No camera data sets yet: name one and its classes above.")
-    st.stop()
+    stop_page()
 
 if CAMERA_SET.get() not in sets:
     CAMERA_SET.set(sets[-1])
@@ -106,7 +107,7 @@ try:
     shots = class_shots(set_dir)
 except UserError as e:
     st.error(md(e))
-    st.stop()
+    stop_page()
 ready = [name for name, files in shots.items() if files]
 if c2.button("Use this data set", key="camera.use", type="primary", icon=":material/photo_library:",
              disabled=len(ready) < 2, on_click=use, args=(set_dir,),
@@ -124,7 +125,7 @@ with c2.popover("Add a class", icon=":material/add:"):
               on_click=lambda: attempt(add_class, set_dir, CAMERA_ADD_CLASS.get(), success="Added the class “{0.name}”."))
 if chosen is None:
     st.info("This data set has no classes: add one.")
-    st.stop()
+    stop_page()
 shot_number = CAMERA_SHOTS_TAKEN.get()
 widget = camera_shot(shot_number)
 # a fixed resolution: without one the browser restarts the camera a second after it appears (to fit the

@@ -31,6 +31,7 @@ from ui.data_status import remember_data
 from ui.draft import bind, draft, update_draft, view_spec, window_id
 from ui.shared import data_prep
 from ui.state import SCAN_STOPPED, VIEW_COLS, VIEW_MODE, VIEW_ROWS, VIEW_SEED
+from ui.stop import stop_page
 
 require_app_frame("pages/data.py")
 
@@ -108,11 +109,11 @@ explain("data")
 st.header("1 · Images", divider="orange")
 source = pick_source()
 if source is None:
-    st.stop()
+    stop_page()
 if SCAN_STOPPED.get() == source.source:
     st.warning(f"You stopped reading {md(source.root)}. Choose another folder, or read it again.")
     st.button("Read it again", key="data.rescan", on_click=SCAN_STOPPED.clear)
-    st.stop()
+    stop_page()
 
 
 def stop_reading(source: str, job) -> None:
@@ -125,10 +126,10 @@ spec = view_spec()
 read = data_prep().read(source.root, spec.data.presize, spec.data.presize_method, owner=window_id())
 if not read.wait_scanned(page_wait_s()):
     read_progress(read, on_stop=stop_reading, args=(source.source, read.job))
-    st.stop()
+    stop_page()
 if read.scan is None:
     st.error(md(read.failed or f"Reading {source.root} was stopped; nothing was loaded."))
-    st.stop()
+    stop_page()
 scan = read.scan
 if draft().data.label is None or draft().data.split is None:  # a new source: its rules, as guessed, into the draft
     guessed = resolve(draft(), scan).data
@@ -150,7 +151,7 @@ if kind in ("name", "path"):
 elif kind == "csv":
     with rule_column:
         if not pick_csv(scan.root, "data.label", "label_col", "Column with the label"):
-            st.stop()
+            stop_page()
 
 # ---- split
 st.header("3 · Validation split", divider="orange")
@@ -167,7 +168,7 @@ elif split_kind == "folder":
     c1.text_input("Training folder name", **bind("data.split.train_name"))
     c2.text_input("Validation folder name", **bind("data.split.valid_name"))
 elif not pick_csv(scan.root, "data.split", "valid_col", "Column that is true for validation images"):
-    st.stop()
+    stop_page()
 
 spec = view_spec()
 try:
@@ -175,7 +176,7 @@ try:
 except UserError as e:
     tester.error(md(e))
     st.error(md(e))
-    st.stop()
+    stop_page()
 
 # the live tester, beside the rule
 report = items.label_report
@@ -218,10 +219,10 @@ if (spec.data.presize, spec.data.presize_method) != (read.presize, read.method):
 if not read.wait(page_wait_s()):  # decoding (the first time only): the counts and the rest follow when it ends
     with split_counts.container():
         read_progress(read)
-    st.stop()
+    stop_page()
 if read.images is None:
     st.error(md(read.failed or "Decoding the images was stopped."))
-    st.stop()
+    stop_page()
 images = read.images
 counts = usable_counts(items, images)
 remember_data(spec, counts)  # the sidebar and the other pages show these same numbers

@@ -14,6 +14,7 @@ from ui.inside_view import (INSIDE_CAMERA, INSIDE_ITEM, INSIDE_SOURCE, INSIDE_UP
                             review_or_problem)
 from ui.run_picker import pick_model
 from ui.text import md
+from ui.stop import stop_page
 
 require_app_frame("pages/inside.py")
 
@@ -30,7 +31,7 @@ x, name = None, ""
 if source == "Validation picture":
     if review is None:
         st.error(md(f"The validation pictures cannot be read now: {problem}"))
-        st.stop()
+        stop_page()
     items, labels = review.dls.items.rel_paths, review.dls.items.labels
     positions = review.valid_pos.tolist()
     if INSIDE_ITEM.get() not in positions:
@@ -54,7 +55,7 @@ else:
             st.error(md(f"The camera sent something Loupe cannot read: it is {e}. Take another photo."))
 if x is None:
     st.caption({"Upload": "No picture yet.", "Camera": "No photo yet."}.get(source, ""))
-    st.stop()
+    stop_page()
 
 st.caption(md(f"{name}: {exported.preprocessing['arch']} model, pictures seen at {exported.preprocessing['size']} px"))
 draw_inside(run, look_inside(exported, x), review, problem)

@@ -17,6 +17,7 @@ from ui.learning_view import (GRID_SIZES, LEARN_CLASS, LEARN_GRID, LEARN_INDEX, 
                               averages_grid, data_baseline, descent_buttons, learning_data, phase_lines,
                               trained_accuracy, verdict)
 from ui.text import md
+from ui.stop import stop_page
 
 require_app_frame("pages/learning.py")
 
@@ -33,7 +34,7 @@ try:
     spec, items, images, why_not_draft = learning_data()
 except (UserError, OSError) as e:
     st.error(md(e))
-    st.stop()
+    stop_page()
 if why_not_draft:
     st.caption(f"The built-in digits are shown: {md(why_not_draft)}")
 st.caption(f"Pictures of **{md(data_name(spec.data))}**, as Loupe holds them ({images.size} × {images.size} px).")
@@ -45,7 +46,7 @@ ok = images.ok[items.image_index]
 rows = [i for i, (lab, good) in enumerate(zip(items.labels, ok)) if lab == label and good]
 if not rows:
     st.info(f"No picture labelled {md(label)} can be read.")
-    st.stop()
+    stop_page()
 LEARN_INDEX.set(min(max(1, LEARN_INDEX.get()), len(rows)))
 index = c2.number_input(f"Picture (of {len(rows):,})", 1, len(rows), key=LEARN_INDEX.key)
 LEARN_GRID.setdefault(LEARN_GRID.default)
@@ -69,7 +70,7 @@ try:
     result = data_baseline(spec, items, images)
 except UserError as e:
     st.error(md(e))
-    st.stop()
+    stop_page()
 st.caption(f"The average of each class's training pictures, shrunk to {result.size} × {result.size}. Each of the "
            f"{result.n_valid:,} validation pictures is given the class of the average it is closest to: by the mean "
            "absolute difference of their pixels (L1), or by the root-mean-square difference (L2). Accuracy on the "

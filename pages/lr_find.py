@@ -19,6 +19,7 @@ from ui.data_status import data_problem, data_summary, run_spec
 from ui.draft import update_draft, window_id
 from ui.shared import job_manager, presize_cache
 from ui.state import LR_FOUND_FOR, LR_SOURCE, LRF_CHART, LRF_CHOSEN, LRF_JOB
+from ui.stop import stop_page
 
 require_app_frame("pages/lr_find.py")
 
@@ -45,7 +46,7 @@ owner = window_id()
 running = manager.latest("lr_find", owner=owner)
 if spec is None and not (running and running.active):
     ask_for_data(data_problem())
-    st.stop()
+    stop_page()
 
 arch, pretrained = model_choice()
 if spec is not None and st.button("Run the LR finder", type="primary", key="lrf.run"):
@@ -76,23 +77,23 @@ def live(job_id: str) -> None:
 
 
 if job is None:
-    st.stop()
+    stop_page()
 for event in job.of_kind("note"):
     st.info(md(event.data["text"]))
 if job.active:
     live(job.id)
-    st.stop()
+    stop_page()
 if job.state == FAILED:
     st.error(f"The LR finder failed: {md(job.error)}")
-    st.stop()
+    stop_page()
 if job.state != DONE or not job.result.lrs:
     st.warning("The LR finder was stopped before it had a curve to show. Run it again.")
-    st.stop()
+    stop_page()
 
 if spec is not None and job.meta.get("data") != lr_finder_key(spec):
     st.info("The last LR finder ran on another data set (or other data settings, model or schedule). Its rates are "
             "not this one's: run it again for this one.")
-    st.stop()
+    stop_page()
 result = job.result
 if not result.suggestions:
     st.warning("The curve is too short for suggestions (the loss blew up at once, or there are very few batches).")

@@ -17,6 +17,7 @@ from ui.run_picker import pick_model
 from ui.text import md
 from ui.run_cache import run_review
 from ui.state import PREDICT_CAMERA, PREDICT_SOURCE, PREDICT_UPLOAD, PREDICT_VALID_ITEMS
+from ui.stop import stop_page
 
 require_app_frame("pages/predict.py")
 
@@ -55,7 +56,7 @@ else:
         review = run_review(run)
     except UserError as e:
         st.error(md(e))
-        st.stop()
+        stop_page()
     picked = st.multiselect("Validation images", review.preds.items, key=PREDICT_VALID_ITEMS.key, max_selections=MAX_SHOWN,
                             placeholder="Type part of a file name…")
     for rel in picked:

@@ -16,6 +16,7 @@ from ui.text import md
 from ui.runs_table import runs_table
 from ui.train_view import epoch_table, kept_model_caption
 from ui.watch import watch_runs_elsewhere
+from ui.stop import stop_page
 
 require_app_frame("pages/runs.py")
 
@@ -29,7 +30,7 @@ runs = store.runs()
 if runs.empty:
     st.info("No runs yet: train a model on the Train page.")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    stop_page()
 
 latest = runs.iloc[0]
 st.caption(f"{len(runs)} run(s) recorded · latest: #{latest['id']} {md(latest['data'])} · {latest['arch']} · "
@@ -45,7 +46,7 @@ if len(experiments):
 
 if not selected:
     st.caption("Tick one or more runs in the table to compare them.")
-    st.stop()
+    stop_page()
 
 curves = {f"#{r} {runs.set_index('id').loc[r, 'arch']}": (store.batches(r), store.epochs(r)) for r in selected}
 show_chart(compare_figure(curves), key="runs.compare")

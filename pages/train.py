@@ -27,6 +27,7 @@ from ui.text import md
 from ui.train_view import (ask_for_data, epoch_table, final_metrics, forget_foreign_lr, format_seconds,
                            kept_model_caption, lr_help)
 from ui.watch import watch_runs_elsewhere
+from ui.stop import stop_page
 
 require_app_frame("pages/train.py")
 
@@ -169,7 +170,7 @@ if job.state == FAILED:
 elif job.state == CANCELLED:
     st.warning("The run was stopped. Its epochs so far are kept below and on the Runs page.")
 if run_id is None:
-    st.stop()
+    stop_page()
 run = store.run(run_id)
 batches, epochs = store.batches(run_id), store.epochs(run_id)
 kept = run.get("kept_epoch") if run else None

@@ -38,6 +38,12 @@ def speed_figure(data: SpeedData, state: Descent | None) -> go.Figure:
             curve = quadratic(t, state.params)
         fig.add_scatter(x=t, y=curve, mode="lines", line=dict(color="#d2691e", width=3),
                         name=f"a·t² + b·t + c  (a={a:.3g}, b={b:.3g}, c={c:.3g})", hoverinfo="skip")
+        seen = np.isfinite(curve) & (curve >= low - pad) & (curve <= high + pad)
+        if not seen.any():  # the whole curve has left the chart: say where it went
+            finite = curve[np.isfinite(curve)]
+            where = f"from {finite.min():.3g} to {finite.max():.3g}" if finite.size else "beyond any number"
+            fig.add_annotation(text=f"The curve is off the chart: its speeds run {where}", showarrow=False,
+                               xref="paper", yref="paper", x=0.5, y=0.98, font=dict(color="#d2691e"))
         if state.preds is not None and state.done in ("predict", "loss", "gradient"):
             fig.add_scatter(x=data.time, y=state.preds, mode="markers", name="predicted speed",
                             marker=dict(size=9, symbol="x", color="#e45756"),
@@ -56,6 +62,15 @@ def loss_history_figure(losses: tuple[float, ...] | list[float]) -> go.Figure:
                                hovertemplate="step %{x}<br>loss %{y:,.1f}<extra></extra>"))
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), showlegend=False,
                       xaxis=dict(title="step", rangemode="tozero", dtick=1 if len(shown) <= 20 else None),
-                      yaxis=dict(title="loss (mean squared error, log scale)", type="log", dtick=1,
-                                 exponentformat="power"))
+                      yaxis=dict(title="loss (mean squared error, log scale)", type="log",
+                                 dtick=decades_per_tick([v for _, v in shown]), exponentformat="power"))
     return fig
+
+
+def decades_per_tick(values: list[float], most_ticks: int = 8) -> int:
+    """A log axis's tick step in powers of ten: one label per power while that makes at most `most_ticks`, so a
+    loss that explodes over 35 powers of ten is labelled every 5th, not in a pile."""
+    if not values:
+        return 1
+    span = math.log10(max(values)) - math.log10(min(values))
+    return max(1, math.ceil(span / most_ticks))

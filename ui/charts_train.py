@@ -32,7 +32,8 @@ def lr_finder_figure(lrs: list[float], losses: list[float], suggestions: dict[st
     symbols = {"valley": "circle", "minimum": "diamond", "steep": "triangle-down", "slide": "square"}
     for i, (name, s) in enumerate(suggestions.items()):
         x = s.lr * 10 if name == "minimum" else s.lr  # the minimum is marked where the loss is lowest
-        fig.add_scatter(x=[x], y=[s.loss], mode="markers", name=f"{name}: {s.lr:.1e}",
+        label = f"{name}: {s.lr:.1e}" + (f" (a tenth of the {x:.1e} marked)" if name == "minimum" else "")
+        fig.add_scatter(x=[x], y=[s.loss], mode="markers", name=label,
                         marker=dict(size=14, symbol=symbols.get(name, "circle"), color=COLOURS[(i + 1) % len(COLOURS)],
                                     line=dict(width=1, color="white")),
                         hovertemplate=f"{name}<br>LR {s.lr:.2e}<extra></extra>")

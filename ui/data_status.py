@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 
 from engine.data.builtin import ensure_builtin
-from engine.data.data_prep import clean_stamp
+from engine.data.data_prep import folder_stamp
 from engine.data.loaders import DataCounts, label_items, usable_counts
 from engine.errors import UserError, plain_reason
 from engine.data.resolve import data_name, data_root
@@ -32,8 +32,8 @@ PENDING = "pending"  # the data set is still being read in the background
 
 
 def _summary_key(spec: RunSpec) -> tuple[str, str]:
-    """What the counts depend on: the data settings and the cleaner's last change to the folder."""
-    return json.dumps(spec.to_dict()["data"]), clean_stamp(data_root(spec.data))
+    """What the counts depend on: the data settings and the folder as it is (the cleaner's changes, pictures added)."""
+    return json.dumps(spec.to_dict()["data"]), folder_stamp(data_root(spec.data))
 
 
 def remember_data(spec: RunSpec, counts: DataCounts) -> None:

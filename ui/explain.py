@@ -109,16 +109,24 @@ NOTES: dict[str, str] = {
 DEMO_STEPS: list[tuple[str, str, str]] = [  # (button, page, what to say)
     ("1 · The data: 1,797 handwritten digits", "pages/data.py",
      "Real digits, each file named after its digit. Show a batch, then one digit with many augmentations."),
-    ("2 · Find a learning rate", "pages/lr_find.py", "Run the finder; the valley is a good rate. Use it."),
-    ("3 · Train for a few epochs", "pages/train.py",
+    ("2 · How a computer learns: the book's chapter 4", "pages/learning.py",
+     "A picture is numbers; the closest-average baseline to beat; gradient descent by hand: raise the rate "
+     "until it bounces."),
+    ("3 · Find a learning rate", "pages/lr_find.py", "Run the finder; the valley is a good rate. Use it."),
+    ("4 · Train for a few epochs", "pages/train.py",
      "Train; watch both loss curves fall. About a minute on a laptop."),
-    ("4 · Three learning rates, side by side", "pages/experiment.py",
+    ("5 · Three learning rates, side by side", "pages/experiment.py",
      "The same data at three rates: too low barely moves, too high diverges, the valley wins."),
-    ("5 · Where is it wrong?", "pages/interpret.py", "Top losses and the confusion matrix: click a cell."),
-    ("6 · Clean the data", "pages/clean.py", "The hardest images first: relabel or delete, undo any time."),
-    ("7 · Try it on new pictures", "pages/predict.py", "Upload a drawing, or take a photo with the camera."),
-    ("8 · Your own classes, from the camera", "pages/camera.py",
-     "Make two or three classes of shots and train on them — Teachable Machine style."),
+    ("6 · Where is it wrong?", "pages/interpret.py", "Top losses and the confusion matrix: click a cell."),
+    ("7 · Look inside the network", "pages/inside.py",
+     "Follow one digit through the blocks: the maps get smaller and more numerous. Click a map: what it responds to."),
+    ("8 · Clean the data", "pages/clean.py", "The hardest images first: relabel or delete, undo any time."),
+    ("9 · Your own classes: live from the camera", "pages/camera.py",
+     "Take shots of two or three classes and train on them, then watch it live; That's wrong keeps a mistake as a "
+     "new shot — Teachable Machine style."),
+    ("10 · A report to take home", "pages/runs.py",
+     "Make report, then Download report: one HTML file with the data, the curves, the confusion matrix and the "
+     "top losses, for any browser, no network needed."),
 ]
 
 

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from engine.data.images import to_pil
+from ui.present import grid_cols, grid_px
 from ui.text import md
 
 DISPLAY_PX = 160  # shown this wide; small images are enlarged by the browser with crisp pixels (assets/loupe.css)
@@ -17,12 +18,14 @@ def display_image(x: torch.Tensor) -> Image.Image:
 
 
 def image_grid(images: torch.Tensor, titles: list[str], cols: int, key: str) -> None:
-    """Images in rows of `cols` columns, each titled, inside a container tests can find by `key`."""
+    """Images in rows of `cols` columns (fewer while presenting), each titled, inside a container tests can find by
+    `key`."""
+    cols, px = grid_cols(cols), grid_px(DISPLAY_PX)
     with st.container(key=key):
         for start in range(0, len(titles), cols):
-            row = st.columns(cols, width=cols * (DISPLAY_PX + 24))
+            row = st.columns(cols, width=cols * (px + 24))
             for col, x, title in zip(row, images[start:start + cols], titles[start:start + cols]):
-                col.image(display_image(x), caption=md(title), width=DISPLAY_PX)  # captions read Markdown
+                col.image(display_image(x), caption=md(title), width=px)  # captions read Markdown
 
 
 def review_gallery(review, pos, titles: list[str], key: str, cols: int = 5, cam: bool = False,

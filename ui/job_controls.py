@@ -10,6 +10,7 @@ from engine.store.jobs import PAUSED, QUEUED, Job, JobManager
 from engine.train.run import format_duration
 from ui.state import SessionKey
 from ui.text import md
+from ui.stop import stop_page
 
 
 def queued_notice(manager: JobManager, job: Job, owner: str, what: str, key: str) -> None:
@@ -64,13 +65,13 @@ def notes_then_live(job: Job | None, live: Callable[[str], None]) -> None:
     if job is not None and job.active:
         st.subheader(md(job.title), anchor=False)
         live(job.id)
-        st.stop()
+        stop_page()
 
 
 def last_job_header(job: Job | None, what: str) -> Job:
     """The heading of the page's last (finished) job, 'Last run: …'; with none, the page ends here."""
     if job is None:
-        st.stop()
+        stop_page()
     st.divider()
     st.subheader(f"Last {what}: {md(job.title)}", anchor=False)
     return job

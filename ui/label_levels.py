@@ -15,6 +15,9 @@ from ui.draft import update_draft
 from ui.text import md, md_list
 
 THUMB_PX = 64
+GAP_PX = 4  # between a class's pictures; a light frame with PAD_PX of white inside holds them together
+PAD_PX = 4
+FRAME = (214, 214, 214)
 CLASSES_SHOWN = 6  # the largest classes of a level get thumbnails
 PER_CLASS = 2
 
@@ -34,6 +37,20 @@ def thumbnail(path: str) -> np.ndarray | None:
         return _thumbnail(path, os.stat(path).st_mtime_ns)
     except OSError:
         return None
+
+
+def strip(thumbs: list[np.ndarray]) -> np.ndarray:
+    """A class's example thumbnails side by side on white in a light frame, each centred in its THUMB_PX square, so
+    one caption under them has their whole width (a class name under a single 64 px picture broke mid-word)."""
+    width = len(thumbs) * (THUMB_PX + GAP_PX) - GAP_PX + 2 * PAD_PX
+    out = np.full((THUMB_PX + 2 * PAD_PX, width, 3), 255, dtype=np.uint8)
+    out[[0, -1], :] = FRAME
+    out[:, [0, -1]] = FRAME
+    for i, thumb in enumerate(thumbs):
+        h, w = thumb.shape[:2]
+        top, left = PAD_PX + (THUMB_PX - h) // 2, PAD_PX + i * (THUMB_PX + GAP_PX) + (THUMB_PX - w) // 2
+        out[top:top + h, left:left + w] = thumb
+    return out
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -81,11 +98,13 @@ def _option_row(option: LevelOption, in_use: bool, guessed: bool, same_as: str |
                        "depends on how deep it lies.", icon=":material/account_tree:")
         elif option.n_classes < 2:
             st.caption("One class only: nothing to tell apart.")
-        classes = list(option.class_counts)[:CLASSES_SHOWN]
-        shown = [(c, thumb) for c in classes for rel in option.examples[c]
-                 if (thumb := thumbnail(str(root / rel))) is not None]
-        if shown:
-            st.image([t for _, t in shown], caption=[md(c) for c, _ in shown], width=THUMB_PX)  # captions read Markdown
+        shown = []  # (class, its examples side by side)
+        for c in list(option.class_counts)[:CLASSES_SHOWN]:
+            thumbs = [t for rel in option.examples[c] if (t := thumbnail(str(root / rel))) is not None]
+            if thumbs:
+                shown.append((c, strip(thumbs)))
+        if shown:  # captions read Markdown
+            st.image([t for _, t in shown], caption=[md(c) for c, _ in shown], width="content")
         if option.n_classes > CLASSES_SHOWN:
             rest = list(option.class_counts)[CLASSES_SHOWN:]
             st.caption(f"… and {len(rest):,} more: " + md_list(rest, limit=8))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from engine.data.builtin import ensure_builtin
-from engine.data.data_prep import clean_stamp
+from engine.data.data_prep import folder_stamp
 from engine.data.images import PresizedImages, to_pil
 from engine.data.loaders import LabelledItems, label_items
 from engine.errors import UserError
@@ -22,9 +22,12 @@ from engine.spec import RunSpec
 from engine.store.runs import ACTIVE
 from ui.data_status import data_problem, run_spec
 from ui.draft import window_id
+from ui.present import presenting
 from ui.shared import data_prep, run_store
 from ui.state import SessionKey
 from ui.text import md
+
+PRESENT_AVERAGE_PX = 136  # a class average's width while presenting
 
 LEARN_CLASS = SessionKey[str]("learning.class")  # the class of the picture shown as numbers
 LEARN_INDEX = SessionKey[int]("learning.index", 1)  # which picture of that class (from 1)
@@ -64,7 +67,7 @@ def _baseline(key: tuple[str, str], _items: LabelledItems, _images: PresizedImag
 
 def data_baseline(spec: RunSpec, items: LabelledItems, images: PresizedImages) -> Baseline:
     """The closest-average baseline of the data set, computed once per data settings and cleaner change."""
-    return _baseline((json.dumps(spec.to_dict()["data"]), clean_stamp(data_root(spec.data))), items, images)
+    return _baseline((json.dumps(spec.to_dict()["data"]), folder_stamp(data_root(spec.data))), items, images)
 
 
 def trained_accuracy(spec: RunSpec) -> tuple[int, float] | None:
@@ -81,14 +84,23 @@ def trained_accuracy(spec: RunSpec) -> tuple[int, float] | None:
 
 
 def averages_grid(averages: np.ndarray, titles: list[str], key: str, cols: int = 10, px: int = 112) -> None:
-    """Class averages ([C, 3, s, s] in [0, 1]) as small pictures with visible pixels, `cols` to a row, titled."""
+    """Class averages ([C, 3, s, s] in [0, 1]) as small pictures with visible pixels, `cols` to a row, titled. While
+    presenting they lie in a row that wraps, each PRESENT_AVERAGE_PX wide, so a title keeps its words whole in the
+    larger type (in a tenth of the page, "mimetypes (558)" broke mid-word)."""
+    def picture(avg: np.ndarray) -> Image.Image:
+        small = to_pil(torch.from_numpy(avg))
+        scale = max(1, -(-px // small.width))
+        return small.resize((small.width * scale, small.height * scale), Image.Resampling.NEAREST)
+
+    if presenting():
+        with st.container(key=key, horizontal=True, gap="small"):
+            for avg, title in zip(averages, titles):
+                st.image(picture(avg), caption=md(title), width=PRESENT_AVERAGE_PX)
+        return
     with st.container(key=key):
         for start in range(0, len(titles), cols):
             for col, avg, title in zip(st.columns(cols), averages[start:start + cols], titles[start:start + cols]):
-                picture = to_pil(torch.from_numpy(avg))
-                scale = max(1, -(-px // picture.width))
-                col.image(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST),
-                          caption=md(title), width="stretch")
+                col.image(picture(avg), caption=md(title), width="stretch")
 
 
 # ---------------------------------------------------------------- gradient descent by hand

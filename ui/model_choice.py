@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.spec import setting_name
-from engine.train.models import ARCHS, WeightsStatus, weights_file, weights_status
+from engine.train.models import ARCHS, WeightsStatus, has_pretrained_weights, weights_file, weights_status
 from ui.draft import bind, draft
 
 
@@ -13,10 +13,13 @@ def model_choice() -> tuple[str, bool]:
     the toggle says: the run then trains from scratch), with a plain note on what will happen."""
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     arch = c1.selectbox(setting_name("model.arch"), list(ARCHS), format_func=lambda a: f"{a} — {ARCHS[a]}", **bind("model.arch"))
-    has_weights = arch != "small"
-    c2.toggle(setting_name("model.pretrained"), disabled=not has_weights,
-              help="Pretrained models learn much faster. The small model has no pretrained weights.",
-              **bind("model.pretrained"))
+    has_weights = has_pretrained_weights(arch)
+    if has_weights:
+        c2.toggle(setting_name("model.pretrained"), help="Pretrained models learn much faster.",
+                  **bind("model.pretrained"))
+    else:  # shown off, as it is for this model; the draft keeps the setting for a model that has weights
+        c2.toggle(setting_name("model.pretrained"), value=False, disabled=True, key="model.pretrained.small",
+                  help="The small model has no pretrained weights: it always trains from scratch.")
     pretrained = draft().model.pretrained
     if not has_weights:
         st.caption("The small model always trains from scratch, every layer.")

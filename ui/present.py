@@ -14,18 +14,36 @@ from ui.state import SessionKey
 
 PRESENT = SessionKey[bool]("present.on", False)
 FONT_PX = 21  # Streamlit's sizes are in rem of the page's 16 px: a third larger, readable from the back of a room
+GRID_COLS, GRID_PX = 3, 200  # while presenting, pictures of a grid: at most 3 to a row, 200 px wide
 CSS = f"""<style>/* loupe-present */
 html {{ font-size: {FONT_PX}px !important; }}
-.st-key-show_batch img, [class*="st-key-gallery"] img {{ width: 200px; }}
 .st-key-present-steps {{ gap: 0.3rem; }}
 .st-key-present-steps button {{ min-height: 0; padding: 0.1rem 0.6rem; justify-content: flex-start; }}
 .st-key-present-steps button p {{ font-size: 0.8rem; text-align: left; }}
+/* the larger type no longer fits one line in a narrow column: labels wrap instead of ending in "…" */
+[data-testid="stMain"] [data-testid="stWidgetLabel"], [data-testid="stMain"] [data-testid="stWidgetLabel"] *,
+[data-testid="stMain"] button [data-testid="stMarkdownContainer"], [data-testid="stMain"] button [data-testid="stMarkdownContainer"] *,
+[data-testid="stMain"] [data-testid="stPageLink"] span, [data-testid="stMain"] [data-testid="stPageLink"] p,
+[data-testid="stMain"] [data-testid="stMetricLabel"], [data-testid="stMain"] [data-testid="stMetricLabel"] * {{
+  white-space: normal; overflow: visible; text-overflow: clip; }}
+[data-testid="stMain"] button {{ padding-left: 0.35rem; padding-right: 0.35rem; }}
 </style>"""
 
 
 def presenting() -> bool:
     """Whether this window is in Present mode."""
     return bool(PRESENT.get())
+
+
+def grid_cols(cols: int) -> int:
+    """Pictures to a row: `cols`, or fewer while presenting (the larger type leaves a narrow column too little room
+    for a caption such as "emblems/mimetypes / 6.55 / 0.27", which then broke mid-word)."""
+    return min(cols, GRID_COLS) if presenting() else cols
+
+
+def grid_px(px: int) -> int:
+    """How wide a grid's picture is shown: `px`, or GRID_PX while presenting."""
+    return max(px, GRID_PX) if presenting() else px
 
 
 def present_toggle() -> None:

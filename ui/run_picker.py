@@ -11,6 +11,7 @@ from ui.run_cache import run_model, run_review
 from ui.shared import run_store
 from ui.state import REVIEW_RUN
 from ui.text import md
+from ui.stop import stop_page
 
 
 def _label(row) -> str:
@@ -37,25 +38,23 @@ def pick_run() -> dict | None:
     return run_store().run(int(run_id))
 
 
-def pick_review() -> tuple[dict, RunReview]:
-    """The chosen run and its model re-scored on its data; stops the page (with a message) when there is none."""
+def _pick(load):
+    """The chosen run and `load(run)`; stops the page (with a message) when there is none or it cannot be loaded."""
     run = pick_run()
     if run is None:
-        st.stop()
+        stop_page()
     try:
-        return run, run_review(run)
+        return run, load(run)
     except UserError as e:
         st.error(md(e))
-        st.stop()
+        stop_page()
+
+
+def pick_review() -> tuple[dict, RunReview]:
+    """The chosen run and its model re-scored on its data; stops the page (with a message) when there is none."""
+    return _pick(run_review)
 
 
 def pick_model() -> tuple[dict, ExportedModel]:
     """The chosen run and its saved model; stops the page (with a message) when there is none or it cannot be read."""
-    run = pick_run()
-    if run is None:
-        st.stop()
-    try:
-        return run, run_model(run)
-    except UserError as e:
-        st.error(md(e))
-        st.stop()
+    return _pick(run_model)

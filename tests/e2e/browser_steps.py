@@ -1,16 +1,34 @@
 """Steps the browser tests share: the sidebar navigation, waiting for a script run to end, picking from a selectbox,
-and starting a one-cycle run on the Train page."""
+starting a one-cycle run on the Train page, a small run trained as the command line does, and reading the confusion
+matrix's cells."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
+
+from engine.data.builtin import ensure_builtin
+from engine.data.loaders import PresizeCache
+from engine.spec import RunSpec, override
+from engine.store.runs import RunStore
+from engine.train.run import train_run
 
 # the app's root says whether a script run is under way ("running", "rerunRequested", …) or over ("notRunning")
 IDLE_JS = """() => {
   const root = document.querySelector('[data-test-script-state]');
   return root !== null && root.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+
+# the confusion matrix's cells as plotly drew them (the heatmap's second trace carries actual, predicted, count)
+CELLS_JS = """() => {
+  const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
+  if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
+  const cells = plot._fullData[1];
+  return {x: Array.from(cells.x), y: Array.from(cells.y), actual: cells.customdata.map(c => c[0]),
+          predicted: cells.customdata.map(c => c[1]), counts: cells.customdata.map(c => c[2])};
 }"""
 
 
@@ -65,3 +83,20 @@ def start_one_cycle_run(page, epochs: int) -> None:
     expect(page.get_by_role("button", name=f"Train ({epochs} epoch{'s' if epochs != 1 else ''})")).to_be_visible()
     wait_idle(page)
     page.get_by_role("button", name=f"Train ({epochs} epoch{'s' if epochs != 1 else ''})").click()
+
+
+def train_digits(home: Path) -> dict:
+    """One epoch of the small model on the built-in digits in the Loupe folder `home`, as the command line trains it;
+    returns the run's result (its folder is result["out"])."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOUPE_HOME", str(home))
+        ensure_builtin("digits-names")
+        spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1,
+                                    "train.lr": 3e-3, "train.seed": 0, "device.threads": 1})
+        store = RunStore()
+        try:
+            result = train_run(spec, PresizeCache(max_entries=1), store, source="cli")
+        finally:
+            store.close()
+    assert result["status"] == "done", result
+    return result

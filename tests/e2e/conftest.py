@@ -17,6 +17,7 @@ from browser_steps import new_window
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a moving test pattern
 
 
 def chromium_path() -> str | None:
@@ -46,6 +47,15 @@ def browser():
         browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def camera_browser(browser):
+    """A second Chromium with the fake camera, from the session's Playwright (one Playwright per process)."""
+    camera = browser.browser_type.launch(executable_path=chromium_path(), headless=True,
+                                         args=CHROMIUM_ARGS + FAKE_CAMERA)
+    yield camera
+    camera.close()
 
 
 class Server:
@@ -119,6 +129,13 @@ def page(browser, loupe_server):
     yield page
     page.context.close()
 
+
+@pytest.fixture()
+def camera_page(camera_browser, loupe_server):
+    """A window of the fake-camera Chromium, allowed the camera."""
+    page = new_window(camera_browser, permissions=["camera"])
+    yield page
+    page.context.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,35 +1,14 @@
 """Chromium's fake webcam: a two-class camera data set, used on the Data page, trained one epoch, then a camera prediction."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav, new_window, start_one_cycle_run
+from browser_steps import nav, start_one_cycle_run
 
 pytestmark = pytest.mark.e2e
 
-FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a moving test pattern
 SHOTS_PER_CLASS = 6
-
-
-@pytest.fixture(scope="module")
-def camera_browser(pytestconfig, browser):
-    """A second Chromium with the fake camera, from the session's Playwright (one Playwright per process)."""
-    # this folder's conftest, as pytest registered it (`import conftest` may give another folder's)
-    e2e = pytestconfig.pluginmanager.get_plugin(str(Path(__file__).with_name("conftest.py")))
-    camera = browser.browser_type.launch(executable_path=e2e.chromium_path(), headless=True,
-                                         args=e2e.CHROMIUM_ARGS + FAKE_CAMERA)
-    yield camera
-    camera.close()
-
-
-@pytest.fixture()
-def camera_page(camera_browser, loupe_server):
-    page = new_window(camera_browser, permissions=["camera"])
-    yield page
-    page.context.close()
 
 
 VIDEO_PLAYING = """() => {

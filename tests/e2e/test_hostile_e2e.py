@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_steps import nav, new_window, start_one_cycle_run, wait_idle
+from browser_steps import CELLS_JS, nav, new_window, start_one_cycle_run, wait_idle
 from engine.data.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +42,6 @@ def hostile_folder(tmp_path):
         for i in [int(j) for j in (targets == c).nonzero()[0][:10]]:
             Image.fromarray(images[i], "L").save(root / name / f"digit{i}.png")
     return root
-
-
-CELLS_JS = """() => {
-  const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
-  if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
-  const cells = plot._fullData[1];
-  return {x: Array.from(cells.x), y: Array.from(cells.y), actual: cells.customdata.map(c => c[0]),
-          predicted: cells.customdata.map(c => c[1]), counts: cells.customdata.map(c => c[2])};
-}"""
 
 
 def assert_no_markup(page) -> None:

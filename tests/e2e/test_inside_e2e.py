@@ -7,12 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import new_window, wait_idle
-from engine.data.builtin import ensure_builtin
-from engine.data.loaders import PresizeCache
-from engine.spec import RunSpec, override
-from engine.store.runs import RunStore
-from engine.train.run import train_run
+from browser_steps import new_window, train_digits, wait_idle
 
 pytestmark = pytest.mark.e2e
 STAGES = ["0. Input", "1. Block 1", "2. Block 2", "3. Block 3", "4. Block 4", "5. Head"]
@@ -22,17 +17,7 @@ STAGES = ["0. Input", "1. Block 1", "2. Block 2", "3. Block 3", "4. Block 4", "5
 def home(tmp_path_factory):
     """A LOUPE_HOME holding one epoch of the small model on the built-in digits."""
     home = tmp_path_factory.mktemp("inside-e2e-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOUPE_HOME", str(home))
-        ensure_builtin("digits-names")
-        spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1,
-                                    "train.lr": 3e-3, "train.seed": 0, "device.threads": 1})
-        store = RunStore()
-        try:
-            result = train_run(spec, PresizeCache(max_entries=1), store, source="cli")
-        finally:
-            store.close()
-    assert result["status"] == "done"
+    train_digits(home)
     return home
 
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from browser_steps import nav, new_window, wait_idle
-from engine.data.builtin import ensure_builtin
-from engine.data.loaders import PresizeCache
-from engine.spec import RunSpec, override
-from engine.store.runs import RunStore
-from engine.train.run import train_run
+from browser_steps import nav, new_window, train_digits, wait_idle
+from ui.explain import DEMO_STEPS
 
 pytestmark = pytest.mark.e2e
 
@@ -44,20 +40,20 @@ def check_chart(page, chart, entries: int) -> None:
                              [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
 
 
+# buttons of the main area whose label does not fit inside them (cut off with "…", or running over the edge)
+OVERFLOWING_JS = """() => Array.from(document.querySelectorAll('[data-testid="stMain"] button')).filter(b => {
+  const box = b.getBoundingClientRect(), text = b.querySelector('p');
+  if (!text || !box.width) return false;
+  const t = text.getBoundingClientRect();
+  return t.right > box.right + 1 || t.left < box.left - 1 || text.scrollWidth > text.clientWidth + 1;
+}).map(b => b.innerText)"""
+
+
 @pytest.fixture()
 def trained(loupe_server):
     """One epoch of the small model on the built-in digits in the server's Loupe folder (as the command line does)."""
     url, home = loupe_server
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOUPE_HOME", str(home))
-        ensure_builtin("digits-names")
-        spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1,
-                                    "train.lr": 3e-3, "train.seed": 0, "device.threads": 1})
-        store = RunStore()
-        try:
-            train_run(spec, PresizeCache(max_entries=1), store, source="cli")
-        finally:
-            store.close()
+    train_digits(home)
     return url
 
 
@@ -80,12 +76,18 @@ def test_present_makes_the_type_larger_and_no_toolbar_covers_a_legend(browser, t
         wait_idle(page)
         expect(page.get_by_text("Per-class scores, as a table")).to_be_visible()  # folded away
         assert page.evaluate(FONT_JS) >= 1.25 * normal
-        expect(page.locator('[data-testid="stSidebar"]').get_by_role("button", name="5 · Where is it wrong?")).to_be_visible()
+        interpret = next(label for label, page_file, _ in DEMO_STEPS if page_file == "pages/interpret.py")
+        expect(page.locator('[data-testid="stSidebar"]').get_by_role("button", name=interpret)).to_be_visible()
         page.get_by_role("tab", name="Per class", exact=True).click()
         check_chart(page, page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot:visible').first, 3)
-        page.locator('[data-testid="stSidebar"]').get_by_role("button", name="1 · The data").click()
+        page.locator('[data-testid="stSidebar"]').get_by_role("button", name=DEMO_STEPS[0][0].split(":")[0]).click()
         expect(page.get_by_role("heading", name="Data", exact=True)).to_be_visible()
         wait_idle(page)
         check_chart(page, page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first, 2)
+        # the demo script's long step names wrap inside their buttons in the larger type
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text("Ten-minute demo script").click()
+        expect(main.get_by_role("button", name=DEMO_STEPS[-1][0])).to_be_visible()
+        assert page.evaluate(OVERFLOWING_JS) == []
     finally:
         page.context.close()

@@ -9,19 +9,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_steps import nav, start_one_cycle_run
+from browser_steps import CELLS_JS, nav, start_one_cycle_run
 from engine.data.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
-
-CELLS_JS = """() => {
-  const plot = document.querySelector('.st-key-interpret-confusion .js-plotly-plot');
-  if (!plot || !plot._fullData || plot._fullData.length < 2) return null;
-  const cells = plot._fullData[1];
-  return {x: Array.from(cells.x), y: Array.from(cells.y), actual: cells.customdata.map(c => c[0]),
-          predicted: cells.customdata.map(c => c[1]), counts: cells.customdata.map(c => c[2])};
-}"""
-
 
 def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     url, _ = loupe_server

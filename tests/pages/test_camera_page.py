@@ -10,14 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from engine.data.builtin import digit_images
 from engine.data.camera import add_shot, class_shots, create_set
-from engine.data.loaders import PresizeCache
 from engine.train.export import load_run, predict
 from engine.data.images import open_image
-from engine.store.jobs import Job
 from engine.data.labels import LabelRule
-from engine.data.resolve import resolve
-from engine.spec import RunSpec, override
-from engine.train.run import train_target
 from ui.draft import widget_key
 from ui.shared import run_store
 from ui.state import (CAMERA_ADD_CLASS, CAMERA_CLASS, CAMERA_NEW_CLASSES, CAMERA_NEW_NAME, CAMERA_SET, DRAFT,
@@ -127,22 +122,18 @@ def test_a_class_added_later_and_names_shown_as_text(app, home):
     assert "“a\\-b”" in app.get("camera_input")[0].label
 
 
-def test_predict_takes_a_camera_shot_and_shows_its_top_k_at_once(app, home):
+def test_predict_takes_a_camera_shot_and_shows_its_top_k_at_once(app, home, train_now):
     folder = create_set("digits", ["zero", "one"])
     for i in range(12):
         add_shot(folder, ["zero", "one"][i % 2], jpeg(i))
-    spec = override(RunSpec(), {"data.source": str(folder), "data.size": 28, "data.presize": 32, "data.bs": 4,
-                                "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3, "train.seed": 0})
-    job = Job("train", "camera set", train_target(resolve(spec), PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
+    run_id = train_now("camera set", {"data.source": str(folder), "data.size": 28, "data.bs": 4})
     app.switch_page("pages/predict.py").run()
     app.segmented_control(key=PREDICT_SOURCE.key).set_value("Camera").run()
     no_exceptions(app)
     assert "No photo yet." in [c.value for c in app.caption]
     app.camera_input(key=PREDICT_CAMERA.key).set_value(("image.jpg", jpeg(20), "image/jpeg")).run()
     no_exceptions(app)
-    exported = load_run(Path(run_store().run(job.result["run_id"])["weights_path"]))
+    exported = load_run(Path(run_store().run(run_id)["weights_path"]))
     [top] = predict(exported, [open_image(io.BytesIO(jpeg(20)))])
     assert [m.value for m in app.markdown if m.value.startswith("**")][0] == f"**{top[0][0]}** · {top[0][1]:.1%}"
     assert len(app.get("plotly_chart")) == 1

@@ -14,15 +14,13 @@ from streamlit.testing.v1 import AppTest
 import ui.label_issues_view
 from engine.data.resolve import data_root
 from engine.data.builtin import DIGIT_WORDS, digit_images, ensure_builtin
-from engine.data.loaders import PresizeCache
 from engine.store.drafts import DraftStore, new_draft_id
 from engine.store.jobs import Job
 from engine.data.loaders import load_items
 from engine.results.label_issues import find_likely_label_errors, issues_table, percent_sure
 from engine.data.labels import LabelRule
-from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec, override
+from engine.spec import DataSpec, DeviceSpec, ModelSpec, RunSpec, TrainSpec
 from engine.data.split import SplitRule
-from engine.train.run import train_target
 from ui.clean_view import HEALTH, ISSUES, drop_stale_choices
 from ui.label_issues_view import KIND, flagged_rows
 from ui.shared import job_manager, run_store
@@ -35,15 +33,8 @@ JOB_TIMEOUT = 600  # a safety net only: the tests wait for events, never for a t
 
 
 @pytest.fixture(scope="module")
-def run_id(fresh_resources) -> int:
-    """One epoch of the small model on the built-in digits, recorded in this module's run history."""
-    ensure_builtin("digits-names")
-    spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3,
-                                "train.seed": 0})
-    job = Job("train", "clean page", train_target(spec, PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
-    return job.result["run_id"]
+def run_id(digits_run) -> int:
+    return digits_run
 
 
 @pytest.fixture()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ui.draft import widget_key
+from ui.label_levels import FRAME, GAP_PX, PAD_PX, THUMB_PX, strip
 from ui.state import DRAFT, FOLDER_TEXT, SOURCE_KIND
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -84,8 +86,22 @@ def test_a_tango_like_folder_starts_on_the_parent_and_the_sizes_are_one_click(ap
     assert app.button_group(key=LABEL).value == "folder" and metric(app, "Classes") == "3"
     assert any("named like sizes" in c.value for c in app.caption)  # why the top level is not the guess
     assert any("Reads every picture as the top-level folder does" in c.value for c in app.caption)  # grandparent
+    assert sorted(captions(app)) == ["16x16", "32x32", "actions", "apps", "places"]  # a class once, under its pictures
     level_button(app, "Top-level folder").click().run()
     assert app.button_group(key=LABEL).value == "top-folder" and metric(app, "Classes") == "2"
+
+
+def test_a_class_s_examples_lie_side_by_side_on_white_under_one_caption():
+    wide = np.zeros((THUMB_PX // 2, THUMB_PX, 3), np.uint8)  # a landscape picture, fitted to the box
+    tall = np.full((THUMB_PX, 10, 3), 7, np.uint8)
+    out = strip([wide, tall])
+    assert out.shape == (THUMB_PX + 2 * PAD_PX, 2 * THUMB_PX + GAP_PX + 2 * PAD_PX, 3)
+    assert (out[0] == FRAME).all() and (out[-1] == FRAME).all() and (out[:, 0] == FRAME).all()  # framed
+    inside = out[PAD_PX:-PAD_PX, PAD_PX:-PAD_PX]
+    assert (inside[THUMB_PX // 4:THUMB_PX * 3 // 4, :THUMB_PX] == 0).all()  # centred in its square
+    assert (inside[:THUMB_PX // 4, :THUMB_PX] == 255).all() and (inside[:, THUMB_PX:THUMB_PX + GAP_PX] == 255).all()
+    left = THUMB_PX + GAP_PX + (THUMB_PX - 10) // 2
+    assert (inside[:, left:left + 10] == 7).all() and (inside[:, THUMB_PX + GAP_PX:left] == 255).all()
 
 
 def test_a_level_under_a_wrapping_folder_is_a_path_regex(app, tmp_path):

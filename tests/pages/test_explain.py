@@ -67,6 +67,13 @@ def test_terms_link_to_the_glossary_with_this_windows_settings(app):
     assert shown == set(GLOSSARY)
 
 
+def test_every_note_is_shown_by_a_page():
+    root = Path(__file__).resolve().parents[2]
+    code = " ".join(p.read_text() for folder in ("pages", "ui") for p in (root / folder).glob("*.py"))
+    shown = set(re.findall(r"""\b(?:explain|note)\(["']([a-z_]+)["']""", code))
+    assert set(NOTES) <= shown, set(NOTES) - shown
+
+
 def test_every_note_term_is_in_the_glossary():
     for key, text in NOTES.items():
         for term in re.findall(r"\[\[([^\]]+)\]\]", text):
@@ -75,11 +82,14 @@ def test_every_note_term_is_in_the_glossary():
 
 def test_the_demo_script_opens_each_step_with_its_settings(app):
     steps = [b for b in app.button if b.key and b.key.startswith("demo.step.")]
-    assert len(steps) == len(DEMO_STEPS) and 6 <= len(DEMO_STEPS) <= 8
+    assert len(steps) == len(DEMO_STEPS) and 6 <= len(DEMO_STEPS) <= 10
+    root = Path(__file__).resolve().parents[2]
+    assert all((root / page).is_file() for _, page, _ in DEMO_STEPS)  # every step opens a page that is there
     app.button(key="demo.step.0").click().run()
     assert not app.exception
     assert app.session_state[EXPLAIN.key] is True and app.session_state[VIEW_MODE.key] == "unique"
     assert app.session_state[DRAFT.key].data.source == "builtin:digits-names"
-    app.button(key="demo.step.1").click().run()
+    lr_find = next(i for i, (_, page, _) in enumerate(DEMO_STEPS) if page == "pages/lr_find.py")
+    app.button(key=f"demo.step.{lr_find}").click().run()
     assert not app.exception
     assert any(t.value == "Learning rate finder" for t in app.title)

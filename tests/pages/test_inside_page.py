@@ -16,10 +16,7 @@ from engine.data.labels import LabelRule
 from engine.data.loaders import PresizeCache
 from engine.results.inside import channel_index, look_inside, look_inside_image
 from engine.results.review import review_run
-from engine.spec import RunSpec, override
-from engine.store.jobs import Job
 from engine.train.export import load_run
-from engine.train.run import train_target
 from ui.inside_view import INSIDE_CAMERA, INSIDE_CHANNEL, INSIDE_ITEM, INSIDE_SOURCE, INSIDE_UPLOAD
 from ui.shared import run_store
 from ui.state import EXPLAIN, REVIEW_RUN
@@ -30,20 +27,15 @@ ODD = "*seven* [x](y)"  # a class name Markdown would read
 
 
 @pytest.fixture(scope="module")
-def run_id(fresh_resources, tmp_path_factory) -> int:
+def run_id(train_now, tmp_path_factory) -> int:
     """One epoch of the small model on 300 real digits, the sevens under a class name Markdown would read."""
     data = tmp_path_factory.mktemp("inside-page-digits")
     images, targets = digit_images()
     names = ["zero", "one", "two", "three", "four", "five", "six", ODD, "eight", "nine"]
     for i, (im, t) in enumerate(zip(images[:300], targets[:300])):
         Image.fromarray(im, "L").save(data / f"{names[t]}_{i}.png")
-    spec = override(RunSpec(), {"data.source": str(data), "data.label": LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$"),
-                                "data.size": 28, "data.presize": 32, "model.arch": "small", "model.pretrained": False,
-                                "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3, "train.seed": 0})
-    job = Job("train", "inside page", train_target(spec, PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
-    return job.result["run_id"]
+    return train_now("inside page", {"data.source": str(data), "data.size": 28, "model.pretrained": False,
+                                      "data.label": LabelRule(kind="regex", pattern=r"^(.+)_\d+\.png$")})
 
 
 @pytest.fixture()

@@ -7,34 +7,22 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.data.builtin import ensure_builtin
-from engine.data.loaders import PresizeCache
-from engine.spec import RunSpec, override
-from engine.store.jobs import Job
-from engine.train.run import train_target
 from ui.explain import DEMO_STEPS
 from ui.present import FONT_PX, PRESENT
-from ui.shared import run_store
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture(scope="module")
-def run_id(fresh_resources) -> int:
-    """One epoch of the small model on the built-in digits."""
-    ensure_builtin("digits-names")
-    spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3,
-                                "train.seed": 0})
-    job = Job("train", "present", train_target(spec, PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
-    return job.result["run_id"]
+def run_id(digits_run) -> int:
+    return digits_run
 
 
 def open_app(home, monkeypatch, present: bool) -> AppTest:
     """A new window on the Data page, with Present on or off from its first run (AppTest reruns only the page, so
     the app's frame and sidebar are drawn by a window's first run)."""
     monkeypatch.setenv("LOUPE_HOME", str(home))
+    monkeypatch.setenv("LOUPE_PAGE_WAIT_S", "300")  # the page waits for the folder's scan and health check, however busy
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state[PRESENT.key] = present
     at.run()
@@ -61,7 +49,6 @@ def test_the_switch_brings_larger_type_folded_tables_and_the_demo_steps(home, mo
     assert switch.value is False and switch.label == "Present"
     assert present_style(normal) == [] and step_buttons(normal) == []
     assert "Images per class, as a table" not in folded(normal)
-    tables = len(normal.dataframe)
 
     present = open_app(home, monkeypatch, present=True)
     assert present.sidebar.toggle(key=PRESENT.key).value is True
@@ -69,7 +56,9 @@ def test_the_switch_brings_larger_type_folded_tables_and_the_demo_steps(home, mo
     assert len(style) == 1 and f"font-size: {FONT_PX}px" in style[0]
     assert folded(present)["Images per class, as a table"] == 1  # the health check's counts, out of sight
     assert not next(e for e in present.expander if e.label == "Images per class, as a table").proto.expanded
-    assert len(present.dataframe) == tables  # folded, not gone
+    # folded, not gone: as many tables as a window with Present off opened now (the Data page's presize cache table
+    # shows only once the first window's read has filled the cache)
+    assert len(present.main.dataframe) == len(open_app(home, monkeypatch, present=False).main.dataframe)
     steps = step_buttons(present)
     assert [b.label for b in steps] == [label.split(":")[0] for label, _, _ in DEMO_STEPS]
     assert [b.proto.type for b in steps][:2] == ["primary", "secondary"]  # the Data page is step 1
@@ -93,3 +82,34 @@ def test_interpret_folds_its_tables_while_presenting(home, monkeypatch, run_id):
     assert tables["Per-class scores, as a table"] == 1
     assert tables.get("Most confused pairs, as a table", 1) == 1  # shown when some pair is confused at all
     assert tables["As a table"] == 1  # the top losses' table, folded as before
+
+
+def keyed(node, key: str):
+    """The container drawn with st.container(key=key), or None."""
+    if getattr(getattr(node, "proto", None), "id", "").endswith("-" + key):
+        return node
+    return next((b for child in getattr(node, "children", {}).values() if (b := keyed(child, key))), None)
+
+
+def grid(at: AppTest, key: str) -> list[int]:
+    """A picture grid's pictures to each row."""
+    return [len(row.get("image")) for row in keyed(at._tree, key).children.values()]
+
+
+def test_picture_grids_have_fewer_pictures_to_a_row_while_presenting(home, monkeypatch, run_id):
+    monkeypatch.setenv("LOUPE_HOME", str(home))
+    app = AppTest.from_file(APP, default_timeout=300)
+    app.switch_page("pages/interpret.py").run()
+    assert not app.exception, app.exception
+    assert grid(app, "gallery-top_losses") == [5, 4]  # nine top losses
+    app.switch_page("pages/learning.py").run()
+    assert grid(app, "learning-averages") == [10]  # the digits' class averages
+
+    app.session_state[PRESENT.key] = True  # captions such as "eight/three / 4.21 / 0.93" keep whole words
+    app.switch_page("pages/interpret.py").run()
+    assert not app.exception, app.exception
+    assert grid(app, "gallery-top_losses") == [3, 3, 3]
+    app.switch_page("pages/learning.py").run()
+    assert not app.exception, app.exception
+    shown = keyed(app._tree, "learning-averages").children.values()
+    assert [element.type for element in shown] == ["image"] * 10  # a row of its own width each, which wraps

@@ -10,13 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.data.resolve import data_root
-from engine.data.builtin import ensure_builtin
 from engine.data.loaders import PresizeCache
 from engine.results.interpret import most_confused, top_losses
-from engine.store.jobs import Job
 from engine.results.review import review_run
-from engine.spec import RunSpec, override
-from engine.train.run import train_target
 from ui.shared import run_store
 from ui.state import (CLEAN_LABEL, INTERPRET_ACTUAL, INTERPRET_CAM, INTERPRET_K, INTERPRET_PREDICTED, PREDICT_SOURCE,
                       PREDICT_VALID_ITEMS, REVIEW_RUN, clean_choice)
@@ -25,15 +21,8 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture(scope="module")
-def run_id(fresh_resources) -> int:
-    """One epoch of the small model on the built-in digits, recorded in this module's run history."""
-    ensure_builtin("digits-names")
-    spec = override(RunSpec(), {"data.presize": 32, "train.schedule": "one_cycle", "train.epochs": 1, "train.lr": 3e-3,
-                                "train.seed": 0})
-    job = Job("train", "review pages", train_target(spec, PresizeCache(), run_store()))
-    job.run()
-    assert job.state == "done", job.error_detail
-    return job.result["run_id"]
+def run_id(digits_run) -> int:
+    return digits_run
 
 
 @pytest.fixture()

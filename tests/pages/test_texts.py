@@ -121,3 +121,15 @@ def test_notes_speak_of_digits_only_on_the_digits():
     photos, digits = (m.value for m in at.markdown)
     assert "digit" not in photos and "the same picture never looks quite the same twice" in photos
     assert "the same digit never looks quite the same twice" in digits
+
+
+def test_the_small_model_shows_imagenet_weights_off(app):
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key=widget_key("model.arch")).set_value("small").run()
+    assert not app.exception
+    toggles = [t for t in app.toggle if t.label == "Start from ImageNet weights"]
+    assert [(t.value, t.disabled) for t in toggles] == [(False, True)]  # off, as it is for the small model
+    assert app.session_state[DRAFT.key].model.pretrained  # the setting is kept for a model that has weights
+    app.selectbox(key=widget_key("model.arch")).set_value("resnet18").run()
+    toggles = [t for t in app.toggle if t.label == "Start from ImageNet weights"]
+    assert [(t.value, t.disabled) for t in toggles] == [(True, False)]

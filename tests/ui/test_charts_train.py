@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from ui.charts_train import lr_finder_figure, plotted_points
 
 
@@ -27,3 +29,13 @@ def test_the_figure_plots_those_points():
     assert len(fig.data[0].x) == 40
     live = lr_finder_figure(lrs[:10], [1.0] * 10, {})  # while it runs: every point so far
     assert len(live.data[0].x) == 10
+
+
+def test_the_minimum_is_marked_where_the_loss_is_lowest_and_its_label_says_so():
+    from engine.train.lr_suggest import suggest_all
+
+    lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
+    losses = [2.0 - i / 40 if i <= 40 else 1.0 + (i - 40) / 5 for i in range(60)]  # lowest at lrs[40] = 1e-2
+    marks = {t.name.split(":")[0]: t for t in lr_finder_figure(lrs, losses, suggest_all(lrs, losses)).data[1:]}
+    assert marks["minimum"].x[0] == pytest.approx(lrs[40])  # the diamond sits at the lowest loss
+    assert marks["minimum"].name == "minimum: 1.0e-03 (a tenth of the 1.0e-02 marked)"  # and the rate is a tenth of it
