@@ -26,6 +26,14 @@ require_app_frame("pages/lr_find.py")
 FINDER = LRFindSpec()  # fastai's lr_find defaults
 
 
+def use_lr(spec, chosen: float) -> None:
+    """"Use this LR": the draft takes the rate, remembering what it was found for. A callback, so the click counts
+    even when another click (a demo step, a page link) reaches the server in the same run and moves to another page."""
+    update_draft({"train.lr": float(f"{chosen:.2e}")})
+    LR_SOURCE.set(f"from the LR finder ({chosen:.1e}) on this data set")
+    LR_FOUND_FOR.set((lr_finder_key(spec), float(f"{chosen:.2e}")))
+
+
 def chart_clicked() -> None:
     """A point of the curve was clicked: its learning rate is the chosen one."""
     event = LRF_CHART.get()
@@ -111,19 +119,13 @@ where = compare(result.suggestions)
 cols = st.columns(max(1, len(result.suggestions)))
 for col, (name, s) in zip(cols, result.suggestions.items()):
     with col:
-        if st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch",
-                     type="primary" if name == "valley" else "secondary"):
-            LRF_CHOSEN.set(s.lr)
-            chosen = s.lr
-            st.rerun()
+        st.button(f"{name}: {s.lr:.1e}", key=f"lrf.pick.{name}", width="stretch", on_click=LRF_CHOSEN.set, args=(s.lr,),
+                  type="primary" if name == "valley" else "secondary")
         st.caption(f"{s.explanation} {where[name]}")
 
 if chosen:
     st.success(f"Chosen learning rate: **{chosen:.2e}** (click another point or suggestion to change it).")
-    if st.button("Use this LR", type="primary", key="lrf.use"):
-        update_draft({"train.lr": float(f"{chosen:.2e}")})
-        LR_SOURCE.set(f"from the LR finder ({chosen:.1e}) on this data set")
-        LR_FOUND_FOR.set((lr_finder_key(spec), float(f"{chosen:.2e}")))
+    if st.button("Use this LR", type="primary", key="lrf.use", on_click=use_lr, args=(spec, chosen)):
         st.switch_page("pages/train.py")
 else:
     st.info("Click a point on the curve, or a suggestion, to choose a learning rate.")
