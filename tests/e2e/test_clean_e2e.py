@@ -11,7 +11,7 @@ from engine.store.runs import RunStore
 from engine.spec import RunSpec, override
 from engine.train.run import train_target
 
-from browser_steps import new_window, pick
+from browser_steps import new_window, pick, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -83,12 +83,13 @@ def test_choices_after_apply_and_browsing(page, trained):
     pick(page, choices.nth(0), "delete")  # a choice on the first page, then the second page and back: it is kept
     expect(page.get_by_role("button", name="Apply 1 change(s)")).to_be_visible()
     number = page.get_by_role("spinbutton", name="Page (of")
-    for to in ("2", "1"):
+    for to, marked in (("2", 0), ("1", 1)):
+        wait_idle(page)  # typed into the box of the page on screen, not one a run is replacing
         number.fill(to)
         number.press("Enter")
+        wait_for_choices(page, marked, "delete")  # that page is drawn: the first page's choice shows only there
         expect(number).to_have_value(to)
-        expect(page.get_by_role("button", name="Apply 1 change(s)")).to_be_visible()
-    wait_for_choices(page, 1, "delete")
+        expect(page.get_by_role("button", name="Apply 1 change(s)")).to_be_visible()  # the choice is kept
     page.get_by_role("button", name="Discard choices").click()
     expect(page.get_by_role("button", name="Apply 0 change(s)")).to_be_visible()
     page.get_by_role("button", name="Undo: Moved 1 image to the trash, relabelled 1").click()
