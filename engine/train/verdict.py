@@ -15,7 +15,8 @@ The checks run in this order; the first that holds is the verdict.
    smoothed loss is the mean of them all and trails the model (a camera run can reach 100 % accuracy while it falls
    by 10 %), and a pretrained model may start low: the levels decide. (The validation loss is not compared with the
    training loss's start: one is measured in eval mode, the other in train mode with augmentation, and they differ
-   by more than 20 % on an untrained model.)
+   by more than 20 % on an untrained model.) A loss that *rose* by 20 % or more is "not learning" instead of "too low":
+   a learning rate too high, or, in a run of fewer than 2 × `START_BATCHES` batches, noise.
 3. overfitting: the last validation loss is above the lowest one, of an earlier epoch N, by at least
    `OVERFIT_RISE` (10 %) of it and at least `OVERFIT_ABS` (0.02: tiny losses wobble by more than 10 %), while the
    training loss fell since epoch N. If the training loss did not fall either, the run is *unstable* instead.
@@ -118,6 +119,10 @@ def verdict(smooth_losses: Sequence[float | None], train_losses: Sequence[float 
     accurate = _finite(accuracy) and accuracy >= GOOD_ACCURACY
     low = valid[-1] <= LOW_LOSS
     if fell < TOO_LOW_FALL and not accurate and not low:
+        if fell <= -TOO_LOW_FALL:  # it rose: "barely moved" and "too small" would be wrong
+            why = (f"With only {len(smooth)} batches the curve is mostly noise: train more epochs, or add pictures."
+                   if len(smooth) < 2 * START_BATCHES else "A learning rate too high makes it climb: try the LR finder's.")
+            return Verdict("too_low", f"Not learning: the loss ended above where it started ({_change(fell)}). {why}")
         return Verdict("too_low", f"Too low: the loss barely moved ({_change(fell)} from where it started) — "
                                   "the learning rate is probably too small.")
     best = min(range(len(valid)), key=lambda e: (valid[e], e))

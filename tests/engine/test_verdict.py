@@ -78,6 +78,16 @@ def test_a_loss_that_fell_less_than_a_fifth_is_too_low():
     assert "up 4%" in verdict(falling(2.3, 2.4, 30), [2.4], [2.3]).text
 
 
+def test_a_loss_that_rose_by_a_fifth_is_not_learning_not_too_low():
+    # a camera set of 8 shots, one batch an epoch: the start is the mean of the first half of the run, 0.85
+    v = verdict([0.8, 0.9, 1.2, 1.5], [0.9, 1.0, 1.2, 1.5], [0.8, 2.8, 4.6, 5.3], [0.0] * 4)
+    assert v.text == ("Not learning: the loss ended above where it started (up 76%). With only 4 batches the curve is "
+                      "mostly noise: train more epochs, or add pictures.")
+    assert verdict(falling(2.0, 2.6, 30), [2.6], [2.5]).text == (
+        "Not learning: the loss ended above where it started (up 27%). A learning rate too high makes it climb: try "
+        "the LR finder's.")  # the start: 2.04 (the mean of the first 5)
+
+
 def test_a_fall_of_exactly_a_fifth_is_no_longer_too_low():
     assert verdict([2.5] * 5 + [2.0] * 25, [2.0], [1.0]).code == "underfitting"
 
