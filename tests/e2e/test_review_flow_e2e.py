@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from browser_steps import CELLS_JS, nav, start_one_cycle_run
+from browser_steps import CELLS_JS, nav, start_one_cycle_run, wait_idle
 from engine.data.builtin import digit_images
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +64,11 @@ def test_train_interpret_predict_export(page, loupe_server, tmp_path):
     assert bars == 5
     expect(page.get_by_text("“notes.png” is not an image Loupe can read")).to_be_visible()
 
-    # Export: the zip downloads with the model, its labels and the standalone scripts
-    with page.expect_download(timeout=60_000) as info:
+    # Export: the zip downloads with the model, its labels and the standalone scripts. Clicked once the page's run
+    # is over: a run that redraws the button gives it a new download id, and a click still holding the old one
+    # downloads nothing (Streamlit's deferred downloads; seen once in a busy run)
+    wait_idle(page)
+    with page.expect_download(timeout=180_000) as info:
         page.get_by_role("button", name="Download model (zip)").click()
     saved = tmp_path / "export.zip"
     info.value.save_as(saved)
